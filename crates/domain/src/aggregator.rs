@@ -1,0 +1,486 @@
+//! The per-partition aggregation state machine.
+//!
+//! One [`Aggregator`] holds everything a consumer needs for one source partition: per instrument
+//! the last `trade_seq`, the continuous EWMA sums and the open windows, plus the partition's
+//! watermark. It is driven by three calls: [`ingest`](Aggregator::ingest) for each trade in log
+//! order, [`advance_wall_clock`](Aggregator::advance_wall_clock) when the caller knows it is caught
+//! up, and [`drain_closed`](Aggregator::drain_closed) to collect the windows the watermark closed.
+//! Windows leave the state only when drained, so a snapshot taken at any moment restores into an
+//! aggregator that produces exactly the output the original would have.
+
+use std::collections::HashMap;
+
+use crate::aggregate::{Aggregate, WindowAccumulator};
+use crate::error::{Error, Result};
+use crate::ewma::{EwmaSums, EwmaValue};
+use crate::fxhash::FxBuildHasher;
+use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot};
+use crate::trade::Trade;
+use crate::window::WindowSize;
+
+/// How windows are cut and closed, and which EWMAs are kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregatorConfig {
+    window: WindowSize,
+    grace_ms: i64,
+    max_delay_ms: i64,
+    halflives_ms: Vec<i64>,
+}
+
+impl AggregatorConfig {
+    /// A validated configuration.
+    ///
+    /// * `window`: tumbling window size.
+    /// * `grace_ms`: a window `[s, e)` closes once the watermark reaches `e + grace_ms`.
+    /// * `max_delay_ms`: when caught up, the watermark follows wall-clock time minus this.
+    /// * `halflives_ms`: one EWMA pair per half-life, reported in this order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a negative grace or delay, a non-positive or repeated
+    /// half-life.
+    pub fn new(
+        window: WindowSize,
+        grace_ms: i64,
+        max_delay_ms: i64,
+        halflives_ms: Vec<i64>,
+    ) -> Result<Self> {
+        if grace_ms < 0 {
+            return Err(Error::InvalidConfig(format!(
+                "grace must be ≥ 0 ms, got {grace_ms}"
+            )));
+        }
+        if max_delay_ms < 0 {
+            return Err(Error::InvalidConfig(format!(
+                "max delay must be ≥ 0 ms, got {max_delay_ms}"
+            )));
+        }
+        for (i, &h) in halflives_ms.iter().enumerate() {
+            if h <= 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "half-life must be > 0 ms, got {h}"
+                )));
+            }
+            if halflives_ms[..i].contains(&h) {
+                return Err(Error::InvalidConfig(format!(
+                    "half-life {h} ms is listed twice"
+                )));
+            }
+        }
+        Ok(AggregatorConfig {
+            window,
+            grace_ms,
+            max_delay_ms,
+            halflives_ms,
+        })
+    }
+
+    /// The window size.
+    pub fn window(&self) -> WindowSize {
+        self.window
+    }
+
+    /// Grace period in ms.
+    pub fn grace_ms(&self) -> i64 {
+        self.grace_ms
+    }
+
+    /// Wall-clock lag in ms used when caught up.
+    pub fn max_delay_ms(&self) -> i64 {
+        self.max_delay_ms
+    }
+
+    /// Configured half-lives in ms, in report order.
+    pub fn halflives_ms(&self) -> &[i64] {
+        &self.halflives_ms
+    }
+}
+
+/// What happened to one ingested trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// Folded into its window and the EWMA.
+    Accepted,
+    /// `trade_seq` ≤ the last one seen for the instrument: dropped.
+    Duplicate,
+    /// Its window had already closed: dropped.
+    Late,
+}
+
+/// Counters since this aggregator was created (not part of snapshots).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregatorStats {
+    /// Trades folded in.
+    pub accepted: u64,
+    /// Trades dropped as duplicates.
+    pub duplicates: u64,
+    /// Trades dropped as late.
+    pub late: u64,
+    /// Aggregates handed out by `drain_closed` / `flush_all`.
+    pub windows_emitted: u64,
+}
+
+#[derive(Debug, Clone)]
+struct InstrumentState {
+    last_trade_seq: Option<u64>,
+    last_timestamp: i64,
+    ewma: Vec<EwmaSums>,
+    /// Start of the window whose EWMA values are still the live sums (see [`WindowAccumulator::ewma`]).
+    ewma_window_start: Option<i64>,
+    /// Open windows, ascending by start; almost always one or two.
+    windows: Vec<WindowAccumulator>,
+    changed: bool,
+}
+
+impl InstrumentState {
+    fn new(halflives_ms: &[i64]) -> Self {
+        InstrumentState {
+            last_trade_seq: None,
+            last_timestamp: i64::MIN,
+            ewma: halflives_ms.iter().map(|&h| EwmaSums::new(h)).collect(),
+            ewma_window_start: None,
+            windows: Vec::with_capacity(2),
+            changed: false,
+        }
+    }
+
+    fn live_ewma(&self) -> Vec<EwmaValue> {
+        self.ewma.iter().filter_map(EwmaSums::value).collect()
+    }
+}
+
+/// Aggregation state of one source partition. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    config: AggregatorConfig,
+    watermark: Option<i64>,
+    instruments: HashMap<Box<str>, InstrumentState, FxBuildHasher>,
+    /// Lower bound of the earliest open window end, so most calls to `drain_closed` are O(1).
+    earliest_open_end: Option<i64>,
+    changed: Vec<Box<str>>,
+    stats: AggregatorStats,
+}
+
+impl Aggregator {
+    /// An empty aggregator (no instruments, no watermark).
+    pub fn new(config: AggregatorConfig) -> Self {
+        Aggregator {
+            config,
+            watermark: None,
+            instruments: HashMap::default(),
+            earliest_open_end: None,
+            changed: Vec::new(),
+            stats: AggregatorStats::default(),
+        }
+    }
+
+    /// The configuration this aggregator runs with.
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.config
+    }
+
+    /// The partition's watermark: the largest trade timestamp seen, or the wall-clock advance.
+    pub fn watermark(&self) -> Option<i64> {
+        self.watermark
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> AggregatorStats {
+        self.stats
+    }
+
+    /// Number of instruments with state.
+    pub fn instrument_count(&self) -> usize {
+        self.instruments.len()
+    }
+
+    /// Folds one trade in, in log order.
+    ///
+    /// The watermark moves to the trade's timestamp even for a duplicate: replaying the log
+    /// after a restore then moves it exactly as the first pass did, so late/not-late decisions
+    /// repeat and the output is identical.
+    pub fn ingest(&mut self, trade: &Trade) -> Ingested {
+        let outcome = self.classify_and_fold(trade);
+        match outcome {
+            Ingested::Accepted => self.stats.accepted += 1,
+            Ingested::Duplicate => self.stats.duplicates += 1,
+            Ingested::Late => self.stats.late += 1,
+        }
+        self.watermark = Some(
+            self.watermark
+                .map_or(trade.timestamp, |w| w.max(trade.timestamp)),
+        );
+        outcome
+    }
+
+    fn classify_and_fold(&mut self, trade: &Trade) -> Ingested {
+        let window = self.config.window;
+        let window_start = window.start_of(trade.timestamp);
+        let window_end = window.end_of_window_starting(window_start);
+        let is_late = self
+            .watermark
+            .is_some_and(|w| w >= window_end.saturating_add(self.config.grace_ms));
+
+        let state = match self.instruments.get_mut(trade.instrument_name.as_str()) {
+            Some(state) => state,
+            None => {
+                if is_late {
+                    return Ingested::Late;
+                }
+                self.instruments
+                    .entry(trade.instrument_name.as_str().into())
+                    .or_insert_with(|| InstrumentState::new(&self.config.halflives_ms))
+            }
+        };
+        if state
+            .last_trade_seq
+            .is_some_and(|last| trade.trade_seq <= last)
+        {
+            return Ingested::Duplicate;
+        }
+        if is_late {
+            return Ingested::Late;
+        }
+
+        // The live EWMA sums describe the window of the instrument's latest trade. Before they
+        // move on to another window, freeze the values into the window they leave.
+        if state.ewma_window_start != Some(window_start) {
+            if let Some(previous) = state.ewma_window_start {
+                let frozen = state.live_ewma();
+                if let Some(w) = state
+                    .windows
+                    .iter_mut()
+                    .find(|w| w.window_start == previous)
+                {
+                    w.ewma = frozen;
+                }
+            }
+            state.ewma_window_start = Some(window_start);
+        }
+        // Per instrument, log order is time order; a timestamp that steps back is folded in
+        // without decay rather than with a weight above 1.
+        let elapsed_ms = if state.last_trade_seq.is_some() {
+            trade.timestamp.saturating_sub(state.last_timestamp).max(0)
+        } else {
+            0
+        };
+        for sums in &mut state.ewma {
+            sums.update(elapsed_ms, trade.price, trade.amount);
+        }
+
+        match state
+            .windows
+            .iter()
+            .rposition(|w| w.window_start <= window_start)
+        {
+            Some(i) if state.windows[i].window_start == window_start => {
+                let w = &mut state.windows[i];
+                w.add(trade);
+                w.ewma.clear();
+            }
+            position => {
+                let at = position.map_or(0, |i| i + 1);
+                state
+                    .windows
+                    .insert(at, WindowAccumulator::open(window_start, window_end, trade));
+                self.earliest_open_end = Some(
+                    self.earliest_open_end
+                        .map_or(window_end, |e| e.min(window_end)),
+                );
+            }
+        }
+        state.last_trade_seq = Some(trade.trade_seq);
+        state.last_timestamp = state.last_timestamp.max(trade.timestamp);
+        if !state.changed {
+            state.changed = true;
+            self.changed.push(trade.instrument_name.as_str().into());
+        }
+        Ingested::Accepted
+    }
+
+    /// Moves the watermark to `now_ms − max_delay` if the caller is caught up on the partition
+    /// (its position equals the end of the log). Never moves it back. A consumer replaying a
+    /// backlog passes `caught_up = false`, so wall time cannot close windows early.
+    pub fn advance_wall_clock(&mut self, now_ms: i64, caught_up: bool) {
+        if caught_up {
+            let candidate = now_ms.saturating_sub(self.config.max_delay_ms);
+            self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
+        }
+    }
+
+    /// Whether `drain_closed` would return something.
+    pub fn has_closed_windows(&self) -> bool {
+        match (self.watermark, self.earliest_open_end) {
+            (Some(w), Some(end)) => w >= end.saturating_add(self.config.grace_ms),
+            _ => false,
+        }
+    }
+
+    /// Removes and returns every window the watermark has closed (`watermark ≥ end + grace`),
+    /// ordered by `(window_end, instrument_name)`.
+    pub fn drain_closed(&mut self) -> Vec<Aggregate> {
+        if !self.has_closed_windows() {
+            return Vec::new();
+        }
+        match self.watermark {
+            Some(w) => self.drain_ending_by(w.saturating_sub(self.config.grace_ms)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Removes and returns every open window, closed or not (end of a finite input).
+    pub fn flush_all(&mut self) -> Vec<Aggregate> {
+        self.drain_ending_by(i64::MAX)
+    }
+
+    fn drain_ending_by(&mut self, max_end: i64) -> Vec<Aggregate> {
+        let mut out = Vec::new();
+        let mut earliest_open_end: Option<i64> = None;
+        for (name, state) in &mut self.instruments {
+            let closed = state
+                .windows
+                .iter()
+                .take_while(|w| w.window_end <= max_end)
+                .count();
+            if closed > 0 {
+                for mut w in state.windows.drain(..closed) {
+                    let ewma = if state.ewma_window_start == Some(w.window_start) {
+                        state.ewma_window_start = None;
+                        state.ewma.iter().filter_map(EwmaSums::value).collect()
+                    } else {
+                        std::mem::take(&mut w.ewma)
+                    };
+                    out.push(w.into_aggregate(name, ewma));
+                }
+                if !state.changed {
+                    state.changed = true;
+                    self.changed.push(name.clone());
+                }
+            }
+            if let Some(first) = state.windows.first() {
+                earliest_open_end =
+                    Some(earliest_open_end.map_or(first.window_end, |e| e.min(first.window_end)));
+            }
+        }
+        self.earliest_open_end = earliest_open_end;
+        out.sort_unstable_by(|a, b| {
+            (a.window_end, &a.instrument_name).cmp(&(b.window_end, &b.instrument_name))
+        });
+        self.stats.windows_emitted += out.len() as u64;
+        out
+    }
+
+    /// State of every instrument changed since the last call (by a trade or a closed window),
+    /// sorted by instrument; clears the change marks. This is what a changelog needs.
+    pub fn take_changed(&mut self) -> Vec<InstrumentSnapshot> {
+        let mut names = std::mem::take(&mut self.changed);
+        names.sort_unstable();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let state = self.instruments.get_mut(&name)?;
+                state.changed = false;
+                Some(snapshot_of(&name, state))
+            })
+            .collect()
+    }
+
+    /// The complete state of the partition, instruments sorted by name.
+    pub fn snapshot(&self) -> PartitionSnapshot {
+        let mut instruments: Vec<InstrumentSnapshot> = self
+            .instruments
+            .iter()
+            .map(|(name, state)| snapshot_of(name, state))
+            .collect();
+        instruments.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
+        PartitionSnapshot {
+            watermark: self.watermark,
+            instruments,
+        }
+    }
+
+    /// Rebuilds an aggregator from a snapshot taken under the same configuration.
+    ///
+    /// # Errors
+    /// [`Error::SnapshotMismatch`] if an instrument's half-lives or window size differ from
+    /// `config`, or its sums are not finite: restoring it would silently change the output.
+    pub fn restore(config: AggregatorConfig, snapshot: PartitionSnapshot) -> Result<Self> {
+        let mut aggregator = Aggregator::new(config);
+        aggregator.watermark = snapshot.watermark;
+        for instrument in snapshot.instruments {
+            aggregator.restore_instrument(instrument)?;
+        }
+        Ok(aggregator)
+    }
+
+    /// Replaces one instrument's state (e.g. the latest changelog record of its key).
+    ///
+    /// # Errors
+    /// As [`restore`](Self::restore).
+    pub fn restore_instrument(&mut self, snapshot: InstrumentSnapshot) -> Result<()> {
+        let mismatch = |reason: String| Error::SnapshotMismatch {
+            instrument: snapshot.instrument_name.clone(),
+            reason,
+        };
+        let halflives: Vec<i64> = snapshot.ewma.iter().map(|e| e.halflife_ms).collect();
+        if halflives != self.config.halflives_ms {
+            return Err(mismatch(format!(
+                "half-lives {halflives:?} ms differ from configured {:?} ms",
+                self.config.halflives_ms
+            )));
+        }
+        if let Some(bad) = snapshot.ewma.iter().find(|e| !e.is_sane()) {
+            return Err(mismatch(format!("EWMA sums are not usable: {bad:?}")));
+        }
+        let window = self.config.window;
+        let mut previous_start = None;
+        for w in &snapshot.windows {
+            if window.start_of(w.window_start) != w.window_start
+                || window.end_of_window_starting(w.window_start) != w.window_end
+            {
+                return Err(mismatch(format!(
+                    "window [{}, {}) is not a {} ms window",
+                    w.window_start,
+                    w.window_end,
+                    window.millis()
+                )));
+            }
+            if previous_start.is_some_and(|p| p >= w.window_start) || w.trade_count == 0 {
+                return Err(mismatch("windows are unordered or empty".into()));
+            }
+            previous_start = Some(w.window_start);
+        }
+        if let Some(first) = snapshot.windows.first() {
+            self.earliest_open_end = Some(
+                self.earliest_open_end
+                    .map_or(first.window_end, |e| e.min(first.window_end)),
+            );
+        }
+        let state = InstrumentState {
+            last_trade_seq: snapshot.last_trade_seq,
+            last_timestamp: snapshot.last_timestamp,
+            ewma: snapshot.ewma,
+            ewma_window_start: snapshot.ewma_window_start,
+            windows: snapshot.windows,
+            changed: false,
+        };
+        self.instruments
+            .insert(snapshot.instrument_name.into_boxed_str(), state);
+        Ok(())
+    }
+
+    /// Raises the watermark to `watermark` (a restored marker); never lowers it.
+    pub fn restore_watermark(&mut self, watermark: Option<i64>) {
+        self.watermark = self.watermark.max(watermark);
+    }
+}
+
+fn snapshot_of(name: &str, state: &InstrumentState) -> InstrumentSnapshot {
+    InstrumentSnapshot {
+        instrument_name: name.to_owned(),
+        last_trade_seq: state.last_trade_seq,
+        last_timestamp: state.last_timestamp,
+        ewma: state.ewma.clone(),
+        ewma_window_start: state.ewma_window_start,
+        windows: state.windows.clone(),
+    }
+}

@@ -1,0 +1,28 @@
+//! The pure core of the pipeline: what a trade is, how trades become windowed aggregates.
+//!
+//! No I/O, no async runtime, no clock reads, no wire formats: callers pass time in.
+//!
+//! * [`trade`]: [`Trade`] (validated) and its plain [`TradeFields`].
+//! * [`window`]: epoch-aligned tumbling windows.
+//! * [`ewma`]: time-decayed EWMA of price and amount-weighted price, O(1) per trade.
+//! * [`aggregate`]: the [`Aggregate`] record and its running accumulator.
+//! * [`aggregator`]: the per-partition [`Aggregator`]: dedup by `trade_seq`, watermark, grace,
+//!   late trades, closing windows.
+//! * [`snapshot`]: its serialisable state for changelogs.
+
+pub mod aggregate;
+pub mod aggregator;
+pub mod error;
+pub mod ewma;
+mod fxhash;
+pub mod snapshot;
+pub mod trade;
+pub mod window;
+
+pub use aggregate::{Aggregate, WindowAccumulator};
+pub use aggregator::{Aggregator, AggregatorConfig, AggregatorStats, Ingested};
+pub use error::{Error, Result};
+pub use ewma::{EwmaSums, EwmaValue};
+pub use snapshot::{InstrumentSnapshot, PartitionSnapshot};
+pub use trade::{Direction, Liquidation, Trade, TradeFields};
+pub use window::WindowSize;

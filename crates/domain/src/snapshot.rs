@@ -1,0 +1,37 @@
+//! Serialisable state of one partition's aggregator.
+//!
+//! These are plain serde values: the Kafka adapter writes one [`InstrumentSnapshot`] per changed
+//! instrument to a compacted changelog and the watermark to a marker; restore folds them back
+//! into a [`PartitionSnapshot`]. Floats travel as exact bits, so a restored aggregator continues
+//! bit-identically.
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::WindowAccumulator;
+use crate::ewma::EwmaSums;
+
+/// State of one instrument: dedup position, continuous EWMA sums, open windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstrumentSnapshot {
+    /// Instrument the state belongs to (the changelog key).
+    pub instrument_name: String,
+    /// Highest `trade_seq` folded in; later trades at or below it are duplicates.
+    pub last_trade_seq: Option<u64>,
+    /// Latest trade timestamp folded in, ms.
+    pub last_timestamp: i64,
+    /// Decayed sums per configured half-life, in config order.
+    pub ewma: Vec<EwmaSums>,
+    /// Start of the window whose EWMA values are the live sums.
+    pub ewma_window_start: Option<i64>,
+    /// Open windows, ascending by start.
+    pub windows: Vec<WindowAccumulator>,
+}
+
+/// State of a whole partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    /// The partition's watermark.
+    pub watermark: Option<i64>,
+    /// Every instrument seen on the partition, sorted by name.
+    pub instruments: Vec<InstrumentSnapshot>,
+}
