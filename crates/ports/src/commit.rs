@@ -1,0 +1,74 @@
+//! Outbound port: aggregates, state and source positions, committed together.
+
+use std::future::Future;
+
+use domain::{Aggregate, InstrumentSnapshot, PartitionSnapshot};
+
+use crate::log::Partition;
+use crate::trace::TraceContext;
+
+/// Progress of one source partition at the end of a commit cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionMarker {
+    /// Source partition.
+    pub partition: Partition,
+    /// Next offset to read after a restart.
+    pub next_offset: i64,
+    /// The partition's watermark.
+    pub watermark: Option<i64>,
+}
+
+/// Everything one commit cycle makes durable, in the order it is written.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    /// Closed-window aggregates, in emission order.
+    pub aggregates: Vec<Aggregate>,
+    /// State of every instrument changed since the last cycle, with its source partition.
+    pub states: Vec<(Partition, InstrumentSnapshot)>,
+    /// One marker per partition that made progress.
+    pub markers: Vec<PartitionMarker>,
+    /// Trace contexts of (some of) the consumed records, to link the commit span to.
+    pub links: Vec<TraceContext>,
+}
+
+/// A partition's state as restored from the changelog.
+#[derive(Debug, Clone)]
+pub struct RestoredPartition {
+    /// Instrument states and the marker's watermark.
+    pub snapshot: PartitionSnapshot,
+    /// Where to resume reading the source partition, if a marker exists.
+    pub next_offset: Option<i64>,
+}
+
+/// Errors from committing or restoring.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Nothing of the cycle is visible to `read_committed` readers (transaction aborted); the
+    /// caller restores state and rewinds to the last commit.
+    #[error("commit aborted, rewind to the last commit: {0}")]
+    Aborted(String),
+    /// The committer cannot go on (fenced, misconfigured); the process should restart.
+    #[error("commit failed fatally: {0}")]
+    Fatal(String),
+}
+
+/// Makes aggregator output and state durable.
+pub trait AggregateCommitter: Send {
+    /// Writes one cycle: aggregates, then states, then markers, then group offsets.
+    ///
+    /// # Errors
+    /// [`CommitError`] if the cycle did not complete.
+    fn commit(
+        &mut self,
+        batch: CommitBatch,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    /// Reads back the state of `partition` as of its last completed cycle.
+    ///
+    /// # Errors
+    /// [`CommitError`] if the changelog cannot be read.
+    fn restore(
+        &mut self,
+        partition: Partition,
+    ) -> impl Future<Output = Result<RestoredPartition, CommitError>> + Send;
+}

@@ -1,0 +1,26 @@
+//! Ports: the boundary between the services and the outside world.
+//!
+//! Apps are generic over these traits, adapters implement them, tests pass fakes.
+//!
+//! * [`feed`]: inbound [`TradeFeed`] — batches of trades from an exchange.
+//! * [`sink`]: outbound [`TradeSink`] — publish trades durably.
+//! * [`log`]: inbound [`TradeLog`] — trades with their source position, plus partition events.
+//! * [`commit`]: outbound [`AggregateCommitter`] — aggregates, state and positions, together.
+//! * [`clock`]: [`Clock`] — wall time, injectable.
+//! * [`trace`]: [`TraceContext`] — W3C trace context carried with data between hops.
+
+pub mod clock;
+pub mod commit;
+pub mod feed;
+pub mod log;
+pub mod sink;
+pub mod trace;
+
+pub use clock::{Clock, SystemClock};
+pub use commit::{
+    AggregateCommitter, CommitBatch, CommitError, PartitionMarker, RestoredPartition,
+};
+pub use feed::{FeedError, Position, StartPositions, TradeBatch, TradeFeed};
+pub use log::{LogError, LogEvent, LoggedTrade, Partition, TradeLog};
+pub use sink::{SinkError, TradeSink};
+pub use trace::TraceContext;

@@ -1,0 +1,63 @@
+//! Inbound port: trades read back from a partitioned log, with their positions.
+
+use std::future::Future;
+
+use domain::Trade;
+
+use crate::trace::TraceContext;
+
+/// A source partition number.
+pub type Partition = i32;
+
+/// A trade and where it sits in the log.
+#[derive(Debug, Clone)]
+pub struct LoggedTrade {
+    /// Source partition.
+    pub partition: Partition,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// The decoded trade.
+    pub trade: Trade,
+    /// Trace context found on the record, if any.
+    pub trace: Option<TraceContext>,
+}
+
+/// What the log hands out next.
+#[derive(Debug, Clone)]
+pub enum LogEvent {
+    /// These partitions are now ours; no record of them is handed out before this event.
+    Assigned(Vec<Partition>),
+    /// These partitions are no longer ours; finish their work and drop their state.
+    Revoked(Vec<Partition>),
+    /// Trades in log order per partition.
+    Trades(Vec<LoggedTrade>),
+}
+
+/// Errors from reading the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A transient failure; calling again may succeed.
+    #[error("retryable log failure: {0}")]
+    Retryable(String),
+    /// The log cannot be read any more.
+    #[error("log failed: {0}")]
+    Fatal(String),
+}
+
+/// A partitioned, replayable log of trades (the raw topic, consumed as a group).
+pub trait TradeLog: Send {
+    /// The next event; waits until there is one.
+    ///
+    /// # Errors
+    /// [`LogError`] if the log cannot be read.
+    fn next_event(&mut self) -> impl Future<Output = Result<LogEvent, LogError>> + Send;
+
+    /// Whether our position on `partition` is at the end of the log.
+    fn caught_up(&self, partition: Partition) -> bool;
+
+    /// Continues `partition` from `offset` (the next record to read).
+    ///
+    /// # Errors
+    /// [`LogError`] if the seek fails.
+    fn seek(&mut self, partition: Partition, offset: i64) -> Result<(), LogError>;
+}
