@@ -1,0 +1,15 @@
+//! Deribit adapter: Deribit's JSON-RPC wire frames in, validated [`domain::Trade`]s out.
+//!
+//! * [`messages`]: serde models of the frames, exactly as Deribit sends them.
+//! * [`parse`]: pure frame → domain mapping, tolerant of unknown fields, strict about values.
+//! * [`error`]: the crate's error type.
+//!
+//! The WebSocket client (`TradeFeed` with heartbeat, reconnect and backfill) is built on these
+//! by the Deribit adapter issue.
+
+pub mod error;
+pub mod messages;
+pub mod parse;
+
+pub use error::{Error, Result};
+pub use parse::{ParsedTrades, TradeRejection, parse_json_line, parse_notification, parse_trade};
