@@ -1,0 +1,8 @@
+//! app-agg: windowed aggregates of the raw trade topic.
+//!
+//! * [`replay`]: the offline path — a file of captured Deribit trades in, aggregates out,
+//!   through the same [`domain::Aggregator`] the service runs.
+//! * [`duration`]: human durations (`1m`, `30s`) as used on the command line and in config.
+
+pub mod duration;
+pub mod replay;
