@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::aggregate::{Aggregate, WindowAccumulator};
 use crate::error::{Error, Result};
-use crate::ewma::{EwmaSums, EwmaValue};
+use crate::ewma::{DecayTable, EwmaSums, EwmaValue};
 use crate::fxhash::FxBuildHasher;
 use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot};
 use crate::trade::Trade;
@@ -152,6 +152,7 @@ impl InstrumentState {
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     config: AggregatorConfig,
+    decay: Vec<DecayTable>,
     watermark: Option<i64>,
     instruments: HashMap<Box<str>, InstrumentState, FxBuildHasher>,
     /// Lower bound of the earliest open window end, so most calls to `drain_closed` are O(1).
@@ -164,6 +165,11 @@ impl Aggregator {
     /// An empty aggregator (no instruments, no watermark).
     pub fn new(config: AggregatorConfig) -> Self {
         Aggregator {
+            decay: config
+                .halflives_ms
+                .iter()
+                .map(|&h| DecayTable::new(h))
+                .collect(),
             config,
             watermark: None,
             instruments: HashMap::default(),
@@ -213,31 +219,47 @@ impl Aggregator {
     }
 
     fn classify_and_fold(&mut self, trade: &Trade) -> Ingested {
-        let window = self.config.window;
-        let window_start = window.start_of(trade.timestamp);
-        let window_end = window.end_of_window_starting(window_start);
-        let is_late = self
-            .watermark
-            .is_some_and(|w| w >= window_end.saturating_add(self.config.grace_ms));
+        let ts = trade.timestamp;
+        let (window, grace_ms, watermark) =
+            (self.config.window, self.config.grace_ms, self.watermark);
+        let closed =
+            |window_end: i64| watermark.is_some_and(|w| w >= window_end.saturating_add(grace_ms));
+        let whole_window = |ts: i64| {
+            let start = window.start_of(ts);
+            (start, window.end_of_window_starting(start))
+        };
 
-        let state = match self.instruments.get_mut(trade.instrument_name.as_str()) {
-            Some(state) => state,
+        let key = trade.instrument_name.as_str();
+        let (state, window_start, window_end) = match self.instruments.get_mut(key) {
+            Some(state) => {
+                if state
+                    .last_trade_seq
+                    .is_some_and(|last| trade.trade_seq <= last)
+                {
+                    return Ingested::Duplicate;
+                }
+                // Most trades land in their instrument's newest window: no division then.
+                let (start, end) = match state.windows.last() {
+                    Some(w) if w.window_start <= ts && ts < w.window_end => {
+                        (w.window_start, w.window_end)
+                    }
+                    _ => whole_window(ts),
+                };
+                (state, start, end)
+            }
             None => {
-                if is_late {
+                let (start, end) = whole_window(ts);
+                if closed(end) {
                     return Ingested::Late;
                 }
-                self.instruments
-                    .entry(trade.instrument_name.as_str().into())
-                    .or_insert_with(|| InstrumentState::new(&self.config.halflives_ms))
+                let state = self
+                    .instruments
+                    .entry(key.into())
+                    .or_insert_with(|| InstrumentState::new(&self.config.halflives_ms));
+                (state, start, end)
             }
         };
-        if state
-            .last_trade_seq
-            .is_some_and(|last| trade.trade_seq <= last)
-        {
-            return Ingested::Duplicate;
-        }
-        if is_late {
+        if closed(window_end) {
             return Ingested::Late;
         }
 
@@ -263,8 +285,8 @@ impl Aggregator {
         } else {
             0
         };
-        for sums in &mut state.ewma {
-            sums.update(elapsed_ms, trade.price, trade.amount);
+        for (sums, decay) in state.ewma.iter_mut().zip(&self.decay) {
+            sums.update_with_decay(decay.factor(elapsed_ms), trade.price, trade.amount);
         }
 
         match state
@@ -292,7 +314,7 @@ impl Aggregator {
         state.last_timestamp = state.last_timestamp.max(trade.timestamp);
         if !state.changed {
             state.changed = true;
-            self.changed.push(trade.instrument_name.as_str().into());
+            self.changed.push(key.into());
         }
         Ingested::Accepted
     }
@@ -372,16 +394,16 @@ impl Aggregator {
     /// State of every instrument changed since the last call (by a trade or a closed window),
     /// sorted by instrument; clears the change marks. This is what a changelog needs.
     pub fn take_changed(&mut self) -> Vec<InstrumentSnapshot> {
-        let mut names = std::mem::take(&mut self.changed);
-        names.sort_unstable();
-        names
+        let mut changed: Vec<InstrumentSnapshot> = std::mem::take(&mut self.changed)
             .into_iter()
-            .filter_map(|name| {
-                let state = self.instruments.get_mut(&name)?;
+            .filter_map(|key| {
+                let state = self.instruments.get_mut(&key)?;
                 state.changed = false;
-                Some(snapshot_of(&name, state))
+                Some(snapshot_of(&key, state))
             })
-            .collect()
+            .collect();
+        changed.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
+        changed
     }
 
     /// The complete state of the partition, instruments sorted by name.
@@ -389,7 +411,7 @@ impl Aggregator {
         let mut instruments: Vec<InstrumentSnapshot> = self
             .instruments
             .iter()
-            .map(|(name, state)| snapshot_of(name, state))
+            .map(|(key, state)| snapshot_of(key, state))
             .collect();
         instruments.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
         PartitionSnapshot {

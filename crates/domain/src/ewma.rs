@@ -24,6 +24,53 @@ pub struct EwmaSums {
     pub weight: f64,
 }
 
+/// `0.5^(elapsed/halflife)`, computed the way pandas does.
+#[inline]
+fn decay_factor(elapsed_ms: i64, halflife_ms: i64) -> f64 {
+    // i64 → f64 is exact for any realistic gap (< 2^53 ms ≈ 285,000 years).
+    #[allow(clippy::cast_precision_loss)]
+    0.5f64.powf(elapsed_ms as f64 / halflife_ms as f64)
+}
+
+/// Precomputed decay factors for short gaps of one half-life.
+///
+/// Most trades of an instrument follow the previous one within a second, and `powf` is the most
+/// expensive step of a trade. The table holds the very values `powf` returns, so using it changes
+/// no result bit; longer gaps fall back to `powf`.
+#[derive(Debug, Clone)]
+pub struct DecayTable {
+    halflife_ms: i64,
+    factors: Box<[f64]>,
+}
+
+impl DecayTable {
+    /// Gaps below this many milliseconds are looked up.
+    pub const SPAN_MS: usize = 1024;
+
+    /// The table for `halflife_ms`.
+    pub fn new(halflife_ms: i64) -> Self {
+        let factors = (0..Self::SPAN_MS as i64)
+            .map(|ms| decay_factor(ms, halflife_ms))
+            .collect();
+        DecayTable {
+            halflife_ms,
+            factors,
+        }
+    }
+
+    /// `0.5^(elapsed_ms / halflife)`; 1 for `elapsed_ms` ≤ 0.
+    #[inline]
+    pub fn factor(&self, elapsed_ms: i64) -> f64 {
+        match usize::try_from(elapsed_ms) {
+            Ok(0) | Err(_) => 1.0,
+            Ok(ms) => match self.factors.get(ms) {
+                Some(&factor) => factor,
+                None => decay_factor(elapsed_ms, self.halflife_ms),
+            },
+        }
+    }
+}
+
 /// The EWMA values of one half-life at some trade, as reported in an aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EwmaValue {
@@ -55,10 +102,19 @@ impl EwmaSums {
     /// within rounding of the sum form.
     #[inline]
     pub fn update(&mut self, elapsed_ms: i64, price: f64, amount: f64) {
-        if elapsed_ms > 0 {
-            // i64 → f64 is exact for any realistic gap (< 2^53 ms ≈ 285,000 years).
-            #[allow(clippy::cast_precision_loss)]
-            let decay = 0.5f64.powf(elapsed_ms as f64 / self.halflife_ms as f64);
+        let decay = if elapsed_ms > 0 {
+            decay_factor(elapsed_ms, self.halflife_ms)
+        } else {
+            1.0
+        };
+        self.update_with_decay(decay, price, amount);
+    }
+
+    /// As [`update`](Self::update), with the decay factor for the elapsed time already known
+    /// (see [`DecayTable`]).
+    #[inline]
+    pub fn update_with_decay(&mut self, decay: f64, price: f64, amount: f64) {
+        if decay != 1.0 {
             self.price_sum *= decay;
             self.notional_sum *= decay;
             self.amount_sum *= decay;
@@ -171,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn decay_table_returns_exactly_what_powf_returns() {
+        for halflife in [1, 7, 1_000, 30_000, 3_600_000] {
+            let table = DecayTable::new(halflife);
+            for elapsed in [-5, 0, 1, 2, 500, 1023, 1024, 1025, 86_400_000] {
+                let expected = if elapsed > 0 {
+                    decay_factor(elapsed, halflife)
+                } else {
+                    1.0
+                };
+                assert_eq!(table.factor(elapsed).to_bits(), expected.to_bits());
+            }
+        }
+    }
+
+    #[test]
     fn no_value_before_first_trade_and_first_value_is_first_price() {
         let mut sums = EwmaSums::new(1_000);
         assert!(sums.value().is_none());
@@ -207,10 +278,10 @@ mod tests {
             points in series(), halflife_ms in prop_oneof![1i64..1_000, 1_000i64..3_600_000]
         ) {
             let got = ewma_series(halflife_ms, &points);
-            for n in 0..points.len() {
+            for (n, value) in got.iter().enumerate() {
                 let (price, vw_price) = direct(halflife_ms, &points, n);
-                prop_assert!(rel(got[n].price, price) < 1e-12, "price at {}: {} vs {}", n, got[n].price, price);
-                prop_assert!(rel(got[n].vw_price, vw_price) < 1e-12, "vw at {}: {} vs {}", n, got[n].vw_price, vw_price);
+                prop_assert!(rel(value.price, price) < 1e-12, "price at {}: {} vs {}", n, value.price, price);
+                prop_assert!(rel(value.vw_price, vw_price) < 1e-12, "vw at {}: {} vs {}", n, value.vw_price, vw_price);
             }
         }
 

@@ -223,7 +223,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut TradeFields)>)> = vec![
+        type Mutation = Box<dyn FnOnce(&mut TradeFields)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("instrument_name", Box::new(|f| f.instrument_name.clear())),
             ("trade_id", Box::new(|f| f.trade_id.clear())),
             ("timestamp", Box::new(|f| f.timestamp = 0)),

@@ -1,4 +1,5 @@
 //! Behaviour of the `Aggregator`: unit cases, then property tests against a naive model.
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, clippy::cast_sign_loss)] // test helpers
 
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Error, Ingested, PartitionSnapshot, Trade,
@@ -504,7 +505,7 @@ proptest! {
             let copy = noisy[of.index(at)].clone();
             noisy.insert(at, copy);
         }
-        let mut agg = Aggregator::new(config.clone());
+        let mut agg = Aggregator::new(config);
         let mut out = Vec::new();
         for t in &noisy {
             agg.ingest(t);
