@@ -1,5 +1,9 @@
 //! Behaviour of the `Aggregator`: unit cases, then property tests against a naive model.
-#![allow(clippy::unwrap_used, clippy::cast_possible_truncation, clippy::cast_sign_loss)] // test helpers
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // test helpers
 
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Error, Ingested, PartitionSnapshot, Trade,
