@@ -2,6 +2,7 @@
 //!
 //! * [`messages`]: serde models of the frames, exactly as Deribit sends them.
 //! * [`parse`]: pure frame → domain mapping, tolerant of unknown fields, strict about values.
+//! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
 //! * [`error`]: the crate's error type.
 //!
 //! The WebSocket client (`TradeFeed` with heartbeat, reconnect and backfill) is built on these
@@ -10,6 +11,7 @@
 pub mod error;
 pub mod messages;
 pub mod parse;
+pub mod sequencer;
 
 pub use error::{Error, Result};
 pub use parse::{ParsedTrades, TradeRejection, parse_json_line, parse_notification, parse_trade};
