@@ -663,7 +663,7 @@ mod tests {
                 let mut out: Vec<Trade> = Vec::new();
                 let mut pending: Vec<BackfillRequest> = Vec::new();
                 let mut step = 0usize;
-                let mut answer = |s: &mut Sequencer, pending: &mut Vec<BackfillRequest>, out: &mut Vec<Trade>| {
+                let answer = |s: &mut Sequencer, pending: &mut Vec<BackfillRequest>, out: &mut Vec<Trade>| {
                     if let Some(request) = (!pending.is_empty()).then(|| pending.remove(0)) {
                         let (trades, more) = serve(&request, n, page);
                         let r = s.on_backfill_page(&request.instrument, trades, more);
@@ -683,7 +683,7 @@ mod tests {
                             prop_assert!(r.gaps.is_empty(), "history has everything");
                         }
                         step += 1;
-                        if step % answer_every == 0 {
+                        if step.is_multiple_of(answer_every) {
                             answer(&mut s, &mut pending, &mut out);
                         }
                     }
