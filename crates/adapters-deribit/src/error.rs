@@ -3,6 +3,9 @@
 /// Why a frame could not be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
+    /// The configuration cannot work; the message says what is accepted.
+    #[error("{0}")]
+    Config(String),
     /// Not JSON, or JSON of the wrong shape.
     #[error("malformed frame: {0}")]
     Malformed(String),

@@ -1,5 +1,7 @@
 //! Deribit adapter: Deribit's JSON-RPC wire frames in, validated [`domain::Trade`]s out.
 //!
+//! * [`config`]: endpoint, channels (validated), credentials, limits.
+//! * [`backoff`]: reconnect delays.
 //! * [`messages`]: serde models of the frames, exactly as Deribit sends them.
 //! * [`parse`]: pure frame → domain mapping, tolerant of unknown fields, strict about values.
 //! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
@@ -8,6 +10,8 @@
 //! The WebSocket client (`TradeFeed` with heartbeat, reconnect and backfill) is built on these
 //! by the Deribit adapter issue.
 
+pub mod backoff;
+pub mod config;
 pub mod error;
 pub mod messages;
 pub mod parse;
