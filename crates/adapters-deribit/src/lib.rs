@@ -12,9 +12,12 @@
 
 pub mod backoff;
 pub mod config;
+pub mod credits;
 pub mod error;
 pub mod messages;
+pub mod metrics;
 pub mod parse;
+pub mod rpc;
 pub mod sequencer;
 
 pub use error::{Error, Result};
