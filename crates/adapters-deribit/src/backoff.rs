@@ -73,6 +73,7 @@ mod tests {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(5),
             stable_after: Duration::from_secs(60),
+            ..BackoffConfig::default()
         }
     }
 

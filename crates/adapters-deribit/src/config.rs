@@ -187,6 +187,10 @@ pub struct BackoffConfig {
     pub max: Duration,
     /// A connection that lived this long resets the backoff.
     pub stable_after: Duration,
+    /// Least wait after running out of credits (10028), so the pool can refill.
+    pub rate_limited: Duration,
+    /// Least wait after a maintenance error (11051, 11056).
+    pub maintenance: Duration,
 }
 
 impl Default for BackoffConfig {
@@ -195,6 +199,8 @@ impl Default for BackoffConfig {
             initial: Duration::from_millis(500),
             max: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
+            rate_limited: Duration::from_secs(5),
+            maintenance: Duration::from_secs(10),
         }
     }
 }
@@ -210,6 +216,9 @@ pub struct DeribitConfig {
     pub credentials: Option<Credentials>,
     /// `public/set_heartbeat` interval (≥ 10 s, Deribit's minimum).
     pub heartbeat_interval: Duration,
+    /// With no frame at all for this long the connection is presumed dead (half-open sockets
+    /// happen) and replaced; `None` means two heartbeat intervals.
+    pub silence_timeout: Option<Duration>,
     /// Deadline for any request's answer.
     pub request_timeout: Duration,
     /// Frames above this size are rejected (the connection is replaced).
@@ -234,6 +243,7 @@ impl DeribitConfig {
             channels,
             credentials: None,
             heartbeat_interval: Duration::from_secs(10),
+            silence_timeout: None,
             request_timeout: Duration::from_secs(10),
             max_frame_bytes: 16 * 1024 * 1024,
             queue_capacity: 4096,
@@ -242,6 +252,11 @@ impl DeribitConfig {
             backoff: BackoffConfig::default(),
             client_name: "deribit-kafka".into(),
         }
+    }
+
+    /// The effective silence timeout.
+    pub fn silence_timeout(&self) -> Duration {
+        self.silence_timeout.unwrap_or(self.heartbeat_interval * 2)
     }
 
     /// Checks the combination of settings.

@@ -7,18 +7,24 @@
 //! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
 //! * [`error`]: the crate's error type.
 //!
-//! The WebSocket client (`TradeFeed` with heartbeat, reconnect and backfill) is built on these
-//! by the Deribit adapter issue.
+//! * [`feed`]: [`DeribitFeed`], the `TradeFeed`: supervisor with reconnect and backoff.
+//! * `session`: one connection: handshake, heartbeat, subscriptions, backfill, discovery.
+//! * [`credits`], [`metrics`]: rate-limit pacing and counters.
 
 pub mod backoff;
 pub mod config;
 pub mod credits;
 pub mod error;
+pub mod feed;
 pub mod messages;
 pub mod metrics;
 pub mod parse;
 pub mod rpc;
 pub mod sequencer;
+mod session;
 
+pub use config::{Channel, Credentials, DeribitConfig};
 pub use error::{Error, Result};
+pub use feed::{DeribitFeed, TraceExtractor};
+pub use metrics::FeedMetrics;
 pub use parse::{ParsedTrades, TradeRejection, parse_json_line, parse_notification, parse_trade};

@@ -387,6 +387,14 @@ impl Sequencer {
         out
     }
 
+    /// Forgets every backfill in progress (its requests died with the connection). Held trades
+    /// are dropped: the next `backfill_from_last` fetches them again from history.
+    pub fn abandon_backfills(&mut self) {
+        for state in self.instruments.values_mut() {
+            state.mode = Mode::Live;
+        }
+    }
+
     /// Forgets that trades after `position` were handed out (they were shed downstream): the next
     /// trade of the instrument shows a hole and the shed trades are fetched again.
     pub fn rewind(&mut self, instrument: &str, position: Position) {
@@ -606,6 +614,18 @@ mod tests {
         assert_eq!(out.backfilled, 4);
         let out = s.on_live(vec![t("A", 4), t("B", 8), t("B", 9)]);
         assert_eq!((seqs(&out.ready), out.duplicates), (vec![4, 9], 1));
+    }
+
+    #[test]
+    fn an_abandoned_backfill_starts_over_from_the_last_position() {
+        let mut s = Sequencer::new(100);
+        s.on_live(vec![t("A", 1)]);
+        s.on_live(vec![t("A", 5)]); // backfill 2..=4 requested, 5 held; then the connection dies
+        s.abandon_backfills();
+        let request = s.backfill_from_last("A").unwrap();
+        assert_eq!((request.start_seq, request.end_seq), (2, None));
+        let out = s.on_backfill_page("A", many("A", 2..=5), false);
+        assert_eq!(seqs(&out.ready), vec![2, 3, 4, 5]);
     }
 
     #[test]

@@ -1,5 +1,13 @@
-//! Test-only fakes shared by the crates' tests: a scripted fake Deribit, a Schema Registry
-//! stand-in, a Kafka broker harness and an in-process OTLP collector. Never a dependency of a
-//! binary.
+//! Test-only fakes shared by the crates' tests. Never a dependency of a binary.
 //!
-//! Shell: filled by the Deribit, Kafka and services issues.
+//! * [`deribit`]: [`FakeDeribit`], a scriptable Deribit WebSocket API v2 on a loopback port.
+//! * [`wait`]: polling helpers with deadlines (no bare sleeps in tests).
+//!
+//! The Schema Registry stand-in, the Kafka broker harness and the OTLP collector come with the
+//! Kafka and services issues.
+
+pub mod deribit;
+pub mod wait;
+
+pub use deribit::{FakeDeribit, FakeInstrument};
+pub use wait::wait_for;
