@@ -7,7 +7,7 @@
 //! offered with `try_send`; a full queue sheds the batch and rewinds the sequencer, so the shed
 //! trades are fetched again from history once the consumer catches up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,6 +133,8 @@ struct Session<'a> {
     work_in_flight: usize,
     discoveries_running: usize,
     held_unknown: Vec<Trade>,
+    /// Instruments whose trades were shed: fetched again once the consumer has room.
+    shed: BTreeSet<String>,
     request_credits: CreditBucket,
     subscribe_credits: CreditBucket,
     wake_at: Option<Instant>,
@@ -167,6 +169,7 @@ pub(crate) async fn run(ctx: Context<'_>) -> SessionEnd {
         work_in_flight: 0,
         discoveries_running: 0,
         held_unknown: Vec::new(),
+        shed: BTreeSet::new(),
         request_credits: CreditBucket::requests(),
         subscribe_credits: CreditBucket::subscriptions(),
         wake_at: None,
@@ -280,6 +283,7 @@ impl Session<'_> {
     /// Sends whatever may go now: the next handshake step, queued history requests.
     async fn pump(&mut self) -> Result<(), SessionEnd> {
         self.wake_at = None;
+        self.refetch_shed();
         if !self.step_in_flight
             && let Some(step) = self.steps.pop_front()
         {
@@ -347,6 +351,30 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Once the consumer's queue is half free again, fetches what was shed from history (an
+    /// instrument already backfilling waits until that backfill ends).
+    fn refetch_shed(&mut self) {
+        if self.shed.is_empty() {
+            return;
+        }
+        if self.ctx.tx.capacity() * 2 >= self.ctx.tx.max_capacity() {
+            for instrument in std::mem::take(&mut self.shed) {
+                match self.ctx.sequencer.backfill_from_last(&instrument) {
+                    Some(request) => self.work.push_back(Work::Backfill {
+                        request,
+                        attempt: 0,
+                    }),
+                    None => {
+                        self.shed.insert(instrument);
+                    }
+                }
+            }
+        }
+        if !self.shed.is_empty() {
+            self.wake_at = Some(Instant::now() + Duration::from_millis(50));
+        }
     }
 
     async fn send_step(&mut self, step: Step) -> Result<(), SessionEnd> {
@@ -878,6 +906,7 @@ impl Session<'_> {
                                 timestamp: trade.timestamp,
                             };
                             self.ctx.sequencer.rewind(&trade.instrument_name, before);
+                            self.shed.insert(trade.instrument_name.clone());
                         }
                     }
                 }

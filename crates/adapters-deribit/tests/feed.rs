@@ -484,3 +484,50 @@ async fn stop_closes_the_connection_and_ends_the_stream() {
         .unwrap();
     assert!(wait_for(DEADLINE, || fake.connections_open() == 0).await);
 }
+
+#[tokio::test]
+async fn a_stalled_consumer_costs_nothing_shed_batches_are_fetched_again() {
+    let fake = FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap();
+    fake.send_test_requests_every(Duration::from_millis(200));
+    let mut cfg = config(&fake, ALL);
+    cfg.queue_capacity = 2;
+    let mut feed = DeribitFeed::spawn(cfg, StartPositions::new(), None).unwrap();
+    let metrics = feed.metrics();
+    assert!(
+        wait_for(DEADLINE, || metrics
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed))
+        .await
+    );
+    // Nobody reads while 60 notifications arrive: the queue holds 2, the rest are shed.
+    for _ in 0..20 {
+        fake.trade_all(2);
+    }
+    assert!(wait_for(DEADLINE, || FeedMetrics::get(&metrics.shed_batches) > 0).await);
+    fake.trade_all(1); // reveals the holes left by shedding
+    let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let want = expected(
+        &fake,
+        &["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"],
+    );
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while got != want && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(Some(batch))) =
+            tokio::time::timeout(Duration::from_millis(200), feed.next_batch()).await
+        {
+            for t in batch.trades {
+                got.entry(t.instrument_name.clone())
+                    .or_default()
+                    .push(t.trade_seq);
+            }
+        }
+    }
+    assert_eq!(got, want, "every trade once, in order, despite shedding");
+    assert_eq!(
+        fake.connections_total(),
+        1,
+        "shedding never costs the connection"
+    );
+}
