@@ -18,9 +18,10 @@ lint:
 fmt:
     cargo fmt --all
 
-# Benchmarks (heavy: minutes). Prints throughput as Melem/s = million trades per second.
+# Benchmarks (heavy: minutes). Throughput is printed as elem/s = trades per second.
 bench:
     cargo bench -p domain --bench aggregator
+    cargo bench -p adapters-deribit --bench parse
 
 # Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`.
 replay *ARGS:
