@@ -30,6 +30,8 @@ pub struct FeedMetrics {
     pub heartbeat_rtt_us: AtomicU64,
     /// Holes in `trade_seq` detected.
     pub gaps_detected: AtomicU64,
+    /// Detected holes closed completely from history.
+    pub gaps_filled: AtomicU64,
     /// Holes that could not be filled (reported).
     pub gaps_unfilled: AtomicU64,
     /// Trades recovered from history.

@@ -54,6 +54,8 @@ pub struct Sequenced {
     pub duplicates: u64,
     /// Holes detected (a trade arrived with `seq > last + 1`).
     pub gaps_detected: u64,
+    /// Detected holes closed completely from history.
+    pub gaps_filled: u64,
     /// Trades that came from history (backfill pages or discovery).
     pub backfilled: u64,
 }
@@ -70,6 +72,8 @@ enum Mode {
         attempts: u32,
         /// Live trades arrived beyond the bound and were not kept: fetch them after the hole.
         shed: bool,
+        /// Started because a live trade showed a hole (not a recovery after reconnect).
+        detected: bool,
     },
 }
 
@@ -194,6 +198,7 @@ impl Sequencer {
                     held,
                     attempts: 1,
                     shed: false,
+                    detected: true,
                 };
             }
         }
@@ -213,6 +218,7 @@ impl Sequencer {
             held: BTreeMap::new(),
             attempts: 1,
             shed: false,
+            detected: false,
         };
         Some(BackfillRequest {
             instrument: instrument.to_owned(),
@@ -298,11 +304,13 @@ impl Sequencer {
             attempts,
             until,
             shed,
+            detected,
         } = &mut state.mode
         else {
             return;
         };
         let shed = *shed;
+        let mut filled = *detected;
         let last = state.last.map_or(0, |p| p.trade_seq);
         let first_held = held.keys().next().copied();
         if let Some(first) = first_held.filter(|&f| f > last + 1) {
@@ -322,12 +330,16 @@ impl Sequencer {
                 from_seq: last + 1,
                 to_seq: first - 1,
             });
+            filled = false;
             // Reported: continue after the hole.
             let timestamp = held.get(&first).map_or(0, |t| t.timestamp);
             state.last = Some(Position {
                 trade_seq: first - 1,
                 timestamp,
             });
+        }
+        if filled {
+            out.gaps_filled += 1;
         }
         let held = std::mem::take(held);
         state.mode = Mode::Live;
@@ -476,6 +488,7 @@ mod tests {
         // A page may overlap both sides of the hole.
         let out = s.on_backfill_page("A", many("A", 9..=14), false);
         assert_eq!(seqs(&out.ready), vec![11, 12, 13, 14, 15]);
+        assert_eq!(out.gaps_filled, 1);
         assert_eq!(out.backfilled, 3);
         assert!(out.gaps.is_empty());
         assert_eq!(seqs(&s.on_live(vec![t("A", 16)]).ready), vec![16]);

@@ -864,6 +864,7 @@ impl Session<'_> {
         let metrics = self.ctx.metrics;
         FeedMetrics::add(&metrics.duplicates, out.duplicates);
         FeedMetrics::add(&metrics.gaps_detected, out.gaps_detected);
+        FeedMetrics::add(&metrics.gaps_filled, out.gaps_filled);
         FeedMetrics::add(&metrics.backfilled_trades, out.backfilled);
         for gap in &out.gaps {
             FeedMetrics::add(&metrics.gaps_unfilled, 1);
