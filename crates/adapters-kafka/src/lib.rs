@@ -1,4 +1,15 @@
-//! Kafka and Schema Registry adapters (`TradeSink`, `TradeLog`, the aggregate commit port).
+//! Kafka and Schema Registry adapters.
 //!
-//! Shell: filled by the adapters-kafka issue (Avro with Confluent framing, idempotent producer,
-//! consumer group with restore, changelog commit cycle, trace headers, dead-letter topic).
+//! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
+//!   decoding with writer-to-reader schema resolution.
+//! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`error`]: the crate's error type.
+//!
+//! The producer (`TradeSink`), the consumer (`TradeLog`), the registry client and the commit
+//! cycle are built on these by the rest of the Kafka adapter issue.
+
+pub mod avro;
+pub mod error;
+pub mod framing;
+
+pub use error::{Error, Result};
