@@ -476,6 +476,8 @@ impl Fields {
         }
     }
 
+    // By value like the other converters: they share the `fn(Value) -> Option<T>` shape.
+    #[allow(clippy::needless_pass_by_value)]
     fn as_long(value: Value) -> Option<i64> {
         match value {
             Value::Long(v) | Value::TimestampMillis(v) => Some(v),
@@ -484,6 +486,7 @@ impl Fields {
         }
     }
 
+    #[allow(clippy::needless_pass_by_value)]
     fn as_double(value: Value) -> Option<f64> {
         match value {
             Value::Double(v) => Some(v),
