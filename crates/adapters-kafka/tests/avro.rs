@@ -360,7 +360,7 @@ fn bad_data_is_a_clear_error_not_a_panic() {
     assert!(err.to_string().contains("`trade_seq` is negative"), "{err}");
     // Random bytes, an out-of-range union branch, an absurd string length.
     assert!(decode_trade(3, schema, &[0xff; 16]).is_err());
-    let mut bad_union = good.clone();
+    let mut bad_union = good;
     *bad_union.last_mut().unwrap() = 4; // contracts: branch 2
     assert!(
         decode_trade(3, schema, &bad_union)
