@@ -33,6 +33,16 @@ pub enum Error {
         /// Parser message.
         reason: String,
     },
+    /// The Schema Registry refused or could not be reached.
+    #[error("schema registry, subject {subject:?}: {reason}")]
+    Registry {
+        /// Subject (or schema id) concerned.
+        subject: String,
+        /// The registry's reason, e.g. why a schema is incompatible.
+        reason: String,
+        /// Whether trying again later can help.
+        retryable: bool,
+    },
     /// A decoded trade breaks a domain rule (e.g. NaN or negative price).
     #[error("decoded trade is invalid: {0}")]
     InvalidTrade(#[from] domain::Error),

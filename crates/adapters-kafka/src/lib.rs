@@ -3,13 +3,14 @@
 //! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * [`error`]: the crate's error type.
 //!
-//! The producer (`TradeSink`), the consumer (`TradeLog`), the registry client and the commit
-//! cycle are built on these by the rest of the Kafka adapter issue.
+//! The producer (`TradeSink`), the consumer (`TradeLog`) and the commit cycle are built on these by the rest of the Kafka adapter issue.
 
 pub mod avro;
 pub mod error;
 pub mod framing;
+pub mod registry;
 
 pub use error::{Error, Result};
