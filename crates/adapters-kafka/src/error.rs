@@ -43,6 +43,9 @@ pub enum Error {
         /// Whether trying again later can help.
         retryable: bool,
     },
+    /// A Kafka client operation failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// A decoded trade breaks a domain rule (e.g. NaN or negative price).
     #[error("decoded trade is invalid: {0}")]
     InvalidTrade(#[from] domain::Error),

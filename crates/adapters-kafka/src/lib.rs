@@ -3,14 +3,20 @@
 //! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
+//! * [`headers`]: W3C trace context in record headers.
+//! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * [`error`]: the crate's error type.
 //!
-//! The producer (`TradeSink`), the consumer (`TradeLog`) and the commit cycle are built on these by the rest of the Kafka adapter issue.
+//! The consumer (`TradeLog`) and the commit cycle are built on these by the rest of the Kafka adapter issue.
 
 pub mod avro;
+pub mod config;
 pub mod error;
 pub mod framing;
+pub mod headers;
+pub mod producer;
 pub mod registry;
 
 pub use error::{Error, Result};

@@ -1,0 +1,143 @@
+//! Kafka client settings, turned into an rdkafka `ClientConfig` in exactly one place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rdkafka::ClientConfig;
+
+/// Environment prefix for raw librdkafka properties: `KAFKA_PROPERTY_SECURITY_PROTOCOL=SASL_SSL`
+/// sets `security.protocol`.
+pub const PROPERTY_PREFIX: &str = "KAFKA_PROPERTY_";
+
+/// Connection and tuning settings shared by producers and consumers.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// `compression.type` for producers (default `lz4`).
+    pub compression: String,
+    /// Any other librdkafka property (SASL, TLS, timeouts…); applied last, so it wins.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Settings for `bootstrap_servers` with defaults.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            compression: "lz4".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Adds every `KAFKA_PROPERTY_*` variable of `vars` as a property (`_` → `.`, lower case).
+    pub fn with_env_properties(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        for (name, value) in vars {
+            if let Some(rest) = name.strip_prefix(PROPERTY_PREFIX)
+                && !rest.is_empty()
+            {
+                self.properties
+                    .insert(rest.to_ascii_lowercase().replace('_', "."), value);
+            }
+        }
+        self
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config
+    }
+
+    fn with_properties(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent producer: `acks=all`, Java-compatible `murmur2_random` partitioning.
+    pub fn producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("compression.type", &self.compression)
+            .set("linger.ms", "5");
+        self.with_properties(config)
+    }
+
+    /// A consumer for reading a topic directly (assign, no group commits).
+    pub fn reader(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", "deribit-kafka-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        self.with_properties(config)
+    }
+}
+
+/// Whether a property's value must not be shown.
+pub fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "token", "key.pem", "private"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret(k) { "REDACTED" } else { v.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("compression", &self.compression)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_properties_pass_through_and_secrets_stay_hidden() {
+        let config = KafkaConfig::new("k:9092").with_env_properties([
+            (
+                "KAFKA_PROPERTY_SECURITY_PROTOCOL".to_owned(),
+                "SASL_SSL".to_owned(),
+            ),
+            (
+                "KAFKA_PROPERTY_SASL_PASSWORD".to_owned(),
+                "hunter2".to_owned(),
+            ),
+            ("KAFKA_PROPERTY_".to_owned(), "ignored".to_owned()),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ]);
+        let producer = config.producer();
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(producer.get("sasl.password"), Some("hunter2"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("partitioner"), Some("murmur2_random"));
+        assert_eq!(producer.get("compression.type"), Some("lz4"));
+        assert_eq!(config.properties.len(), 2);
+        let debug = format!("{config:?}");
+        assert!(
+            debug.contains("SASL_SSL") && debug.contains("REDACTED") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+    }
+}

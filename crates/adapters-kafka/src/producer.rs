@@ -1,0 +1,284 @@
+//! [`KafkaTradeSink`]: trades to the raw topic, Avro in Confluent framing.
+//!
+//! Key = instrument name, record timestamp = trade time, trace context in headers. The
+//! producer is idempotent with `acks=all`, so librdkafka's own retries never duplicate. A full
+//! local queue is back-pressure: `publish` waits for earlier records to be acknowledged instead
+//! of dropping. `publish` resolves only when every record of the batch is acknowledged, and
+//! any delivery error reaches the caller.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ports::{Position, SinkError, StartPositions, TradeBatch, TradeSink};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::future_producer::{DeliveryFuture, OwnedDeliveryResult};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::avro::{TRADE_SCHEMA_JSON, decode_trade, encode_trade};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::framing::{split_frame, start_frame};
+use crate::headers;
+use crate::registry::{Registry, value_subject};
+
+/// How many records at the end of each partition `last_positions` reads.
+pub const DEFAULT_LOOKBACK: i64 = 50_000;
+
+/// The raw-topic producer.
+pub struct KafkaTradeSink {
+    producer: FutureProducer,
+    reader: ClientConfig,
+    registry: Arc<Registry>,
+    topic: String,
+    schema_id: u32,
+    lookback: i64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaTradeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTradeSink")
+            .field("topic", &self.topic)
+            .field("schema_id", &self.schema_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaTradeSink {
+    /// Registers the trade schema under `{topic}-value` and creates the producer.
+    ///
+    /// # Errors
+    /// [`Error::Registry`] if the schema is refused or the registry unreachable,
+    /// [`Error::Kafka`] if the producer cannot be created (bad properties).
+    pub async fn connect(
+        config: &KafkaConfig,
+        registry: Arc<Registry>,
+        topic: &str,
+    ) -> Result<Self> {
+        let schema_id = registry
+            .register(&value_subject(topic), TRADE_SCHEMA_JSON)
+            .await?;
+        let producer: FutureProducer = config
+            .producer()
+            .create()
+            .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
+        Ok(KafkaTradeSink {
+            producer,
+            reader: config.reader(),
+            registry,
+            topic: topic.to_owned(),
+            schema_id,
+            lookback: DEFAULT_LOOKBACK,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// The registry id of the schema records are written with.
+    pub fn schema_id(&self) -> u32 {
+        self.schema_id
+    }
+
+    /// Reads at most `records` records at the end of each partition in `last_positions`.
+    #[must_use]
+    pub fn with_lookback(mut self, records: i64) -> Self {
+        self.lookback = records.max(1);
+        self
+    }
+}
+
+/// Retrying can help unless the broker or configuration says otherwise.
+fn sink_error(e: &KafkaError) -> SinkError {
+    let fatal = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidConfig
+                | RDKafkaErrorCode::Fatal
+                | RDKafkaErrorCode::UnsupportedVersion
+        )
+    );
+    if fatal {
+        SinkError::Fatal(e.to_string())
+    } else {
+        SinkError::Retryable(e.to_string())
+    }
+}
+
+fn acknowledged(
+    delivery: std::result::Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+) -> std::result::Result<(), SinkError> {
+    match delivery {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _message))) => Err(sink_error(&e)),
+        Err(_) => Err(SinkError::Fatal(
+            "producer closed before acknowledging".into(),
+        )),
+    }
+}
+
+impl TradeSink for KafkaTradeSink {
+    async fn publish(&self, batch: TradeBatch) -> std::result::Result<(), SinkError> {
+        let headers = headers::inject(batch.trace.as_ref());
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(batch.trades.len());
+        let mut buf = Vec::with_capacity(256);
+        for trade in &batch.trades {
+            start_frame(&mut buf, self.schema_id);
+            encode_trade(&mut buf, trade).map_err(|e| SinkError::Fatal(e.to_string()))?;
+            let mut record = FutureRecord::to(&self.topic)
+                .key(trade.instrument_name.as_str())
+                .payload(buf.as_slice())
+                .timestamp(trade.timestamp)
+                .headers(headers.clone());
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                        // Back-pressure, never a drop: wait for room, then enqueue again.
+                        record = returned;
+                        match pending.pop_front() {
+                            Some(oldest) => acknowledged(oldest.await)?,
+                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    Err((e, _)) => return Err(sink_error(&e)),
+                }
+            }
+        }
+        for delivery in pending {
+            acknowledged(delivery.await)?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) -> std::result::Result<(), SinkError> {
+        let producer = self.producer.clone();
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| SinkError::Fatal(format!("flush task: {e}")))?
+            .map_err(|e| sink_error(&e))
+    }
+
+    async fn last_positions(&self) -> std::result::Result<StartPositions, SinkError> {
+        let (reader, topic, lookback, timeout) = (
+            self.reader.clone(),
+            self.topic.clone(),
+            self.lookback,
+            self.timeout,
+        );
+        let newest =
+            tokio::task::spawn_blocking(move || read_tail(&reader, &topic, lookback, timeout))
+                .await
+                .map_err(|e| SinkError::Fatal(format!("tail reader task: {e}")))?
+                .map_err(|e| SinkError::Retryable(e.to_string()))?;
+        let mut positions = StartPositions::new();
+        for (instrument, frame) in newest {
+            let decoded = match split_frame(&frame) {
+                Ok((id, datum)) => match self.registry.schema(id).await {
+                    Ok(writer) => decode_trade(id, &writer, datum),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok(trade) => {
+                    let position = Position {
+                        trade_seq: trade.trade_seq,
+                        timestamp: trade.timestamp,
+                    };
+                    let entry = positions
+                        .entry(trade.instrument_name.clone())
+                        .or_insert(position);
+                    if entry.trade_seq < position.trade_seq {
+                        *entry = position;
+                    }
+                }
+                Err(e) => {
+                    warn!(instrument = %instrument, error = %e, "Unreadable record at the end of the raw topic; its position is unknown.")
+                }
+            }
+        }
+        Ok(positions)
+    }
+}
+
+/// The newest record per key (and partition) over the last `lookback` records of every partition of `topic`.
+fn read_tail(
+    config: &ClientConfig,
+    topic: &str,
+    lookback: i64,
+    timeout: Duration,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let kafka = |what: &str, e: KafkaError| Error::Kafka(format!("{what} of {topic}: {e}"));
+    let consumer: BaseConsumer = config.create().map_err(|e| kafka("creating a reader", e))?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(|e| kafka("metadata", e))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(|e| kafka("watermarks", e))?;
+        if high > low {
+            let start = low.max(high - lookback);
+            assignment
+                .add_partition_offset(topic, partition, Offset::Offset(start))
+                .map_err(|e| kafka("assignment", e))?;
+            ends.insert(partition, high);
+        }
+    }
+    // Per key and partition (a key spans partitions only after the partition count grew).
+    let mut newest: HashMap<(String, i32), (i64, Vec<u8>)> = HashMap::new();
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka("assign", e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !ends.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Kafka(format!(
+                "reading the end of {topic} timed out; partitions left: {:?}",
+                ends.keys()
+            )));
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.map_err(|e| kafka("reading", e))?;
+        let (partition, offset) = (message.partition(), message.offset());
+        if let (Some(key), Some(payload)) = (message.key(), message.payload()) {
+            let key = (String::from_utf8_lossy(key).into_owned(), partition);
+            // Within a partition a later offset is a later trade of the same instrument.
+            if newest.get(&key).is_none_or(|(o, _)| *o < offset) {
+                newest.insert(key, (offset, payload.to_vec()));
+            }
+        }
+        if ends.get(&partition).is_some_and(|&end| offset + 1 >= end) {
+            ends.remove(&partition);
+        }
+    }
+    Ok(newest
+        .into_iter()
+        .map(|((key, _), (_, frame))| (key, frame))
+        .collect())
+}
