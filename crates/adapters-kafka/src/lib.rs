@@ -4,15 +4,17 @@
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
+//! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * [`error`]: the crate's error type.
 //!
-//! The consumer (`TradeLog`) and the commit cycle are built on these by the rest of the Kafka adapter issue.
+//! The commit cycle is built on these by the rest of the Kafka adapter issue.
 
 pub mod avro;
 pub mod config;
+pub mod consumer;
 pub mod error;
 pub mod framing;
 pub mod headers;

@@ -1,0 +1,332 @@
+//! [`KafkaTradeLog`]: the raw topic read as a consumer group, as a `TradeLog`.
+//!
+//! Cooperative-sticky assignment, no auto-commit. Rebalance callbacks queue `Assigned` /
+//! `Revoked` events, and `next_event` hands queued events out before any record, so the app
+//! sees a partition's assignment (and can restore its state and seek) before any of its trades.
+//! A record that cannot be decoded goes to `{topic}.dlq` with its key, value and headers, plus
+//! headers saying why and where it came from; it is acknowledged there before the consumer
+//! moves on, so nothing is lost and nothing blocks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use ports::{LogError, LogEvent, LoggedTrade, Partition, TradeLog};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset};
+use tracing::{info, warn};
+
+use crate::avro::decode_trade;
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::framing::split_frame;
+use crate::headers;
+use crate::registry::Registry;
+
+/// Header on a dead-lettered record: why it could not be used.
+pub const DLQ_ERROR: &str = "dlq.error";
+/// Header on a dead-lettered record: its source topic.
+pub const DLQ_TOPIC: &str = "dlq.source.topic";
+/// Header on a dead-lettered record: its source partition.
+pub const DLQ_PARTITION: &str = "dlq.source.partition";
+/// Header on a dead-lettered record: its source offset.
+pub const DLQ_OFFSET: &str = "dlq.source.offset";
+
+/// Records handed out per `Trades` event at most.
+const MAX_BATCH: usize = 1000;
+
+/// Rebalance events queued by the consumer's callbacks.
+#[derive(Default)]
+pub struct RebalanceEvents {
+    queue: Mutex<VecDeque<LogEvent>>,
+}
+
+impl RebalanceEvents {
+    fn push(&self, event: LogEvent) {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push_back(event);
+    }
+
+    fn pop(&self) -> Option<LogEvent> {
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
+    }
+}
+
+/// Consumer context that records rebalances.
+pub struct LogContext {
+    events: Arc<RebalanceEvents>,
+}
+
+impl ClientContext for LogContext {}
+
+impl ConsumerContext for LogContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let partitions: Vec<Partition> =
+                list.elements().iter().map(|e| e.partition()).collect();
+            info!(?partitions, "Partitions revoked.");
+            self.events.push(LogEvent::Revoked(partitions));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let partitions: Vec<Partition> =
+                    list.elements().iter().map(|e| e.partition()).collect();
+                info!(?partitions, "Partitions assigned.");
+                self.events.push(LogEvent::Assigned(partitions));
+            }
+            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Settings of the trade log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Topic to read.
+    pub topic: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// `session.timeout.ms`.
+    pub session_timeout: Duration,
+}
+
+/// The raw topic as a [`TradeLog`].
+pub struct KafkaTradeLog {
+    consumer: StreamConsumer<LogContext>,
+    events: Arc<RebalanceEvents>,
+    registry: Arc<Registry>,
+    dlq: FutureProducer,
+    topic: String,
+    dlq_topic: String,
+    caught_up: HashSet<Partition>,
+    dead_lettered: Arc<AtomicU64>,
+    /// Records already fetched while an event was pending.
+    stash: VecDeque<LoggedTrade>,
+}
+
+impl std::fmt::Debug for KafkaTradeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTradeLog")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaTradeLog {
+    /// Joins the group and subscribes.
+    ///
+    /// # Errors
+    /// [`Error::Kafka`] if the consumer, the DLQ producer or the subscription cannot be set up.
+    pub fn connect(config: &KafkaConfig, registry: Arc<Registry>, log: &LogConfig) -> Result<Self> {
+        let events = Arc::new(RebalanceEvents::default());
+        let mut client = config.reader();
+        client
+            .set("group.id", &log.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set(
+                "session.timeout.ms",
+                log.session_timeout.as_millis().to_string(),
+            );
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let consumer: StreamConsumer<LogContext> = client
+            .create_with_context(LogContext {
+                events: Arc::clone(&events),
+            })
+            .map_err(|e| Error::Kafka(format!("creating the consumer: {e}")))?;
+        consumer
+            .subscribe(&[&log.topic])
+            .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", log.topic)))?;
+        let dlq: FutureProducer = config
+            .producer()
+            .create()
+            .map_err(|e| Error::Kafka(format!("creating the DLQ producer: {e}")))?;
+        Ok(KafkaTradeLog {
+            consumer,
+            events,
+            registry,
+            dlq,
+            topic: log.topic.clone(),
+            dlq_topic: format!("{}.dlq", log.topic),
+            caught_up: HashSet::new(),
+            dead_lettered: Arc::new(AtomicU64::new(0)),
+            stash: VecDeque::new(),
+        })
+    }
+
+    /// Records sent to the dead-letter topic so far.
+    pub fn dead_lettered(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.dead_lettered)
+    }
+
+    /// The underlying consumer (for offset commits and group metadata).
+    pub fn consumer(&self) -> &StreamConsumer<LogContext> {
+        &self.consumer
+    }
+
+    async fn decode(&self, message: &OwnedMessage) -> Result<LoggedTrade> {
+        let payload = message
+            .payload()
+            .ok_or_else(|| Error::Framing("record without a value".into()))?;
+        let (id, datum) = split_frame(payload)?;
+        let writer = self.registry.schema(id).await?;
+        let trade = decode_trade(id, &writer, datum)?;
+        Ok(LoggedTrade {
+            partition: message.partition(),
+            offset: message.offset(),
+            trade,
+            trace: message.headers().and_then(headers::extract),
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        error: &Error,
+    ) -> std::result::Result<(), LogError> {
+        warn!(partition = message.partition(), offset = message.offset(), error = %error, "Record sent to the dead-letter topic.");
+        let reason = error.to_string();
+        let (partition, offset) = (
+            message.partition().to_string(),
+            message.offset().to_string(),
+        );
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        for (key, value) in [
+            (DLQ_ERROR, reason.as_str()),
+            (DLQ_TOPIC, self.topic.as_str()),
+            (DLQ_PARTITION, &partition),
+            (DLQ_OFFSET, &offset),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.dlq_topic).headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(value) = message.payload() {
+            record = record.payload(value);
+        }
+        self.dlq
+            .send(record, rdkafka::util::Timeout::Never)
+            .await
+            .map_err(|(e, _)| {
+                LogError::Retryable(format!("dead-lettering to {}: {e}", self.dlq_topic))
+            })?;
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl KafkaTradeLog {
+    /// Books one receive: a trade into the stash, an undecodable record to the DLQ, an EOF
+    /// into the caught-up set.
+    async fn take(
+        &mut self,
+        received: std::result::Result<OwnedMessage, KafkaError>,
+    ) -> std::result::Result<(), LogError> {
+        let message = match received {
+            Ok(message) => message,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                self.caught_up.insert(partition);
+                return Ok(());
+            }
+            Err(e) => return Err(LogError::Retryable(e.to_string())),
+        };
+        self.caught_up.remove(&message.partition());
+        match self.decode(&message).await {
+            Ok(trade) => self.stash.push_back(trade),
+            Err(e) => self.dead_letter(&message, &e).await?,
+        }
+        Ok(())
+    }
+}
+
+impl TradeLog for KafkaTradeLog {
+    async fn next_event(&mut self) -> std::result::Result<LogEvent, LogError> {
+        loop {
+            if let Some(event) = self.events.pop() {
+                if let LogEvent::Revoked(partitions) = &event {
+                    for p in partitions {
+                        self.caught_up.remove(p);
+                    }
+                    self.stash.retain(|t| !partitions.contains(&t.partition));
+                }
+                return Ok(event);
+            }
+            if !self.stash.is_empty() {
+                return Ok(LogEvent::Trades(self.stash.drain(..).collect()));
+            }
+            let received = self.consumer.recv().await.map(|m| m.detach());
+            self.take(received).await?;
+            // Take whatever else is already fetched, without waiting.
+            while self.stash.len() < MAX_BATCH {
+                let Some(received) = self.consumer.recv().now_or_never() else {
+                    break;
+                };
+                let received = received.map(|m| m.detach());
+                self.take(received).await?;
+            }
+        }
+    }
+
+    fn caught_up(&self, partition: Partition) -> bool {
+        self.caught_up.contains(&partition)
+    }
+
+    fn seek(&mut self, partition: Partition, offset: i64) -> std::result::Result<(), LogError> {
+        self.stash.retain(|t| t.partition != partition);
+        self.caught_up.remove(&partition);
+        self.consumer
+            .seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| {
+                LogError::Retryable(format!(
+                    "seeking {}/{partition} to {offset}: {e}",
+                    self.topic
+                ))
+            })
+    }
+}
+
+/// Positions of a set of logged trades: the next offset to read per partition.
+pub fn next_offsets(trades: &[LoggedTrade]) -> HashMap<Partition, i64> {
+    let mut next = HashMap::new();
+    for t in trades {
+        let entry = next.entry(t.partition).or_insert(t.offset + 1);
+        *entry = (*entry).max(t.offset + 1);
+    }
+    next
+}

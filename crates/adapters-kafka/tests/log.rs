@@ -1,0 +1,276 @@
+//! `KafkaTradeLog` on librdkafka's in-process mock cluster (with the registry stub).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use adapters_kafka::avro::encode_trade;
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::consumer::{DLQ_ERROR, DLQ_OFFSET, DLQ_TOPIC, KafkaTradeLog, LogConfig};
+use adapters_kafka::framing::start_frame;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use domain::{Direction, Trade, TradeFields};
+use ports::{LogEvent, TraceContext, TradeBatch, TradeLog, TradeSink};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use testkit::SchemaRegistryStub;
+
+const PARTITIONS: i32 = 3;
+
+fn trade(instrument: &str, seq: u64, price: f64) -> TradeFields {
+    TradeFields {
+        instrument_name: instrument.into(),
+        trade_id: format!("{seq}"),
+        trade_seq: seq,
+        timestamp: 1_700_000_000_000 + seq as i64,
+        price,
+        amount: 1.0,
+        direction: Direction::Sell,
+        index_price: 100.0,
+        mark_price: 100.0,
+        tick_direction: 1,
+        iv: None,
+        liquidation: None,
+        block_trade_id: None,
+        combo_id: None,
+        contracts: None,
+    }
+}
+
+struct Setup {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    _stub: SchemaRegistryStub,
+    registry: Arc<Registry>,
+    topic: String,
+}
+
+async fn setup(name: &str) -> Setup {
+    let cluster = MockCluster::new(1).unwrap();
+    let topic = format!("log-{name}");
+    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    cluster.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    Setup {
+        cluster,
+        _stub: stub,
+        registry,
+        topic,
+    }
+}
+
+fn log(s: &Setup) -> KafkaTradeLog {
+    let config = KafkaConfig::new(s.cluster.bootstrap_servers());
+    let log = LogConfig {
+        topic: s.topic.clone(),
+        group_id: format!("{}-group", s.topic),
+        session_timeout: Duration::from_secs(3),
+    };
+    KafkaTradeLog::connect(&config, Arc::clone(&s.registry), &log).unwrap()
+}
+
+async fn sink(s: &Setup) -> KafkaTradeSink {
+    KafkaTradeSink::connect(
+        &KafkaConfig::new(s.cluster.bootstrap_servers()),
+        Arc::clone(&s.registry),
+        &s.topic,
+    )
+    .await
+    .unwrap()
+}
+
+async fn next(log: &mut KafkaTradeLog) -> LogEvent {
+    tokio::time::timeout(Duration::from_secs(30), log.next_event())
+        .await
+        .expect("an event in time")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn assignment_comes_before_records_and_trades_arrive_in_order_with_their_trace() {
+    let s = setup("order").await;
+    let trades: Vec<Trade> = (1..=40)
+        .flat_map(|seq| {
+            ["BTC-PERPETUAL", "ETH-PERPETUAL", "SOL_USDC"]
+                .map(|i| Trade::new(trade(i, seq, 100.0)).unwrap())
+        })
+        .collect();
+    let trace = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: None,
+    };
+    sink(&s)
+        .await
+        .publish(TradeBatch {
+            trades,
+            trace: Some(trace.clone()),
+        })
+        .await
+        .unwrap();
+
+    let mut log = log(&s);
+    let LogEvent::Assigned(mut assigned) = next(&mut log).await else {
+        panic!("first event must be the assignment")
+    };
+    assigned.sort_unstable();
+    assert_eq!(assigned, vec![0, 1, 2]);
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut last_offset: BTreeMap<i32, i64> = BTreeMap::new();
+    while seqs.values().map(Vec::len).sum::<usize>() < 120 {
+        let LogEvent::Trades(batch) = next(&mut log).await else {
+            panic!("no further rebalance expected")
+        };
+        for t in batch {
+            assert_eq!(t.trace.as_ref(), Some(&trace));
+            assert!(
+                last_offset.get(&t.partition).is_none_or(|&o| o < t.offset),
+                "offsets increase per partition"
+            );
+            last_offset.insert(t.partition, t.offset);
+            seqs.entry(t.trade.instrument_name.clone())
+                .or_default()
+                .push(t.trade.trade_seq);
+        }
+    }
+    for v in seqs.values() {
+        assert_eq!(*v, (1..=40).collect::<Vec<_>>());
+    }
+    // Reaching the end of each partition marks it caught up.
+    let _ = tokio::time::timeout(Duration::from_secs(2), log.next_event()).await;
+    assert!(
+        (0..PARTITIONS).all(|p| log.caught_up(p)),
+        "caught up on every partition"
+    );
+
+    // Seeking replays from the given offset.
+    let (partition, offset) = last_offset.iter().next().map(|(p, o)| (*p, *o)).unwrap();
+    log.seek(partition, offset).unwrap();
+    assert!(!log.caught_up(partition));
+    let LogEvent::Trades(again) = next(&mut log).await else {
+        panic!("trades after seek")
+    };
+    assert_eq!((again[0].partition, again[0].offset), (partition, offset));
+}
+
+#[tokio::test]
+async fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_flows() {
+    let s = setup("dlq").await;
+    let id = s
+        .registry
+        .register("log-dlq-value", adapters_kafka::avro::TRADE_SCHEMA_JSON)
+        .await
+        .unwrap();
+    let frame = |fields: TradeFields| {
+        let mut buf = Vec::new();
+        start_frame(&mut buf, id);
+        encode_trade(&mut buf, &Trade::new(fields).unwrap()).unwrap();
+        buf
+    };
+    let good = frame(trade("BTC-PERPETUAL", 1, 100.0));
+    let mut nan_price = good.clone();
+    // price sits after name (14 bytes), id (2), seq (1), timestamp (6): overwrite with NaN.
+    let at = 5 + 14 + 2 + 1 + 6;
+    nan_price[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+    let mut unknown_id = good.clone();
+    unknown_id[1..5].copy_from_slice(&999u32.to_be_bytes());
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("bad magic", vec![7, 0, 0, 0, 1, 2, 3]),
+        ("unknown schema", unknown_id),
+        ("corrupt avro", good[..good.len() - 3].to_vec()),
+        ("nan price", nan_price),
+    ];
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", s.cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    for (what, value) in &bad {
+        producer
+            .send(
+                FutureRecord::to(&s.topic)
+                    .key("BTC-PERPETUAL")
+                    .payload(value)
+                    .headers(rdkafka::message::OwnedHeaders::new().insert(
+                        rdkafka::message::Header {
+                            key: "what",
+                            value: Some(*what),
+                        },
+                    ))
+                    .partition(0),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    producer
+        .send(
+            FutureRecord::to(&s.topic)
+                .key("BTC-PERPETUAL")
+                .payload(&good)
+                .partition(0),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+
+    let mut log = log(&s);
+    let mut trades = Vec::new();
+    while trades.is_empty() {
+        if let LogEvent::Trades(batch) = next(&mut log).await {
+            trades.extend(batch);
+        }
+    }
+    assert_eq!(trades.len(), 1);
+    assert_eq!((trades[0].offset, trades[0].trade.trade_seq), (4, 1));
+    assert_eq!(log.dead_lettered().load(Ordering::Relaxed), 4);
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", s.cluster.bootstrap_servers())
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&format!("{}.dlq", s.topic), 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let mut dead = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while dead.len() < 4 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(100)) {
+            let header = |name: &str| {
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == name)
+                        .and_then(|x| x.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            assert_eq!(m.key(), Some(&b"BTC-PERPETUAL"[..]), "original key kept");
+            assert_eq!(header(DLQ_TOPIC).as_deref(), Some(s.topic.as_str()));
+            dead.push((
+                header("what").unwrap(),
+                header(DLQ_OFFSET).unwrap(),
+                header(DLQ_ERROR).unwrap(),
+                m.payload().unwrap().to_vec(),
+            ));
+        }
+    }
+    assert_eq!(dead.len(), 4);
+    for (i, (what, offset, error, payload)) in dead.iter().enumerate() {
+        assert_eq!(what, bad[i].0);
+        assert_eq!(offset, &i.to_string());
+        assert_eq!(payload, &bad[i].1, "original value kept");
+        let expected = [
+            "magic byte 7",
+            "unknown schema id 999",
+            "cannot decode Avro",
+            "`price` must be finite",
+        ][i];
+        assert!(error.contains(expected), "{what}: {error}");
+    }
+}
