@@ -106,7 +106,7 @@ pub struct LogConfig {
 
 /// The raw topic as a [`TradeLog`].
 pub struct KafkaTradeLog {
-    consumer: StreamConsumer<LogContext>,
+    consumer: Arc<StreamConsumer<LogContext>>,
     events: Arc<RebalanceEvents>,
     registry: Arc<Registry>,
     dlq: FutureProducer,
@@ -159,7 +159,7 @@ impl KafkaTradeLog {
             .create()
             .map_err(|e| Error::Kafka(format!("creating the DLQ producer: {e}")))?;
         Ok(KafkaTradeLog {
-            consumer,
+            consumer: Arc::new(consumer),
             events,
             registry,
             dlq,
@@ -176,9 +176,9 @@ impl KafkaTradeLog {
         Arc::clone(&self.dead_lettered)
     }
 
-    /// The underlying consumer (for offset commits and group metadata).
-    pub fn consumer(&self) -> &StreamConsumer<LogContext> {
-        &self.consumer
+    /// The underlying consumer, shared with the committer (offset commits, group metadata).
+    pub fn consumer(&self) -> Arc<StreamConsumer<LogContext>> {
+        Arc::clone(&self.consumer)
     }
 
     async fn decode(&self, message: &OwnedMessage) -> Result<LoggedTrade> {

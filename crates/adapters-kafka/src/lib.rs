@@ -3,16 +3,16 @@
 //! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * [`error`]: the crate's error type.
-//!
-//! The commit cycle is built on these by the rest of the Kafka adapter issue.
 
 pub mod avro;
+pub mod commit;
 pub mod config;
 pub mod consumer;
 pub mod error;

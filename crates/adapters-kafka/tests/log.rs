@@ -1,5 +1,10 @@
 //! `KafkaTradeLog` on librdkafka's in-process mock cluster (with the registry stub).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_wrap
+)] // test helpers
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

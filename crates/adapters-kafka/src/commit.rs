@@ -1,0 +1,399 @@
+//! [`KafkaCommitter`]: app-agg's commit cycle, and restoring a partition's state.
+//!
+//! One cycle writes, in order: (a) the closed-window aggregates to the aggregates topic (Avro,
+//! key = instrument) and waits for their acks; (b) the state of every changed instrument to the
+//! compacted changelog, key = instrument, in the partition number of its source partition;
+//! (c) one marker per source partition with the next offset and the watermark, in the same
+//! changelog partition; (d) the consumer group offsets. So state is never ahead of durable
+//! aggregates, and an instrument state ahead of its marker is harmless: its replayed trades are
+//! duplicates by `trade_seq`. With transactions the whole cycle is one Kafka transaction that
+//! includes the offsets (`send_offsets_to_transaction`), and `read_committed` readers see each
+//! aggregate exactly once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::{InstrumentSnapshot, PartitionSnapshot};
+use ports::{AggregateCommitter, CommitBatch, CommitError, Partition, RestoredPartition};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::future_producer::DeliveryFuture;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::avro::{AGGREGATE_SCHEMA_JSON, encode_aggregate};
+use crate::config::KafkaConfig;
+use crate::consumer::LogContext;
+use crate::error::{Error, Result};
+use crate::framing::start_frame;
+use crate::registry::{Registry, value_subject};
+
+/// Changelog key of a partition's marker. Starts with NUL, which no instrument name does.
+pub const MARKER_KEY: &str = "\u{0}marker";
+
+/// Where a source partition stands after a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Marker {
+    next_offset: i64,
+    watermark: Option<i64>,
+}
+
+/// Topics and mode of the committer.
+#[derive(Debug, Clone)]
+pub struct CommitConfig {
+    /// Where aggregates go.
+    pub aggregates_topic: String,
+    /// The compacted state changelog (as many partitions as the source topic).
+    pub changelog_topic: String,
+    /// The source (raw) topic, for the group offsets.
+    pub source_topic: String,
+    /// `Some(id)`: one Kafka transaction per cycle with this `transactional.id`.
+    pub transactional_id: Option<String>,
+    /// Deadline of each blocking Kafka call.
+    pub timeout: Duration,
+}
+
+/// The commit port over Kafka.
+pub struct KafkaCommitter {
+    producer: FutureProducer,
+    consumer: Arc<StreamConsumer<LogContext>>,
+    reader: ClientConfig,
+    config: CommitConfig,
+    schema_id: u32,
+}
+
+impl std::fmt::Debug for KafkaCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaCommitter")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kafka(what: &str, e: &KafkaError) -> Error {
+    Error::Kafka(format!("{what}: {e}"))
+}
+
+impl KafkaCommitter {
+    /// Registers the aggregate schema, creates the producer and, with transactions, initialises
+    /// them (fencing any earlier instance with the same `transactional.id`).
+    ///
+    /// # Errors
+    /// [`Error::Registry`] for the schema; [`Error::Kafka`] if the producer cannot be created or
+    /// the broker does not support transactions (the message says to turn them off).
+    pub async fn connect(
+        config: &KafkaConfig,
+        registry: &Registry,
+        consumer: Arc<StreamConsumer<LogContext>>,
+        commit: CommitConfig,
+    ) -> Result<Self> {
+        let schema_id = registry
+            .register(
+                &value_subject(&commit.aggregates_topic),
+                AGGREGATE_SCHEMA_JSON,
+            )
+            .await?;
+        let mut producer_config = config.producer();
+        if let Some(id) = &commit.transactional_id {
+            producer_config.set("transactional.id", id);
+        }
+        let producer: FutureProducer = producer_config
+            .create()
+            .map_err(|e| kafka("creating the producer", &e))?;
+        if commit.transactional_id.is_some() {
+            let (p, timeout) = (producer.clone(), commit.timeout);
+            tokio::task::spawn_blocking(move || p.init_transactions(timeout))
+                .await
+                .map_err(|e| Error::Kafka(format!("init_transactions task: {e}")))?
+                .map_err(|e| {
+                    Error::Kafka(format!(
+                        "initialising transactions failed ({e}); brokers without transaction support \
+                         (e.g. Tansu or the local stand-ins) need transactions turned off"
+                    ))
+                })?;
+            info!("Kafka transactions initialised.");
+        }
+        Ok(KafkaCommitter {
+            producer,
+            consumer,
+            reader: config.reader(),
+            config: commit,
+            schema_id,
+        })
+    }
+
+    fn transactional(&self) -> bool {
+        self.config.transactional_id.is_some()
+    }
+
+    fn send(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        partition: Option<Partition>,
+    ) -> std::result::Result<DeliveryFuture, CommitError> {
+        let mut record = FutureRecord::to(topic).key(key).payload(value);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        // The queue is sized for a cycle; a full queue here is a failed cycle, retried as a whole.
+        self.producer
+            .send_result(record)
+            .map_err(|(e, _)| CommitError::Aborted(format!("producing to {topic}: {e}")))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(FutureProducer, Duration) -> std::result::Result<T, KafkaError>
+        + Send
+        + 'static,
+    ) -> std::result::Result<T, KafkaError> {
+        let (producer, timeout) = (self.producer.clone(), self.config.timeout);
+        tokio::task::spawn_blocking(move || call(producer, timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    async fn write_cycle(
+        &self,
+        batch: &CommitBatch,
+    ) -> std::result::Result<TopicPartitionList, CommitError> {
+        let mut buf = Vec::with_capacity(512);
+        let mut pending = Vec::new();
+        for aggregate in &batch.aggregates {
+            start_frame(&mut buf, self.schema_id);
+            encode_aggregate(&mut buf, aggregate).map_err(|e| CommitError::Fatal(e.to_string()))?;
+            pending.push(self.send(
+                &self.config.aggregates_topic,
+                &aggregate.instrument_name,
+                &buf,
+                None,
+            )?);
+        }
+        await_all(pending, "aggregates").await?;
+        let mut pending = Vec::new();
+        for (partition, state) in &batch.states {
+            let value = serde_json::to_vec(state)
+                .map_err(|e| CommitError::Fatal(format!("encoding state: {e}")))?;
+            pending.push(self.send(
+                &self.config.changelog_topic,
+                &state.instrument_name,
+                &value,
+                Some(*partition),
+            )?);
+        }
+        await_all(pending, "states").await?;
+        let mut pending = Vec::new();
+        let mut offsets = TopicPartitionList::new();
+        for m in &batch.markers {
+            let marker = Marker {
+                next_offset: m.next_offset,
+                watermark: m.watermark,
+            };
+            let value = serde_json::to_vec(&marker)
+                .map_err(|e| CommitError::Fatal(format!("encoding marker: {e}")))?;
+            pending.push(self.send(
+                &self.config.changelog_topic,
+                MARKER_KEY,
+                &value,
+                Some(m.partition),
+            )?);
+            offsets
+                .add_partition_offset(
+                    &self.config.source_topic,
+                    m.partition,
+                    Offset::Offset(m.next_offset),
+                )
+                .map_err(|e| CommitError::Fatal(format!("offset list: {e}")))?;
+        }
+        await_all(pending, "markers").await?;
+        Ok(offsets)
+    }
+
+    fn transaction_error(what: &str, e: &KafkaError) -> CommitError {
+        let fatal = matches!(e, KafkaError::Transaction(t) if t.is_fatal());
+        if fatal {
+            CommitError::Fatal(format!("{what}: {e}"))
+        } else {
+            CommitError::Aborted(format!("{what}: {e}"))
+        }
+    }
+}
+
+async fn await_all(
+    pending: Vec<DeliveryFuture>,
+    what: &str,
+) -> std::result::Result<(), CommitError> {
+    for delivery in pending {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(CommitError::Aborted(format!("writing {what}: {e}"))),
+            Err(_) => {
+                return Err(CommitError::Fatal(format!(
+                    "producer closed while writing {what}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl AggregateCommitter for KafkaCommitter {
+    async fn commit(&mut self, batch: CommitBatch) -> std::result::Result<(), CommitError> {
+        if batch.aggregates.is_empty() && batch.states.is_empty() && batch.markers.is_empty() {
+            return Ok(());
+        }
+        if !self.transactional() {
+            let offsets = self.write_cycle(&batch).await?;
+            if offsets.count() > 0 {
+                let consumer = Arc::clone(&self.consumer);
+                let committed = tokio::task::spawn_blocking(move || {
+                    consumer.commit(&offsets, CommitMode::Sync)
+                })
+                .await;
+                // Markers are the truth; group offsets only feed lag tools, so a failure is a warning.
+                match committed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "Committing group offsets failed; lag tools may lag.")
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Committing group offsets failed; lag tools may lag.")
+                    }
+                }
+            }
+            return Ok(());
+        }
+        self.blocking(|p, _| p.begin_transaction())
+            .await
+            .map_err(|e| Self::transaction_error("begin", &e))?;
+        let offsets = match self.write_cycle(&batch).await {
+            Ok(offsets) => offsets,
+            Err(e) => {
+                let _ = self.blocking(|p, t| p.abort_transaction(t)).await;
+                return Err(e);
+            }
+        };
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| CommitError::Fatal("consumer has no group metadata".into()))?;
+        let result = self
+            .blocking(move |p, t| {
+                p.send_offsets_to_transaction(&offsets, &metadata, t)?;
+                p.commit_transaction(t)
+            })
+            .await;
+        if let Err(e) = result {
+            let error = Self::transaction_error("commit", &e);
+            if matches!(error, CommitError::Aborted(_)) {
+                let _ = self.blocking(|p, t| p.abort_transaction(t)).await;
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn restore(
+        &mut self,
+        partition: Partition,
+    ) -> std::result::Result<RestoredPartition, CommitError> {
+        let (reader, topic, timeout) = (
+            self.reader.clone(),
+            self.config.changelog_topic.clone(),
+            self.config.timeout,
+        );
+        let latest = tokio::task::spawn_blocking(move || {
+            read_changelog(&reader, &topic, partition, timeout)
+        })
+        .await
+        .map_err(|e| CommitError::Fatal(format!("restore task: {e}")))?
+        .map_err(|e| CommitError::Fatal(e.to_string()))?;
+        let mut instruments = Vec::new();
+        let mut marker: Option<Marker> = None;
+        for (key, value) in latest {
+            let corrupt = |e: serde_json::Error| {
+                CommitError::Fatal(format!(
+                    "changelog {}/{partition}, key {key:?}: unreadable state: {e}",
+                    self.config.changelog_topic
+                ))
+            };
+            if key == MARKER_KEY {
+                marker = Some(serde_json::from_slice(&value).map_err(corrupt)?);
+            } else {
+                let state: InstrumentSnapshot = serde_json::from_slice(&value).map_err(corrupt)?;
+                instruments.push(state);
+            }
+        }
+        instruments.sort_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
+        info!(partition, instruments = instruments.len(), next_offset = ?marker.map(|m| m.next_offset), "Partition state restored.");
+        Ok(RestoredPartition {
+            snapshot: PartitionSnapshot {
+                watermark: marker.and_then(|m| m.watermark),
+                instruments,
+            },
+            next_offset: marker.map(|m| m.next_offset),
+        })
+    }
+}
+
+/// The latest value per key of one changelog partition (tombstones remove the key).
+fn read_changelog(
+    config: &ClientConfig,
+    topic: &str,
+    partition: Partition,
+    timeout: Duration,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut config = config.clone();
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| kafka("creating a changelog reader", &e))?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|e| kafka("changelog watermarks", &e))?;
+    let mut latest = BTreeMap::new();
+    if high <= low {
+        return Ok(latest);
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| kafka("assignment", &e))?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka("assign", &e))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Kafka(format!(
+                "restoring {topic}/{partition} timed out"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            // With read_committed the end can be a transaction marker, never delivered: EOF is
+            // the reliable end of what there is to read.
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(kafka("reading the changelog", &e)),
+            Some(Ok(message)) => {
+                let Some(key) = message.key() else { continue };
+                let key = String::from_utf8_lossy(key).into_owned();
+                match message.payload() {
+                    Some(value) => {
+                        latest.insert(key, value.to_vec());
+                    }
+                    None => {
+                        latest.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
