@@ -22,6 +22,8 @@ fmt:
 bench:
     cargo bench -p domain --bench aggregator
     cargo bench -p adapters-deribit --bench parse
+    cargo bench -p adapters-kafka --bench encode
+    cargo bench -p adapters-kafka --bench sink
 
 # Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`.
 replay *ARGS:
