@@ -1,4 +1,4 @@
-//! `KafkaTradeLog` on librdkafka's in-process mock cluster (with the registry stub).
+//! `KafkaTradeLog` on a test broker (mock cluster, or Tansu with `TEST_BROKER=tansu`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,10 +21,9 @@ use domain::{Direction, Trade, TradeFields};
 use ports::{LogEvent, TraceContext, TradeBatch, TradeLog, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::SchemaRegistryStub;
+use testkit::{SchemaRegistryStub, TestBroker};
 
 const PARTITIONS: i32 = 3;
 
@@ -49,21 +48,27 @@ fn trade(instrument: &str, seq: u64, price: f64) -> TradeFields {
 }
 
 struct Setup {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    broker: TestBroker,
     _stub: SchemaRegistryStub,
     registry: Arc<Registry>,
     topic: String,
 }
 
 async fn setup(name: &str) -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
+    let broker = TestBroker::from_env().await.unwrap();
     let topic = format!("log-{name}");
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
-    cluster.create_topic(&format!("{topic}.dlq"), 1, 1).unwrap();
+    broker
+        .create_topic(&topic, PARTITIONS, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic(&format!("{topic}.dlq"), 1, false)
+        .await
+        .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     Setup {
-        cluster,
+        broker,
         _stub: stub,
         registry,
         topic,
@@ -71,7 +76,7 @@ async fn setup(name: &str) -> Setup {
 }
 
 fn log(s: &Setup) -> KafkaTradeLog {
-    let config = KafkaConfig::new(s.cluster.bootstrap_servers());
+    let config = KafkaConfig::new(s.broker.bootstrap_servers());
     let log = LogConfig {
         topic: s.topic.clone(),
         group_id: format!("{}-group", s.topic),
@@ -82,7 +87,7 @@ fn log(s: &Setup) -> KafkaTradeLog {
 
 async fn sink(s: &Setup) -> KafkaTradeSink {
     KafkaTradeSink::connect(
-        &KafkaConfig::new(s.cluster.bootstrap_servers()),
+        &KafkaConfig::new(s.broker.bootstrap_servers()),
         Arc::clone(&s.registry),
         &s.topic,
     )
@@ -191,7 +196,7 @@ async fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_flows() {
         ("nan price", nan_price),
     ];
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", s.cluster.bootstrap_servers())
+        .set("bootstrap.servers", s.broker.bootstrap_servers())
         .create()
         .unwrap();
     for (what, value) in &bad {
@@ -235,7 +240,7 @@ async fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_flows() {
     assert_eq!(log.dead_lettered().load(Ordering::Relaxed), 4);
 
     let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", s.cluster.bootstrap_servers())
+        .set("bootstrap.servers", s.broker.bootstrap_servers())
         .set("group.id", "dlq-reader")
         .create()
         .unwrap();

@@ -1,4 +1,4 @@
-//! `KafkaTradeSink` on librdkafka's in-process mock cluster (with the registry stub).
+//! `KafkaTradeSink` on a test broker (mock cluster, or Tansu with `TEST_BROKER=tansu`).
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
@@ -25,28 +25,31 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::SchemaRegistryStub;
+use testkit::{SchemaRegistryStub, TestBroker};
 
 const PARTITIONS: i32 = 3;
 
 struct Setup {
-    cluster: MockCluster<'static, DefaultProducerContext>,
+    broker: TestBroker,
     stub: SchemaRegistryStub,
     registry: Arc<Registry>,
     topic: String,
 }
 
 async fn setup() -> Setup {
-    let cluster = MockCluster::new(1).unwrap();
+    let broker = TestBroker::from_env().await.unwrap();
     let topic = format!(
         "trades-{}",
         std::process::id() as u64 * 1000 + rand_suffix()
     );
-    cluster.create_topic(&topic, PARTITIONS, 1).unwrap();
+    broker
+        .create_topic(&topic, PARTITIONS, false)
+        .await
+        .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     Setup {
-        cluster,
+        broker,
         stub,
         registry,
         topic,
@@ -61,8 +64,19 @@ fn rand_suffix() -> u64 {
         % 1000
 }
 
+/// The mock cluster, for fault injection; `None` (and a note) on a real broker.
+fn mock(setup: &Setup) -> Option<&MockCluster<'static, DefaultProducerContext>> {
+    match &setup.broker {
+        TestBroker::Mock(cluster) => Some(cluster),
+        TestBroker::Tansu(_) => {
+            eprintln!("skipped: needs the mock cluster's fault injection");
+            None
+        }
+    }
+}
+
 fn kafka(setup: &Setup) -> KafkaConfig {
-    KafkaConfig::new(setup.cluster.bootstrap_servers())
+    KafkaConfig::new(setup.broker.bootstrap_servers())
 }
 
 fn trade(instrument: &str, seq: u64) -> Trade {
@@ -113,7 +127,7 @@ type Record = (i32, String, Vec<u8>, i64, Option<String>);
 /// Every record of the topic.
 fn read_all(setup: &Setup, expected: usize) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", setup.cluster.bootstrap_servers())
+        .set("bootstrap.servers", setup.broker.bootstrap_servers())
         .set("group.id", "test-reader")
         .set("enable.auto.commit", "false")
         .create()
@@ -230,7 +244,8 @@ async fn records_carry_key_timestamp_trace_headers_and_decode_in_order_per_key()
 #[tokio::test]
 async fn broker_errors_are_retried_without_duplicates() {
     let s = setup().await;
-    s.cluster.request_errors(
+    let Some(cluster) = mock(&s) else { return };
+    cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
@@ -274,7 +289,8 @@ async fn delivery_failures_reach_the_caller() {
     let sink = KafkaTradeSink::connect(&config, Arc::clone(&s.registry), &s.topic)
         .await
         .unwrap();
-    s.cluster.broker_down(1).unwrap();
+    let Some(cluster) = mock(&s) else { return };
+    cluster.broker_down(1).unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), sink.publish(batch(1..=1)))
         .await
         .unwrap()
@@ -323,4 +339,28 @@ async fn last_positions_recovers_the_newest_trade_per_instrument() {
         1,
         "the writer schema came from the registration cache"
     );
+}
+
+#[tokio::test]
+async fn a_broker_restart_loses_nothing_acknowledged() {
+    let mut s = setup().await;
+    let TestBroker::Tansu(tansu) = &mut s.broker else {
+        eprintln!("skipped: restarting a broker needs Tansu (TEST_BROKER=tansu)");
+        return;
+    };
+    let config = KafkaConfig::new(tansu.bootstrap_servers());
+    let sink = KafkaTradeSink::connect(&config, Arc::clone(&s.registry), &s.topic)
+        .await
+        .unwrap();
+    sink.publish(batch(1..=50)).await.unwrap();
+    tansu.restart().await.unwrap(); // SIGKILL, then start on the same storage
+    sink.publish(batch(51..=100)).await.unwrap();
+    let records = read_all(&s, 500);
+    assert_eq!(
+        records.len(),
+        500,
+        "every acknowledged trade survived, once"
+    );
+    let positions = sink.last_positions().await.unwrap();
+    assert!(positions.values().all(|p| p.trade_seq == 100));
 }
