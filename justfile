@@ -5,9 +5,19 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Run every test: no Docker, no network.
+# Every test, no Docker or network; the Kafka suite runs on the mock cluster, then on Tansu.
 test:
     cargo test --workspace --locked
+    TEST_BROKER=tansu cargo test --locked -p adapters-kafka
+
+# Install Tansu for the real-broker tests unless present (~9 min once; looked up like testkit).
+tansu:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for candidate in "${TANSU_BIN:-}" "$HOME/.tansu/bin/tansu" "$HOME/.cargo/bin/tansu" "$(command -v tansu || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "tansu: $candidate"; exit 0; fi
+    done
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$HOME/.tansu"
 
 # Formatting and clippy, as CI checks them.
 lint:
