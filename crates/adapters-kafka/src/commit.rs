@@ -35,6 +35,9 @@ use crate::registry::{Registry, value_subject};
 /// Changelog key of a partition's marker. Starts with NUL, which no instrument name does.
 pub const MARKER_KEY: &str = "\u{0}marker";
 
+/// Changelog key of the start-up transaction probe (a tombstone, compacted away).
+const PROBE_KEY: &str = "\u{0}probe";
+
 /// Where a source partition stands after a cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
@@ -105,17 +108,33 @@ impl KafkaCommitter {
             .create()
             .map_err(|e| kafka("creating the producer", &e))?;
         if commit.transactional_id.is_some() {
-            let (p, timeout) = (producer.clone(), commit.timeout);
-            tokio::task::spawn_blocking(move || p.init_transactions(timeout))
-                .await
-                .map_err(|e| Error::Kafka(format!("init_transactions task: {e}")))?
-                .map_err(|e| {
-                    Error::Kafka(format!(
-                        "initialising transactions failed ({e}); brokers without transaction support \
-                         (e.g. Tansu or the local stand-ins) need transactions turned off"
-                    ))
-                })?;
-            info!("Kafka transactions initialised.");
+            // Some brokers accept InitProducerId but not EndTxn (Tansu): commit one probe
+            // transaction now, so a broker without transactions fails at start, not mid-stream.
+            let (p, timeout, topic) = (
+                producer.clone(),
+                commit.timeout,
+                commit.changelog_topic.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                p.init_transactions(timeout)?;
+                p.begin_transaction()?;
+                p.send_result(
+                    FutureRecord::<str, [u8]>::to(&topic)
+                        .key(PROBE_KEY)
+                        .partition(0),
+                )
+                .map_err(|(e, _)| e)?;
+                p.commit_transaction(timeout)
+            })
+            .await
+            .map_err(|e| Error::Kafka(format!("transaction probe task: {e}")))?
+            .map_err(|e| {
+                Error::Kafka(format!(
+                    "the broker does not support Kafka transactions ({e}); brokers without them \
+                     (e.g. Tansu or the local stand-ins) need transactions turned off"
+                ))
+            })?;
+            info!("Kafka transactions initialised and verified.");
         }
         Ok(KafkaCommitter {
             producer,

@@ -339,3 +339,41 @@ async fn a_crash_after_writing_aggregates_repeats_them_identically() {
 async fn a_crash_after_writing_states_loses_and_changes_nothing() {
     crash_and_resume(CrashAfter::States, "crash-b").await;
 }
+
+#[tokio::test]
+async fn a_broker_without_transactions_is_refused_at_start_with_the_remedy() {
+    if std::env::var("TEST_BROKER").as_deref() != Ok("tansu") {
+        eprintln!(
+            "skipped: the mock cluster fakes transactions; this needs Tansu (TEST_BROKER=tansu)"
+        );
+        return;
+    }
+    let s = setup("no-txn").await;
+    let kafka = KafkaConfig::new(s.broker.bootstrap_servers());
+    let log = KafkaTradeLog::connect(
+        &kafka,
+        Arc::clone(&s.registry),
+        &LogConfig {
+            topic: "no-txn.raw".into(),
+            group_id: "no-txn-agg".into(),
+            session_timeout: Duration::from_secs(3),
+        },
+    )
+    .unwrap();
+    let commit = CommitConfig {
+        aggregates_topic: "no-txn.agg".into(),
+        changelog_topic: "no-txn.state".into(),
+        source_topic: "no-txn.raw".into(),
+        transactional_id: Some("no-txn-0".into()),
+        timeout: Duration::from_secs(10),
+    };
+    let err = KafkaCommitter::connect(&kafka, &s.registry, log.consumer(), commit)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not support Kafka transactions"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("turned off"), "{err}");
+}
