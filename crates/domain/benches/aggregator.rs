@@ -3,6 +3,10 @@
 //! Trades are generated in chunks outside the timed region; only `ingest` and the periodic
 //! `drain_closed` (as a commit cycle would call it) are timed. Criterion prints the rate as
 //! `thrpt: … Melem/s`, i.e. million trades per second.
+//!
+//! Two draws of the instrument per trade: `uniform` (every instrument equally busy: the worst
+//! case for caches) and `zipf` (s = 1, the k-th busiest instrument trades 1/k as often as the
+//! busiest: closer to real flow, where a few perpetuals dominate).
 #![allow(missing_docs, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use std::time::{Duration, Instant};
@@ -30,8 +34,17 @@ impl Rng {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Draw {
+    Uniform,
+    Zipf,
+}
+
 struct Market {
     rng: Rng,
+    draw: Draw,
+    /// Cumulative Zipf weights, for a binary search.
+    zipf_cdf: Vec<f64>,
     names: Vec<String>,
     prices: Vec<f64>,
     seqs: Vec<u64>,
@@ -40,9 +53,21 @@ struct Market {
 }
 
 impl Market {
-    fn new() -> Self {
+    fn new(draw: Draw) -> Self {
+        let weights: Vec<f64> = (1..=INSTRUMENTS).map(|k| 1.0 / k as f64).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let zipf_cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
         Market {
             rng: Rng(0x9E37_79B9_7F4A_7C15),
+            draw,
+            zipf_cdf,
             names: (0..INSTRUMENTS)
                 .map(|i| format!("BTC-{i:04}-PERP"))
                 .collect(),
@@ -61,7 +86,15 @@ impl Market {
                 if !r.is_multiple_of(4) {
                     self.clock_us += (r >> 56) as i64 * 133 / 255; // 0.1 ms per trade on average
                 }
-                let i = (r >> 16) as usize % INSTRUMENTS;
+                let i = match self.draw {
+                    Draw::Uniform => (r >> 16) as usize % INSTRUMENTS,
+                    Draw::Zipf => {
+                        let u = self.rng.unit();
+                        self.zipf_cdf
+                            .partition_point(|&c| c < u)
+                            .min(INSTRUMENTS - 1)
+                    }
+                };
                 self.seqs[i] += 1;
                 self.prices[i] *= 1.0 + (self.rng.unit() - 0.5) * 1e-3;
                 Trade::new(TradeFields {
@@ -103,28 +136,33 @@ fn ten_million_trades(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(60))
         .throughput(Throughput::Elements(TRADES));
-    group.bench_function("ingest_1000_instruments_3_halflives_10M", |b| {
-        b.iter_custom(|iterations| {
-            let mut timed = Duration::ZERO;
-            for _ in 0..iterations {
-                let mut market = Market::new();
-                let mut aggregator = Aggregator::new(config());
-                let mut emitted = 0usize;
-                for _ in 0..TRADES / CHUNK {
-                    let trades = market.chunk(CHUNK);
-                    let start = Instant::now();
-                    for trade in &trades {
-                        aggregator.ingest(trade);
+    for (name, draw) in [("uniform", Draw::Uniform), ("zipf", Draw::Zipf)] {
+        group.bench_function(
+            format!("ingest_1000_instruments_3_halflives_10M/{name}"),
+            |b| {
+                b.iter_custom(|iterations| {
+                    let mut timed = Duration::ZERO;
+                    for _ in 0..iterations {
+                        let mut market = Market::new(draw);
+                        let mut aggregator = Aggregator::new(config());
+                        let mut emitted = 0usize;
+                        for _ in 0..TRADES / CHUNK {
+                            let trades = market.chunk(CHUNK);
+                            let start = Instant::now();
+                            for trade in &trades {
+                                aggregator.ingest(trade);
+                            }
+                            emitted += aggregator.drain_closed().len();
+                            timed += start.elapsed();
+                        }
+                        assert!(emitted > INSTRUMENTS, "windows must close during the run");
+                        std::hint::black_box(emitted);
                     }
-                    emitted += aggregator.drain_closed().len();
-                    timed += start.elapsed();
-                }
-                assert!(emitted > INSTRUMENTS, "windows must close during the run");
-                std::hint::black_box(emitted);
-            }
-            timed
-        });
-    });
+                    timed
+                });
+            },
+        );
+    }
     group.finish();
 }
 
