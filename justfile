@@ -5,10 +5,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Every test, no Docker or network; the Kafka suite runs on the mock cluster, then on Tansu.
+# Every test, no Docker or network; Kafka suites run on the mock cluster, then on Tansu.
 test:
     cargo test --workspace --locked
-    TEST_BROKER=tansu cargo test --locked -p adapters-kafka
+    TEST_BROKER=tansu cargo test --locked -p adapters-kafka -p app-raw
 
 # Install Tansu for the real-broker tests unless present (~9 min once; looked up like testkit).
 tansu:

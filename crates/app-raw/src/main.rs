@@ -1,8 +1,99 @@
-//! app-raw: Deribit trades into the raw Kafka topic.
-//!
-//! Shell: the service is wired by the services issue, once the Deribit and Kafka adapters exist.
+//! app-raw binary: configuration from the environment, then Deribit → Kafka until a signal.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("app-raw is not wired yet: see the README's roadmap");
-    std::process::ExitCode::FAILURE
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use adapters_deribit::DeribitFeed;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::Registry;
+use anyhow::Context;
+use app_raw::config::{RawConfig, Settings};
+use app_raw::run::run;
+use ports::TradeSink;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let settings = match RawConfig::settings_from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("app-raw: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("app-raw: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "app-raw stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let registry = Arc::new(
+        Registry::new(settings.registry).context("configuring the schema registry client")?,
+    );
+    let sink = KafkaTradeSink::connect(&settings.kafka, registry, &settings.topic)
+        .await
+        .context("connecting to Kafka and the schema registry")?;
+    let seed = sink
+        .last_positions()
+        .await
+        .context("reading the raw topic's last positions")?;
+    info!(instruments = seed.len(), topic = %settings.topic, "Resuming after the last published trades.");
+    let mut feed =
+        DeribitFeed::spawn(settings.deribit, seed, None).context("starting the Deribit feed")?;
+    let stats = run(&mut feed, &sink, shutdown_signal())
+        .await
+        .context("publishing trades")?;
+    feed.shutdown().await;
+    tokio::time::timeout(settings.shutdown_timeout, sink.flush())
+        .await
+        .context("flushing the producer took too long")?
+        .context("flushing the producer")?;
+    info!(
+        batches = stats.batches,
+        trades = stats.trades,
+        "app-raw stopped cleanly."
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    error!(error = %e, "Cannot watch SIGTERM; only SIGINT stops app-raw.");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    info!("Shutdown requested.");
 }

@@ -1,0 +1,353 @@
+//! app-raw's configuration: environment variables read with envconfig, then validated into
+//! [`Settings`] with one-line errors that name the variable, the value and what is accepted.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use adapters_deribit::config::{DEFAULT_CHANNELS, PRODUCTION_URL};
+use adapters_deribit::{Channel, Credentials, DeribitConfig};
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::registry::{BasicAuth, RegistryConfig};
+use envconfig::Envconfig;
+
+/// The raw variables (strings; checked by [`RawConfig::settings`]).
+#[derive(Envconfig)]
+pub struct RawConfig {
+    /// Deribit WebSocket endpoint.
+    #[envconfig(from = "DERIBIT_URL", default = "wss://www.deribit.com/ws/api/v2")]
+    pub deribit_url: String,
+    /// Comma-separated trades channels.
+    #[envconfig(
+        from = "DERIBIT_CHANNELS",
+        default = "trades.future.BTC.100ms,trades.option.BTC.100ms"
+    )]
+    pub deribit_channels: String,
+    /// API client id (optional; needed for `raw` channels).
+    #[envconfig(from = "DERIBIT_CLIENT_ID")]
+    pub deribit_client_id: Option<String>,
+    /// API client secret (never logged).
+    #[envconfig(from = "DERIBIT_CLIENT_SECRET")]
+    pub deribit_client_secret: Option<String>,
+    /// `public/set_heartbeat` interval.
+    #[envconfig(from = "DERIBIT_HEARTBEAT", default = "10s")]
+    pub deribit_heartbeat: String,
+    /// Kafka `bootstrap.servers`.
+    #[envconfig(from = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: String,
+    /// Topic the trades go to.
+    #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
+    pub raw_topic: String,
+    /// Producer compression.
+    #[envconfig(from = "KAFKA_COMPRESSION", default = "lz4")]
+    pub kafka_compression: String,
+    /// Schema Registry base URL.
+    #[envconfig(from = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: String,
+    /// Schema Registry basic-auth user.
+    #[envconfig(from = "SCHEMA_REGISTRY_USER")]
+    pub schema_registry_user: Option<String>,
+    /// Schema Registry basic-auth password (never logged).
+    #[envconfig(from = "SCHEMA_REGISTRY_PASSWORD")]
+    pub schema_registry_password: Option<String>,
+    /// How long shutdown may take to flush.
+    #[envconfig(from = "SHUTDOWN_TIMEOUT", default = "10s")]
+    pub shutdown_timeout: String,
+}
+
+/// A configuration error: one line naming the variable, the value and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?}: {accepted}")]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value as given (secrets are never put here).
+    pub value: String,
+    /// What would have been accepted.
+    pub accepted: String,
+}
+
+/// Everything app-raw needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The Deribit feed.
+    pub deribit: DeribitConfig,
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Raw topic.
+    pub topic: String,
+    /// Schema Registry.
+    pub registry: RegistryConfig,
+    /// Flush deadline at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
+        variable,
+        value: value.to_owned(),
+        accepted: format!("a duration such as 500ms, 10s or 1m ({e})"),
+    })
+}
+
+fn non_empty(variable: &'static str, value: &str, accepted: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError {
+            variable,
+            value: value.to_owned(),
+            accepted: accepted.to_owned(),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+impl RawConfig {
+    /// Reads the variables from `vars` (tests) — see [`RawConfig::settings_from_env`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a missing required variable or any invalid value.
+    pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let raw = RawConfig::init_from_hashmap(vars).map_err(missing)?;
+        raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// As [`RawConfig::settings_from`].
+    pub fn settings_from_env() -> Result<Settings, ConfigError> {
+        let raw = RawConfig::init_from_env().map_err(missing)?;
+        raw.settings(std::env::vars())
+    }
+
+    /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first invalid variable.
+    pub fn settings(
+        self,
+        all: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let url = non_empty(
+            "DERIBIT_URL",
+            &self.deribit_url,
+            &format!("a wss:// URL such as {PRODUCTION_URL}"),
+        )?;
+        let channels = Channel::parse_list(&self.deribit_channels).map_err(|e| ConfigError {
+            variable: "DERIBIT_CHANNELS",
+            value: self.deribit_channels.clone(),
+            accepted: format!("{e} (default {DEFAULT_CHANNELS})"),
+        })?;
+        let mut deribit = DeribitConfig::new(url, channels);
+        deribit.heartbeat_interval = duration("DERIBIT_HEARTBEAT", &self.deribit_heartbeat)?;
+        deribit.credentials = match (self.deribit_client_id, self.deribit_client_secret) {
+            (Some(client_id), Some(client_secret)) => Some(Credentials {
+                client_id,
+                client_secret,
+            }),
+            (None, None) => None,
+            (Some(id), None) => {
+                return Err(ConfigError {
+                    variable: "DERIBIT_CLIENT_SECRET",
+                    value: String::new(),
+                    accepted: format!("set together with DERIBIT_CLIENT_ID (given: {id:?})"),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    variable: "DERIBIT_CLIENT_ID",
+                    value: String::new(),
+                    accepted: "set together with DERIBIT_CLIENT_SECRET".into(),
+                });
+            }
+        };
+        if let Err(e) = deribit.validate() {
+            let (variable, value) =
+                if e.to_string().contains("interval") && e.to_string().contains("heartbeat") {
+                    ("DERIBIT_HEARTBEAT", self.deribit_heartbeat)
+                } else if e.to_string().contains("channel") {
+                    ("DERIBIT_CHANNELS", self.deribit_channels)
+                } else {
+                    ("DERIBIT_URL", deribit.url)
+                };
+            return Err(ConfigError {
+                variable,
+                value,
+                accepted: e.to_string(),
+            });
+        }
+        let bootstrap = non_empty(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            &self.kafka_bootstrap_servers,
+            "host:port[,host:port…]",
+        )?;
+        let mut kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
+        const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+        if !CODECS.contains(&self.kafka_compression.as_str()) {
+            return Err(ConfigError {
+                variable: "KAFKA_COMPRESSION",
+                value: self.kafka_compression,
+                accepted: format!("one of {CODECS:?}"),
+            });
+        }
+        kafka.compression = self.kafka_compression;
+        let topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
+        let registry_url = non_empty(
+            "SCHEMA_REGISTRY_URL",
+            &self.schema_registry_url,
+            "an http(s):// URL",
+        )?;
+        if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
+            return Err(ConfigError {
+                variable: "SCHEMA_REGISTRY_URL",
+                value: registry_url,
+                accepted: "an http(s):// URL such as http://schema-registry:8081".into(),
+            });
+        }
+        let mut registry = RegistryConfig::new(registry_url);
+        registry.basic_auth = match (self.schema_registry_user, self.schema_registry_password) {
+            (Some(user), Some(password)) => Some(BasicAuth { user, password }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError {
+                    variable: "SCHEMA_REGISTRY_USER",
+                    value: String::new(),
+                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together"
+                        .into(),
+                });
+            }
+        };
+        let shutdown_timeout = duration("SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?;
+        Ok(Settings {
+            deribit,
+            kafka,
+            topic,
+            registry,
+            shutdown_timeout,
+        })
+    }
+}
+
+// By value: it is the `map_err` adapter for envconfig's error.
+#[allow(clippy::needless_pass_by_value)]
+fn missing(e: envconfig::Error) -> ConfigError {
+    match e {
+        envconfig::Error::EnvVarMissing { name } => ConfigError {
+            variable: name,
+            value: String::new(),
+            accepted: "required, not set".into(),
+        },
+        envconfig::Error::ParseError { name } => ConfigError {
+            variable: name,
+            value: String::new(),
+            accepted: "a valid value".into(),
+        },
+    }
+}
+
+impl fmt::Debug for RawConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawConfig").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
+            ("SCHEMA_REGISTRY_URL", "http://schema-registry:8081"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        map
+    }
+
+    #[test]
+    fn defaults_need_only_kafka_and_the_registry() {
+        let settings = RawConfig::settings_from(&vars(&[])).unwrap();
+        assert_eq!(settings.deribit.url, PRODUCTION_URL);
+        assert_eq!(settings.deribit.channels.len(), 2);
+        assert_eq!(settings.topic, "deribit.trades");
+        assert_eq!(settings.kafka.compression, "lz4");
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
+        let cases: [(&[(&str, &str)], &str); 8] = [
+            (
+                &[("DERIBIT_CHANNELS", "book.BTC.100ms")],
+                "DERIBIT_CHANNELS=\"book.BTC.100ms\": invalid channel",
+            ),
+            (
+                &[("DERIBIT_CHANNELS", "trades.future.BTC.raw")],
+                "DERIBIT_CHANNELS=\"trades.future.BTC.raw\": channel trades.future.BTC.raw needs credentials",
+            ),
+            (
+                &[("DERIBIT_HEARTBEAT", "ten")],
+                "DERIBIT_HEARTBEAT=\"ten\": a duration such as",
+            ),
+            (
+                &[("DERIBIT_HEARTBEAT", "5s")],
+                "DERIBIT_HEARTBEAT=\"5s\": heartbeat interval 5s is below",
+            ),
+            (
+                &[("KAFKA_COMPRESSION", "brotli")],
+                "KAFKA_COMPRESSION=\"brotli\": one of",
+            ),
+            (
+                &[("SCHEMA_REGISTRY_URL", "registry:8081")],
+                "SCHEMA_REGISTRY_URL=\"registry:8081\": an http(s):// URL",
+            ),
+            (
+                &[("DERIBIT_CLIENT_ID", "abc")],
+                "DERIBIT_CLIENT_SECRET=\"\": set together with DERIBIT_CLIENT_ID",
+            ),
+            (
+                &[("SHUTDOWN_TIMEOUT", "-1s")],
+                "SHUTDOWN_TIMEOUT=\"-1s\": a duration",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let message = RawConfig::settings_from(&vars(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with(expected), "{message}");
+            assert!(!message.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn required_variables_are_named_when_missing() {
+        let mut v = vars(&[]);
+        v.remove("KAFKA_BOOTSTRAP_SERVERS");
+        assert_eq!(
+            RawConfig::settings_from(&v).unwrap_err().to_string(),
+            "KAFKA_BOOTSTRAP_SERVERS=\"\": required, not set"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let settings = RawConfig::settings_from(&vars(&[
+            ("DERIBIT_CLIENT_ID", "id"),
+            ("DERIBIT_CLIENT_SECRET", "s3cr3t"),
+            ("SCHEMA_REGISTRY_USER", "u"),
+            ("SCHEMA_REGISTRY_PASSWORD", "hunter2"),
+            ("KAFKA_PROPERTY_SASL_PASSWORD", "pw-123"),
+        ]))
+        .unwrap();
+        let debug = format!("{settings:?}");
+        for secret in ["s3cr3t", "hunter2", "pw-123"] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+    }
+}
