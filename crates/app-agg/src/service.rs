@@ -1,0 +1,266 @@
+//! The aggregation service loop: trade log in, aggregates and state out, crash-safe.
+//!
+//! Per assigned source partition it keeps one [`Aggregator`]. On assignment the partition's
+//! state is restored from the committer before any of its trades is processed, and the log is
+//! moved to the restored position. Every commit interval (and at shutdown and revocation) it runs
+//! a cycle: advance watermarks by wall clock where the log is caught up, drain closed windows,
+//! collect changed instrument states and per-partition markers, commit them together. If a cycle
+//! is aborted, every partition is restored and rewound to its last commit, so the cycle repeats
+//! with identical output.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use domain::{Aggregator, AggregatorConfig};
+use ports::{
+    AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, Partition,
+    PartitionMarker, TraceContext, TradeLog,
+};
+use tracing::{debug, info, info_span, warn};
+
+/// Trace contexts linked from one commit span, at most.
+pub const MAX_LINKS: usize = 32;
+
+/// Why the service stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The log failed for good.
+    #[error("reading trades: {0}")]
+    Log(#[from] LogError),
+    /// Committing failed for good (fenced, misconfigured).
+    #[error("committing: {0}")]
+    Commit(#[from] CommitError),
+    /// A restored state does not fit the configuration (window or half-lives changed).
+    #[error("restoring partition {partition}: {reason}")]
+    Restore {
+        /// Partition.
+        partition: Partition,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Counters of the service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceStats {
+    /// Commit cycles completed.
+    pub cycles: u64,
+    /// Aggregates committed.
+    pub aggregates: u64,
+    /// Trades folded in, duplicates and late ones included.
+    pub trades: u64,
+    /// Cycles aborted and repeated.
+    pub aborted: u64,
+}
+
+struct PartitionState {
+    aggregator: Aggregator,
+    /// Next offset to read, as of the last trade folded in.
+    next_offset: Option<i64>,
+    /// `next_offset` as of the last committed marker.
+    committed_offset: Option<i64>,
+}
+
+/// The service over its ports.
+pub struct Service<L, C, K> {
+    log: L,
+    committer: C,
+    clock: K,
+    config: AggregatorConfig,
+    partitions: BTreeMap<Partition, PartitionState>,
+    links: Vec<TraceContext>,
+    stats: ServiceStats,
+}
+
+impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
+    /// A service with no partitions yet.
+    pub fn new(log: L, committer: C, clock: K, config: AggregatorConfig) -> Self {
+        Service {
+            log,
+            committer,
+            clock,
+            config,
+            partitions: BTreeMap::new(),
+            links: Vec::new(),
+            stats: ServiceStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ServiceStats {
+        self.stats
+    }
+
+    /// Partitions assigned and restored.
+    pub fn partitions(&self) -> Vec<Partition> {
+        self.partitions.keys().copied().collect()
+    }
+
+    /// Runs until `shutdown` resolves, committing every `interval` and once more at the end.
+    ///
+    /// # Errors
+    /// [`ServiceError`] when the log or the committer fails for good.
+    pub async fn run(
+        &mut self,
+        interval: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ServiceStats, ServiceError> {
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                _ = ticker.tick() => self.cycle(None).await?,
+                event = self.log.next_event() => self.on_event(event?).await?,
+            }
+        }
+        self.cycle(None).await?;
+        info!(
+            cycles = self.stats.cycles,
+            aggregates = self.stats.aggregates,
+            "Aggregation stopped."
+        );
+        Ok(self.stats)
+    }
+
+    /// Handles one log event (public so tests can drive the loop step by step).
+    ///
+    /// # Errors
+    /// As [`Service::run`].
+    pub async fn on_event(&mut self, event: LogEvent) -> Result<(), ServiceError> {
+        match event {
+            LogEvent::Assigned(partitions) => {
+                for partition in partitions {
+                    self.restore(partition).await?;
+                }
+            }
+            LogEvent::Revoked(partitions) => {
+                // Finish the revoked partitions' work, then let them go.
+                self.cycle(Some(&partitions)).await?;
+                for partition in partitions {
+                    self.partitions.remove(&partition);
+                }
+            }
+            LogEvent::Trades(trades) => {
+                for logged in trades {
+                    let Some(state) = self.partitions.get_mut(&logged.partition) else {
+                        warn!(
+                            partition = logged.partition,
+                            "Trade of a partition not assigned here; ignored."
+                        );
+                        continue;
+                    };
+                    state.aggregator.ingest(&logged.trade);
+                    state.next_offset = Some(logged.offset + 1);
+                    self.stats.trades += 1;
+                    if let Some(trace) = logged.trace
+                        && self.links.len() < MAX_LINKS
+                    {
+                        self.links.push(trace);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore(&mut self, partition: Partition) -> Result<(), ServiceError> {
+        let restored = self.committer.restore(partition).await?;
+        let aggregator =
+            Aggregator::restore(self.config.clone(), restored.snapshot).map_err(|e| {
+                ServiceError::Restore {
+                    partition,
+                    reason: e.to_string(),
+                }
+            })?;
+        if let Some(offset) = restored.next_offset
+            && let Err(e) = self.log.seek(partition, offset)
+        {
+            // Reading from an earlier offset only replays duplicates, dropped by trade_seq.
+            warn!(partition, offset, error = %e, "Seek after restore failed; replaying from the group offset.");
+        }
+        info!(partition, instruments = aggregator.instrument_count(), next_offset = ?restored.next_offset, "Partition restored.");
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                aggregator,
+                next_offset: restored.next_offset,
+                committed_offset: restored.next_offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// Commits closed windows, changed states and progress of `only` (or all) partitions.
+    ///
+    /// # Errors
+    /// As [`Service::run`].
+    pub async fn cycle(&mut self, only: Option<&[Partition]>) -> Result<(), ServiceError> {
+        let now = self.clock.now_ms();
+        let mut batch = CommitBatch::default();
+        for (&partition, state) in &mut self.partitions {
+            if only.is_some_and(|o| !o.contains(&partition)) {
+                continue;
+            }
+            state
+                .aggregator
+                .advance_wall_clock(now, self.log.caught_up(partition));
+            batch.aggregates.extend(state.aggregator.drain_closed());
+            batch.states.extend(
+                state
+                    .aggregator
+                    .take_changed()
+                    .into_iter()
+                    .map(|s| (partition, s)),
+            );
+            if let Some(next_offset) = state.next_offset
+                && state.committed_offset != Some(next_offset)
+            {
+                batch.markers.push(PartitionMarker {
+                    partition,
+                    next_offset,
+                    watermark: state.aggregator.watermark(),
+                });
+            }
+        }
+        if batch.aggregates.is_empty() && batch.states.is_empty() && batch.markers.is_empty() {
+            return Ok(());
+        }
+        batch.links = std::mem::take(&mut self.links);
+        let span = info_span!(
+            "agg.commit",
+            aggregates = batch.aggregates.len(),
+            states = batch.states.len(),
+            links = batch.links.len()
+        );
+        let _entered = span.enter();
+        let (count, markers) = (batch.aggregates.len() as u64, batch.markers.clone());
+        match self.committer.commit(batch).await {
+            Ok(()) => {
+                for marker in markers {
+                    if let Some(state) = self.partitions.get_mut(&marker.partition) {
+                        state.committed_offset = Some(marker.next_offset);
+                    }
+                }
+                self.stats.cycles += 1;
+                self.stats.aggregates += count;
+                debug!(aggregates = count, "Cycle committed.");
+                Ok(())
+            }
+            Err(CommitError::Aborted(reason)) => {
+                // Back to the last commit: restore every partition and re-read from its marker.
+                self.stats.aborted += 1;
+                warn!(reason = %reason, "Commit cycle aborted; rewinding to the last commit.");
+                let partitions: Vec<Partition> = self.partitions.keys().copied().collect();
+                for partition in partitions {
+                    self.restore(partition).await?;
+                }
+                Ok(())
+            }
+            Err(fatal) => Err(ServiceError::Commit(fatal)),
+        }
+    }
+}
