@@ -3,8 +3,10 @@
 //! * [`replay`]: the offline path — a file of captured Deribit trades in, aggregates out,
 //!   through the same [`domain::Aggregator`] the service runs.
 //! * [`service`]: the Kafka service loop over its ports: restore, aggregate, commit cycles.
+//! * [`config`]: the service's environment variables, validated.
 //! * [`duration`]: human durations (`1m`, `30s`) as used on the command line and in config.
 
+pub mod config;
 pub mod duration;
 pub mod replay;
 pub mod service;

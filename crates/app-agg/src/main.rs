@@ -1,23 +1,32 @@
-//! app-agg binary: `app-agg replay …` recomputes aggregates from a capture. The Kafka service
-//! itself is wired by the services issue.
+//! app-agg binary: with no subcommand, the Kafka service (configured from the environment);
+//! `app-agg replay …` recomputes aggregates from a capture without Kafka.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use adapters_kafka::commit::KafkaCommitter;
+use adapters_kafka::consumer::KafkaTradeLog;
+use adapters_kafka::registry::Registry;
 use anyhow::Context;
+use app_agg::config::{AggConfig, Settings};
 use app_agg::duration::parse_millis;
 use app_agg::replay::{ReplayError, replay};
+use app_agg::service::Service;
 use clap::{Parser, Subcommand};
 use domain::{AggregatorConfig, WindowSize};
+use ports::SystemClock;
 
 /// Windowed trade aggregates (OHLC, volume, VWAP, EWMA) per instrument.
 #[derive(Debug, Parser)]
 #[command(name = "app-agg", version, about)]
 struct Cli {
+    /// What to do; without one, run the service.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +57,8 @@ struct ReplayArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Replay(args) => match run_replay(args) {
+        None => serve_from_env(),
+        Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // `| head` closing the pipe is a normal way to stop reading output.
@@ -62,6 +72,83 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn serve_from_env() -> ExitCode {
+    let settings = match AggConfig::settings_from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("app-agg: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("app-agg: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "app-agg stopped.");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let registry = Arc::new(
+        Registry::new(settings.registry).context("configuring the schema registry client")?,
+    );
+    let log = KafkaTradeLog::connect(&settings.kafka, Arc::clone(&registry), &settings.log)
+        .context("joining the consumer group")?;
+    let committer =
+        KafkaCommitter::connect(&settings.kafka, &registry, log.consumer(), settings.commit)
+            .await
+            .context("setting up the commit cycle")?;
+    let mut service = Service::new(log, committer, SystemClock, settings.aggregator);
+    let stats = service
+        .run(settings.commit_interval, shutdown_signal())
+        .await
+        .context("aggregating")?;
+    tracing::info!(
+        cycles = stats.cycles,
+        aggregates = stats.aggregates,
+        "app-agg stopped cleanly."
+    );
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            tracing::error!("Cannot watch SIGTERM; only SIGINT stops app-agg.");
+            let _ = interrupt.await;
+            return;
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("Shutdown requested.");
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {

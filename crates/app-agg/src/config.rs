@@ -1,0 +1,356 @@
+//! app-agg's service configuration: environment variables read with envconfig, then validated
+//! into [`Settings`] with one-line errors naming the variable, the value and what is accepted.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use adapters_kafka::commit::CommitConfig;
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::consumer::LogConfig;
+use adapters_kafka::registry::{BasicAuth, RegistryConfig};
+use domain::{AggregatorConfig, WindowSize};
+use envconfig::Envconfig;
+
+use crate::duration::{parse_millis, parse_millis_list};
+
+/// The raw variables (strings; checked by [`AggConfig::settings`]).
+#[derive(Envconfig)]
+pub struct AggConfig {
+    /// Kafka `bootstrap.servers`.
+    #[envconfig(from = "KAFKA_BOOTSTRAP_SERVERS")]
+    pub kafka_bootstrap_servers: String,
+    /// Schema Registry base URL.
+    #[envconfig(from = "SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: String,
+    /// Schema Registry basic-auth user.
+    #[envconfig(from = "SCHEMA_REGISTRY_USER")]
+    pub schema_registry_user: Option<String>,
+    /// Schema Registry basic-auth password (never logged).
+    #[envconfig(from = "SCHEMA_REGISTRY_PASSWORD")]
+    pub schema_registry_password: Option<String>,
+    /// Topic with the raw trades.
+    #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
+    pub raw_topic: String,
+    /// Topic the aggregates go to.
+    #[envconfig(from = "AGG_TOPIC", default = "deribit.trades.agg")]
+    pub agg_topic: String,
+    /// Compacted state changelog (as many partitions as the raw topic).
+    #[envconfig(from = "AGG_CHANGELOG_TOPIC", default = "deribit.trades.agg.state")]
+    pub agg_changelog_topic: String,
+    /// Consumer group.
+    #[envconfig(from = "AGG_GROUP_ID", default = "app-agg")]
+    pub agg_group_id: String,
+    /// Tumbling window size.
+    #[envconfig(from = "AGG_WINDOW", default = "1m")]
+    pub agg_window: String,
+    /// EWMA half-lives, comma-separated.
+    #[envconfig(from = "AGG_HALFLIVES", default = "30s,5m")]
+    pub agg_halflives: String,
+    /// How long after its end a window still accepts trades.
+    #[envconfig(from = "AGG_GRACE", default = "2s")]
+    pub agg_grace: String,
+    /// When caught up, the watermark follows wall-clock time minus this.
+    #[envconfig(from = "AGG_MAX_DELAY", default = "10s")]
+    pub agg_max_delay: String,
+    /// Commit cycle period.
+    #[envconfig(from = "AGG_COMMIT_INTERVAL", default = "1s")]
+    pub agg_commit_interval: String,
+    /// One Kafka transaction per cycle (needs Apache Kafka; `false` for Tansu and the stand-ins).
+    #[envconfig(from = "AGG_TRANSACTIONS", default = "true")]
+    pub agg_transactions: String,
+    /// `transactional.id`, stable per instance (default `app-agg-$HOSTNAME`).
+    #[envconfig(from = "AGG_TRANSACTIONAL_ID")]
+    pub agg_transactional_id: Option<String>,
+    /// Host name, for the default transactional id.
+    #[envconfig(from = "HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Consumer `session.timeout.ms`.
+    #[envconfig(from = "KAFKA_SESSION_TIMEOUT", default = "10s")]
+    pub kafka_session_timeout: String,
+}
+
+/// A configuration error: one line naming the variable, the value and what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?}: {accepted}")]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value as given.
+    pub value: String,
+    /// What would have been accepted.
+    pub accepted: String,
+}
+
+/// Everything the service needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka connection.
+    pub kafka: KafkaConfig,
+    /// Schema Registry.
+    pub registry: RegistryConfig,
+    /// The trade log (raw topic, group).
+    pub log: LogConfig,
+    /// The commit port (topics, transactions).
+    pub commit: CommitConfig,
+    /// Windows, grace, wall-clock delay, half-lives.
+    pub aggregator: AggregatorConfig,
+    /// Commit cycle period.
+    pub commit_interval: Duration,
+}
+
+fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
+    parse_millis(value).map_err(|accepted| ConfigError {
+        variable,
+        value: value.to_owned(),
+        accepted,
+    })
+}
+
+fn positive(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let ms = millis(variable, value)?;
+    u64::try_from(ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| ConfigError {
+            variable,
+            value: value.to_owned(),
+            accepted: "a positive duration such as 1s".into(),
+        })
+}
+
+fn named(variable: &'static str, value: &str, accepted: &str) -> Result<String, ConfigError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ConfigError {
+            variable,
+            value: value.to_owned(),
+            accepted: accepted.to_owned(),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
+
+// By value: it is the `map_err` adapter for envconfig's error.
+#[allow(clippy::needless_pass_by_value)]
+fn missing(e: envconfig::Error) -> ConfigError {
+    let (envconfig::Error::EnvVarMissing { name } | envconfig::Error::ParseError { name }) = e;
+    ConfigError {
+        variable: name,
+        value: String::new(),
+        accepted: "required, not set".into(),
+    }
+}
+
+impl AggConfig {
+    /// Reads the variables from `vars` (tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a missing required variable or any invalid value.
+    pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
+        let raw = AggConfig::init_from_hashmap(vars).map_err(missing)?;
+        raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// As [`AggConfig::settings_from`].
+    pub fn settings_from_env() -> Result<Settings, ConfigError> {
+        AggConfig::init_from_env()
+            .map_err(missing)?
+            .settings(std::env::vars())
+    }
+
+    /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first invalid variable.
+    pub fn settings(
+        self,
+        all: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let bootstrap = named(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            &self.kafka_bootstrap_servers,
+            "host:port[,host:port…]",
+        )?;
+        let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
+        let url = named(
+            "SCHEMA_REGISTRY_URL",
+            &self.schema_registry_url,
+            "an http(s):// URL",
+        )?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError {
+                variable: "SCHEMA_REGISTRY_URL",
+                value: url,
+                accepted: "an http(s):// URL such as http://schema-registry:8081".into(),
+            });
+        }
+        let mut registry = RegistryConfig::new(url);
+        registry.basic_auth = match (self.schema_registry_user, self.schema_registry_password) {
+            (Some(user), Some(password)) => Some(BasicAuth { user, password }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError {
+                    variable: "SCHEMA_REGISTRY_USER",
+                    value: String::new(),
+                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together"
+                        .into(),
+                });
+            }
+        };
+        let window = millis("AGG_WINDOW", &self.agg_window)?;
+        let window = WindowSize::from_millis(window).map_err(|e| ConfigError {
+            variable: "AGG_WINDOW",
+            value: self.agg_window.clone(),
+            accepted: e.to_string(),
+        })?;
+        let halflives = parse_millis_list(&self.agg_halflives).map_err(|accepted| ConfigError {
+            variable: "AGG_HALFLIVES",
+            value: self.agg_halflives.clone(),
+            accepted,
+        })?;
+        let grace = millis("AGG_GRACE", &self.agg_grace)?;
+        let max_delay = millis("AGG_MAX_DELAY", &self.agg_max_delay)?;
+        let aggregator =
+            AggregatorConfig::new(window, grace, max_delay, halflives).map_err(|e| {
+                ConfigError {
+                    variable: "AGG_HALFLIVES",
+                    value: self.agg_halflives.clone(),
+                    accepted: e.to_string(),
+                }
+            })?;
+        let transactions = match self.agg_transactions.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(ConfigError {
+                    variable: "AGG_TRANSACTIONS",
+                    value: self.agg_transactions,
+                    accepted: "true or false (false for brokers without transactions, e.g. Tansu)"
+                        .into(),
+                });
+            }
+        };
+        let transactional_id = transactions.then(|| {
+            self.agg_transactional_id
+                .unwrap_or_else(|| format!("app-agg-{}", self.hostname.as_deref().unwrap_or("0")))
+        });
+        let raw_topic = named("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
+        let log = LogConfig {
+            topic: raw_topic.clone(),
+            group_id: named("AGG_GROUP_ID", &self.agg_group_id, "a consumer group id")?,
+            session_timeout: positive("KAFKA_SESSION_TIMEOUT", &self.kafka_session_timeout)?,
+        };
+        let commit = CommitConfig {
+            aggregates_topic: named("AGG_TOPIC", &self.agg_topic, "a Kafka topic name")?,
+            changelog_topic: named(
+                "AGG_CHANGELOG_TOPIC",
+                &self.agg_changelog_topic,
+                "a Kafka topic name",
+            )?,
+            source_topic: raw_topic,
+            transactional_id,
+            timeout: Duration::from_secs(30),
+        };
+        let commit_interval = positive("AGG_COMMIT_INTERVAL", &self.agg_commit_interval)?;
+        Ok(Settings {
+            kafka,
+            registry,
+            log,
+            commit,
+            aggregator,
+            commit_interval,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut map: HashMap<String, String> = [
+            ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
+            ("SCHEMA_REGISTRY_URL", "http://registry:8081"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        map
+    }
+
+    #[test]
+    fn defaults_need_only_kafka_and_the_registry() {
+        let s = AggConfig::settings_from(&vars(&[("HOSTNAME", "agg-7")])).unwrap();
+        assert_eq!(s.aggregator.window().millis(), 60_000);
+        assert_eq!(s.aggregator.halflives_ms(), &[30_000, 300_000]);
+        assert_eq!(
+            (s.aggregator.grace_ms(), s.aggregator.max_delay_ms()),
+            (2_000, 10_000)
+        );
+        assert_eq!(s.commit_interval, Duration::from_secs(1));
+        assert_eq!(s.commit.transactional_id.as_deref(), Some("app-agg-agg-7"));
+        assert_eq!(
+            (s.log.topic.as_str(), s.commit.aggregates_topic.as_str()),
+            ("deribit.trades", "deribit.trades.agg")
+        );
+    }
+
+    #[test]
+    fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (
+                &[("AGG_WINDOW", "soon")],
+                "AGG_WINDOW=\"soon\": invalid duration",
+            ),
+            (
+                &[("AGG_WINDOW", "0s")],
+                "AGG_WINDOW=\"0s\": invalid aggregator config: window size must be > 0 ms",
+            ),
+            (
+                &[("AGG_HALFLIVES", "30s,30s")],
+                "AGG_HALFLIVES=\"30s,30s\": invalid aggregator config: half-life 30000 ms is listed twice",
+            ),
+            (
+                &[("AGG_HALFLIVES", "")],
+                "AGG_HALFLIVES=\"\": expected at least one duration",
+            ),
+            (
+                &[("AGG_TRANSACTIONS", "maybe")],
+                "AGG_TRANSACTIONS=\"maybe\": true or false",
+            ),
+            (
+                &[("AGG_COMMIT_INTERVAL", "0s")],
+                "AGG_COMMIT_INTERVAL=\"0s\": a positive duration",
+            ),
+            (
+                &[("SCHEMA_REGISTRY_URL", "registry")],
+                "SCHEMA_REGISTRY_URL=\"registry\": an http(s):// URL",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let message = AggConfig::settings_from(&vars(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with(expected), "{message}");
+        }
+        let mut v = vars(&[]);
+        v.remove("SCHEMA_REGISTRY_URL");
+        assert_eq!(
+            AggConfig::settings_from(&v).unwrap_err().to_string(),
+            "SCHEMA_REGISTRY_URL=\"\": required, not set"
+        );
+    }
+
+    #[test]
+    fn transactions_off_means_no_transactional_id() {
+        let s = AggConfig::settings_from(&vars(&[("AGG_TRANSACTIONS", "false")])).unwrap();
+        assert_eq!(s.commit.transactional_id, None);
+    }
+}

@@ -1,0 +1,45 @@
+//! The service binary refuses bad configuration with one line and exit code 2.
+#![allow(clippy::unwrap_used)] // test helpers
+
+use std::process::Command;
+
+fn run(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_app-agg"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn missing_and_malformed_variables_stop_start_up_with_one_line() {
+    let base = [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
+        ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9"),
+    ];
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")],
+            "KAFKA_BOOTSTRAP_SERVERS=\"\": required",
+        ),
+        (
+            vec![("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")],
+            "SCHEMA_REGISTRY_URL=\"\": required",
+        ),
+        (
+            [&base[..], &[("AGG_WINDOW", "a while")]].concat(),
+            "AGG_WINDOW=\"a while\"",
+        ),
+        (
+            [&base[..], &[("AGG_TRANSACTIONS", "perhaps")]].concat(),
+            "AGG_TRANSACTIONS=\"perhaps\"",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let (code, stderr) = run(&vars);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The binary refuses bad configuration with one line and exit code 2.
+#![allow(clippy::unwrap_used)] // test helpers
+
+use std::process::Command;
+
+fn run(vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_app-raw"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn missing_and_malformed_variables_stop_start_up_with_one_line() {
+    let base = [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
+        ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9"),
+    ];
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")],
+            "KAFKA_BOOTSTRAP_SERVERS=\"\": required",
+        ),
+        (
+            vec![("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")],
+            "SCHEMA_REGISTRY_URL=\"\": required",
+        ),
+        (
+            [&base[..], &[("DERIBIT_CHANNELS", "trades.nope")]].concat(),
+            "DERIBIT_CHANNELS=\"trades.nope\"",
+        ),
+        (
+            [&base[..], &[("DERIBIT_CHANNELS", "trades.option.ETH.raw")]].concat(),
+            "Deribit serves `raw` only to authenticated clients",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let (code, stderr) = run(&vars);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
