@@ -8,7 +8,7 @@ default:
 # Every test, no Docker or network; Kafka suites run on the mock cluster, then on Tansu.
 test:
     cargo test --workspace --locked
-    TEST_BROKER=tansu cargo test --locked -p adapters-kafka -p app-raw
+    TEST_BROKER=tansu cargo test --locked -p adapters-kafka -p app-raw -p app-agg
 
 # Install Tansu for the real-broker tests unless present (~9 min once; looked up like testkit).
 tansu:
