@@ -102,9 +102,15 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
     let mut feed = DeribitFeed::spawn(deribit, StartPositions::new(), None).unwrap();
     let (stop_raw, raw_stopped) = tokio::sync::oneshot::channel::<()>();
     let raw = tokio::spawn(async move {
-        app_raw::run::run(&mut feed, &sink, async {
-            let _ = raw_stopped.await;
-        })
+        let counters = app_raw::run::RunCounters::default();
+        app_raw::run::run(
+            &mut feed,
+            &sink,
+            async {
+                let _ = raw_stopped.await;
+            },
+            &counters,
+        )
         .await
         .unwrap()
     });

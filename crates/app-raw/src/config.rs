@@ -53,6 +53,21 @@ pub struct RawConfig {
     /// How long shutdown may take to flush.
     #[envconfig(from = "SHUTDOWN_TIMEOUT", default = "10s")]
     pub shutdown_timeout: String,
+    /// Address of the `/healthz`, `/readyz`, `/metrics` endpoint.
+    #[envconfig(from = "HTTP_ADDR", default = "0.0.0.0:8080")]
+    pub http_addr: String,
+}
+
+/// Parses `HTTP_ADDR`.
+///
+/// # Errors
+/// [`ConfigError`] if it is not `host:port` with an IP address.
+pub fn http_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError {
+        variable: "HTTP_ADDR",
+        value: value.to_owned(),
+        accepted: "an IP address and port such as 0.0.0.0:8080".into(),
+    })
 }
 
 /// A configuration error: one line naming the variable, the value and what is accepted.
@@ -80,6 +95,8 @@ pub struct Settings {
     pub registry: RegistryConfig,
     /// Flush deadline at shutdown.
     pub shutdown_timeout: Duration,
+    /// Where the health and metrics endpoint listens.
+    pub http_addr: std::net::SocketAddr,
 }
 
 fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -219,12 +236,14 @@ impl RawConfig {
             }
         };
         let shutdown_timeout = duration("SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?;
+        let http_addr = http_addr(&self.http_addr)?;
         Ok(Settings {
             deribit,
             kafka,
             topic,
             registry,
             shutdown_timeout,
+            http_addr,
         })
     }
 }

@@ -1,10 +1,12 @@
 //! app-raw: Deribit trades into the raw Kafka topic.
 //!
 //! * [`config`]: environment variables → validated [`config::Settings`].
+//! * [`probe`]: what `/readyz` and `/metrics` report.
 //! * [`run`]: the feed → sink loop with retries and a flushing shutdown.
 //!
 //! `main` wires them: settings, registry, sink, positions from the topic's tail, the Deribit
 //! feed seeded with them, then `run` until SIGTERM or SIGINT.
 
 pub mod config;
+pub mod probe;
 pub mod run;

@@ -8,11 +8,15 @@ use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::Registry;
 use anyhow::Context;
 use app_raw::config::{RawConfig, Settings};
-use app_raw::run::run;
+use app_raw::probe::RawProbe;
+use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck();
+    }
     let settings = match RawConfig::settings_from_env() {
         Ok(settings) => settings,
         Err(e) => {
@@ -56,9 +60,23 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     info!(instruments = seed.len(), topic = %settings.topic, "Resuming after the last published trades.");
     let mut feed =
         DeribitFeed::spawn(settings.deribit, seed, None).context("starting the Deribit feed")?;
-    let stats = run(&mut feed, &sink, shutdown_signal())
+    let counters = Arc::new(RunCounters::default());
+    let probe = Arc::new(RawProbe {
+        feed: feed.metrics(),
+        run: Arc::clone(&counters),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(telemetry::http::serve(listener, probe, async {
+        let _ = http_stopped.await;
+    }));
+    let stats = run(&mut feed, &sink, shutdown_signal(), &counters)
         .await
         .context("publishing trades")?;
+    let _ = stop_http.send(());
+    let _ = http.await;
     feed.shutdown().await;
     tokio::time::timeout(settings.shutdown_timeout, sink.flush())
         .await
@@ -70,6 +88,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "app-raw stopped cleanly."
     );
     Ok(())
+}
+
+/// `app-raw healthcheck`: exit 0 only if this container's `/readyz` answers 200.
+fn healthcheck() -> ExitCode {
+    let value = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".into());
+    let mut addr = match app_raw::config::http_addr(&value) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("app-raw healthcheck: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if telemetry::http::check_ready(addr, std::time::Duration::from_secs(3)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

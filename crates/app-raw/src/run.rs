@@ -1,6 +1,7 @@
 //! The service loop: trades from the feed into the sink until shutdown, nothing lost or doubled.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ports::{FeedError, SinkError, TradeBatch, TradeFeed, TradeSink};
@@ -15,6 +16,17 @@ pub enum RunError {
     /// Publishing failed in a way retrying cannot fix.
     #[error("kafka sink: {0}")]
     Sink(#[from] SinkError),
+}
+
+/// Live counters of the loop, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct RunCounters {
+    /// Batches published.
+    pub batches: AtomicU64,
+    /// Trades published (acknowledged by Kafka).
+    pub trades: AtomicU64,
+    /// Publish attempts that failed and were retried.
+    pub retries: AtomicU64,
 }
 
 /// What the loop did.
@@ -38,6 +50,7 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
     feed: &mut F,
     sink: &S,
     shutdown: impl Future<Output = ()>,
+    counters: &RunCounters,
 ) -> Result<RunStats, RunError> {
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
@@ -58,10 +71,13 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
                 Ok(()) => {
                     stats.batches += 1;
                     stats.trades += count;
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    counters.trades.fetch_add(count, Ordering::Relaxed);
                     break;
                 }
                 Err(e) if e.is_retryable() => {
                     stats.retries += 1;
+                    counters.retries.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, trades = count, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "Publishing failed; retrying.");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}

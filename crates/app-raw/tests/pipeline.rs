@@ -51,9 +51,15 @@ async fn start_app_raw(
     let mut feed = DeribitFeed::spawn(deribit(fake), seed, None).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let stats = run(&mut feed, &sink, async {
-            let _ = stopped.await;
-        })
+        let counters = app_raw::run::RunCounters::default();
+        let stats = run(
+            &mut feed,
+            &sink,
+            async {
+                let _ = stopped.await;
+            },
+            &counters,
+        )
         .await
         .unwrap();
         feed.shutdown().await;
