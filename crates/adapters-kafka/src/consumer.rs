@@ -67,7 +67,15 @@ pub struct LogContext {
     events: Arc<RebalanceEvents>,
 }
 
-impl ClientContext for LogContext {}
+impl ClientContext for LogContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of a partition is how `caught_up` learns it, not an error.
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        warn!(error = %error, reason, "librdkafka reported an error.");
+    }
+}
 
 impl ConsumerContext for LogContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -142,6 +150,11 @@ impl KafkaTradeLog {
             .set(
                 "session.timeout.ms",
                 log.session_timeout.as_millis().to_string(),
+            )
+            // Heartbeats well inside the session timeout, or short sessions expire.
+            .set(
+                "heartbeat.interval.ms",
+                (log.session_timeout.as_millis() / 3).max(100).to_string(),
             );
         for (key, value) in &config.properties {
             client.set(key, value);

@@ -67,6 +67,21 @@ pub struct AggConfig {
     /// Consumer `session.timeout.ms`.
     #[envconfig(from = "KAFKA_SESSION_TIMEOUT", default = "10s")]
     pub kafka_session_timeout: String,
+    /// Address of the `/healthz`, `/readyz`, `/metrics` endpoint.
+    #[envconfig(from = "HTTP_ADDR", default = "0.0.0.0:8081")]
+    pub http_addr: String,
+}
+
+/// Parses `HTTP_ADDR`.
+///
+/// # Errors
+/// [`ConfigError`] if it is not an IP address and port.
+pub fn http_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| ConfigError {
+        variable: "HTTP_ADDR",
+        value: value.to_owned(),
+        accepted: "an IP address and port such as 0.0.0.0:8081".into(),
+    })
 }
 
 /// A configuration error: one line naming the variable, the value and what is accepted.
@@ -96,6 +111,8 @@ pub struct Settings {
     pub aggregator: AggregatorConfig,
     /// Commit cycle period.
     pub commit_interval: Duration,
+    /// Where the health and metrics endpoint listens.
+    pub http_addr: std::net::SocketAddr,
 }
 
 fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
@@ -256,6 +273,7 @@ impl AggConfig {
             timeout: Duration::from_secs(30),
         };
         let commit_interval = positive("AGG_COMMIT_INTERVAL", &self.agg_commit_interval)?;
+        let http_addr = http_addr(&self.http_addr)?;
         Ok(Settings {
             kafka,
             registry,
@@ -263,6 +281,7 @@ impl AggConfig {
             commit,
             aggregator,
             commit_interval,
+            http_addr,
         })
     }
 }

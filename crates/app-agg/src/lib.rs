@@ -4,9 +4,11 @@
 //!   through the same [`domain::Aggregator`] the service runs.
 //! * [`service`]: the Kafka service loop over its ports: restore, aggregate, commit cycles.
 //! * [`config`]: the service's environment variables, validated.
+//! * [`probe`]: what `/readyz` and `/metrics` report.
 //! * [`duration`]: human durations (`1m`, `30s`) as used on the command line and in config.
 
 pub mod config;
 pub mod duration;
+pub mod probe;
 pub mod replay;
 pub mod service;

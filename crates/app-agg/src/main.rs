@@ -14,6 +14,7 @@ use adapters_kafka::registry::Registry;
 use anyhow::Context;
 use app_agg::config::{AggConfig, Settings};
 use app_agg::duration::parse_millis;
+use app_agg::probe::AggProbe;
 use app_agg::replay::{ReplayError, replay};
 use app_agg::service::Service;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ struct Cli {
 enum Command {
     /// Recompute aggregates from captured Deribit trades (JSON lines), no Kafka needed.
     Replay(ReplayArgs),
+    /// Exit 0 only if the running service's /readyz (at HTTP_ADDR) answers OK.
+    Healthcheck,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve_from_env(),
+        Some(Command::Healthcheck) => healthcheck(),
         Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -114,17 +118,53 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         KafkaCommitter::connect(&settings.kafka, &registry, log.consumer(), settings.commit)
             .await
             .context("setting up the commit cycle")?;
+    let (consumer, dead_lettered) = (log.consumer(), log.dead_lettered());
     let mut service = Service::new(log, committer, SystemClock, settings.aggregator);
+    let probe = Arc::new(AggProbe {
+        service: service.metrics(),
+        dead_lettered,
+        consumer,
+        topic: settings.log.topic.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?;
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(telemetry::http::serve(listener, probe, async {
+        let _ = http_stopped.await;
+    }));
     let stats = service
         .run(settings.commit_interval, shutdown_signal())
         .await
         .context("aggregating")?;
+    let _ = stop_http.send(());
+    let _ = http.await;
     tracing::info!(
         cycles = stats.cycles,
         aggregates = stats.aggregates,
         "app-agg stopped cleanly."
     );
     Ok(())
+}
+
+/// `app-agg healthcheck`: exit 0 only if this container's `/readyz` answers 200.
+fn healthcheck() -> ExitCode {
+    let value = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8081".into());
+    let mut addr = match app_agg::config::http_addr(&value) {
+        Ok(addr) => addr,
+        Err(e) => {
+            eprintln!("app-agg healthcheck: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if telemetry::http::check_ready(addr, std::time::Duration::from_secs(3)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

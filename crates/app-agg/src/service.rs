@@ -10,9 +10,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use domain::{Aggregator, AggregatorConfig};
+use domain::{Aggregator, AggregatorConfig, Ingested};
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, Partition,
     PartitionMarker, TraceContext, TradeLog,
@@ -54,6 +56,27 @@ pub struct ServiceStats {
     pub aborted: u64,
 }
 
+/// Live counters of the service, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ServiceMetrics {
+    /// Trades folded in.
+    pub trades: AtomicU64,
+    /// Trades dropped as duplicates (`trade_seq` already seen).
+    pub duplicates: AtomicU64,
+    /// Trades dropped because their window had closed.
+    pub late: AtomicU64,
+    /// Aggregates committed.
+    pub windows_emitted: AtomicU64,
+    /// Commit cycles completed.
+    pub cycles: AtomicU64,
+    /// Commit cycles aborted and repeated.
+    pub aborted: AtomicU64,
+    /// Duration of the last commit cycle, µs.
+    pub last_cycle_us: AtomicU64,
+    /// Set once the assigned partitions are restored.
+    pub ready: AtomicBool,
+}
+
 struct PartitionState {
     aggregator: Aggregator,
     /// Next offset to read, as of the last trade folded in.
@@ -71,6 +94,7 @@ pub struct Service<L, C, K> {
     partitions: BTreeMap<Partition, PartitionState>,
     links: Vec<TraceContext>,
     stats: ServiceStats,
+    metrics: Arc<ServiceMetrics>,
 }
 
 impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
@@ -84,7 +108,13 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             partitions: BTreeMap::new(),
             links: Vec::new(),
             stats: ServiceStats::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Live counters, for the metrics endpoint.
+    pub fn metrics(&self) -> Arc<ServiceMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Counters so far.
@@ -136,6 +166,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 for partition in partitions {
                     self.restore(partition).await?;
                 }
+                self.metrics.ready.store(true, Ordering::Relaxed);
             }
             LogEvent::Revoked(partitions) => {
                 // Finish the revoked partitions' work, then let them go.
@@ -153,7 +184,15 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         );
                         continue;
                     };
-                    state.aggregator.ingest(&logged.trade);
+                    let counter = match state.aggregator.ingest(&logged.trade) {
+                        Ingested::Accepted => &self.metrics.trades,
+                        Ingested::Duplicate => &self.metrics.duplicates,
+                        Ingested::Late => {
+                            debug!(instrument = %logged.trade.instrument_name, trade_seq = logged.trade.trade_seq, "Late trade dropped.");
+                            &self.metrics.late
+                        }
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
                     state.next_offset = Some(logged.offset + 1);
                     self.stats.trades += 1;
                     if let Some(trace) = logged.trace
@@ -238,8 +277,16 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         );
         let _entered = span.enter();
         let (count, markers) = (batch.aggregates.len() as u64, batch.markers.clone());
-        match self.committer.commit(batch).await {
+        let started = Instant::now();
+        let outcome = self.committer.commit(batch).await;
+        let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.last_cycle_us.store(took, Ordering::Relaxed);
+        match outcome {
             Ok(()) => {
+                self.metrics.cycles.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .windows_emitted
+                    .fetch_add(count, Ordering::Relaxed);
                 for marker in markers {
                     if let Some(state) = self.partitions.get_mut(&marker.partition) {
                         state.committed_offset = Some(marker.next_offset);
@@ -253,6 +300,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             Err(CommitError::Aborted(reason)) => {
                 // Back to the last commit: restore every partition and re-read from its marker.
                 self.stats.aborted += 1;
+                self.metrics.aborted.fetch_add(1, Ordering::Relaxed);
                 warn!(reason = %reason, "Commit cycle aborted; rewinding to the last commit.");
                 let partitions: Vec<Partition> = self.partitions.keys().copied().collect();
                 for partition in partitions {

@@ -1,0 +1,119 @@
+//! What app-agg's `/readyz` and `/metrics` report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use adapters_kafka::consumer::LogContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use telemetry::http::Probe;
+use telemetry::prometheus::Exposition;
+
+use crate::service::ServiceMetrics;
+
+/// The service's counters, the DLQ count and the consumer's lag.
+pub struct AggProbe {
+    /// Service counters.
+    pub service: Arc<ServiceMetrics>,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: Arc<AtomicU64>,
+    /// The group consumer, for lag.
+    pub consumer: Arc<StreamConsumer<LogContext>>,
+    /// The raw topic.
+    pub topic: String,
+}
+
+impl AggProbe {
+    /// Lag per assigned partition: high watermark minus position (asks the broker).
+    fn lag(&self) -> Vec<(i32, i64)> {
+        let Ok(positions) = self.consumer.position() else {
+            return Vec::new();
+        };
+        positions
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .filter_map(|e| {
+                let position = e.offset().to_raw()?;
+                let (_, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1))
+                    .ok()?;
+                Some((e.partition(), (high - position).max(0)))
+            })
+            .collect()
+    }
+}
+
+impl Probe for AggProbe {
+    /// Ready once the assigned partitions are restored.
+    fn ready(&self) -> bool {
+        self.service.ready.load(Ordering::Relaxed)
+    }
+
+    fn metrics(&self) -> String {
+        let s = &self.service;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        // Asking for watermarks blocks briefly: keep it off the async workers.
+        let lag = tokio::task::block_in_place(|| self.lag());
+        #[allow(clippy::cast_precision_loss)]
+        let lag: Vec<(Vec<(&str, String)>, f64)> = lag
+            .into_iter()
+            .map(|(p, l)| (vec![("partition", p.to_string())], l as f64))
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        let cycle = get(&s.last_cycle_us) as f64 / 1e6;
+        let mut e = Exposition::new();
+        e.counter(
+            "app_agg_trades_total",
+            "Trades folded into aggregates.",
+            get(&s.trades),
+        )
+        .counter(
+            "app_agg_trades_duplicate_total",
+            "Trades dropped as duplicates.",
+            get(&s.duplicates),
+        )
+        .counter(
+            "app_agg_trades_late_total",
+            "Trades dropped because their window had closed.",
+            get(&s.late),
+        )
+        .counter(
+            "app_agg_windows_emitted_total",
+            "Aggregates committed.",
+            get(&s.windows_emitted),
+        )
+        .counter(
+            "app_agg_commit_cycles_total",
+            "Commit cycles completed.",
+            get(&s.cycles),
+        )
+        .counter(
+            "app_agg_commit_aborted_total",
+            "Commit cycles aborted and repeated.",
+            get(&s.aborted),
+        )
+        .counter(
+            "app_agg_dlq_records_total",
+            "Records sent to the dead-letter topic.",
+            get(&self.dead_lettered),
+        )
+        .gauge(
+            "app_agg_commit_cycle_seconds",
+            "Duration of the last commit cycle.",
+            &[(vec![], cycle)],
+        )
+        .gauge(
+            "app_agg_consumer_lag",
+            "High watermark minus position, per partition.",
+            &lag,
+        )
+        .gauge(
+            "app_agg_ready",
+            "1 once the assigned partitions are restored.",
+            &[(vec![], if self.ready() { 1.0 } else { 0.0 })],
+        );
+        e.finish()
+    }
+}

@@ -1,0 +1,165 @@
+//! The app-agg binary as a process: ready after assignment, aggregating, scraped, then stopped
+//! by SIGTERM with exit code 0.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use domain::{Direction, Trade, TradeFields};
+use ports::{TradeBatch, TradeSink};
+use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
+    let broker = TestBroker::from_env().await.unwrap();
+    broker
+        .create_topic("deribit.trades", 2, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic("deribit.trades.agg", 1, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic("deribit.trades.agg.state", 2, true)
+        .await
+        .unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let env = [
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("SCHEMA_REGISTRY_URL", stub.url()),
+        ("AGG_TRANSACTIONS", "false".to_owned()),
+        ("AGG_WINDOW", "1s".to_owned()),
+        ("AGG_GRACE", "0s".to_owned()),
+        ("AGG_MAX_DELAY", "500ms".to_owned()),
+        ("AGG_COMMIT_INTERVAL", "200ms".to_owned()),
+        ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
+        ("HTTP_ADDR", http.clone()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_app-agg"))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let healthcheck = |addr: &str| {
+        Command::new(env!("CARGO_BIN_EXE_app-agg"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("HTTP_ADDR", addr)
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || healthcheck(&http)).await,
+        "never ready"
+    );
+
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let sink = KafkaTradeSink::connect(
+        &KafkaConfig::new(broker.bootstrap_servers()),
+        registry,
+        "deribit.trades",
+    )
+    .await
+    .unwrap();
+    let start = now_ms();
+    let trades: Vec<Trade> = (1..=20u64)
+        .flat_map(|seq| {
+            ["BTC-PERPETUAL", "ETH-PERPETUAL"].map(|i| {
+                Trade::new(TradeFields {
+                    instrument_name: i.into(),
+                    trade_id: format!("{seq}"),
+                    trade_seq: seq,
+                    timestamp: start + seq as i64 * 50,
+                    price: 100.0,
+                    amount: 1.0,
+                    direction: Direction::Buy,
+                    index_price: 100.0,
+                    mark_price: 100.0,
+                    tick_direction: 0,
+                    iv: None,
+                    liquidation: None,
+                    block_trade_id: None,
+                    combo_id: None,
+                    contracts: None,
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    sink.publish(TradeBatch {
+        trades,
+        trace: None,
+    })
+    .await
+    .unwrap();
+
+    let addr = http.clone();
+    let done = wait_for(Duration::from_secs(20), move || {
+        let m = get(&addr, "/metrics");
+        m.contains("app_agg_trades_total 40") && !m.contains("app_agg_windows_emitted_total 0")
+    })
+    .await;
+    let metrics = get(&http, "/metrics");
+    assert!(done, "never aggregated everything:\n{metrics}");
+    for name in [
+        "app_agg_ready 1",
+        "app_agg_trades_late_total 0",
+        "app_agg_dlq_records_total 0",
+        "app_agg_consumer_lag{partition=",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some())
+        .await,
+        "no exit within 10 s"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
