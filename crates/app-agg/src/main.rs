@@ -61,7 +61,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve_from_env(),
-        Some(Command::Healthcheck) => healthcheck(),
+        Some(Command::Healthcheck) => {
+            telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8081")
+        }
         Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -134,7 +136,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = http_stopped.await;
     }));
     let stats = service
-        .run(settings.commit_interval, shutdown_signal())
+        .run(settings.commit_interval, telemetry::http::shutdown_signal())
         .await
         .context("aggregating")?;
     let _ = stop_http.send(());
@@ -145,50 +147,6 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "app-agg stopped cleanly."
     );
     Ok(())
-}
-
-/// `app-agg healthcheck`: exit 0 only if this container's `/readyz` answers 200.
-fn healthcheck() -> ExitCode {
-    let value = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8081".into());
-    let mut addr = match app_agg::config::http_addr(&value) {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("app-agg healthcheck: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    if telemetry::http::check_ready(addr, std::time::Duration::from_secs(3)) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            tracing::error!("Cannot watch SIGTERM; only SIGINT stops app-agg.");
-            let _ = interrupt.await;
-            return;
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    tracing::info!("Shutdown requested.");
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use tracing::{error, info};
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return healthcheck();
+        return telemetry::http::healthcheck_command("app-raw", "0.0.0.0:8080");
     }
     let settings = match RawConfig::settings_from_env() {
         Ok(settings) => settings,
@@ -72,9 +72,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let http = tokio::spawn(telemetry::http::serve(listener, probe, async {
         let _ = http_stopped.await;
     }));
-    let stats = run(&mut feed, &sink, shutdown_signal(), &counters)
-        .await
-        .context("publishing trades")?;
+    let stats = run(
+        &mut feed,
+        &sink,
+        telemetry::http::shutdown_signal(),
+        &counters,
+    )
+    .await
+    .context("publishing trades")?;
     let _ = stop_http.send(());
     let _ = http.await;
     feed.shutdown().await;
@@ -88,50 +93,4 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "app-raw stopped cleanly."
     );
     Ok(())
-}
-
-/// `app-raw healthcheck`: exit 0 only if this container's `/readyz` answers 200.
-fn healthcheck() -> ExitCode {
-    let value = std::env::var("HTTP_ADDR").unwrap_or_else(|_| "0.0.0.0:8080".into());
-    let mut addr = match app_raw::config::http_addr(&value) {
-        Ok(addr) => addr,
-        Err(e) => {
-            eprintln!("app-raw healthcheck: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    if telemetry::http::check_ready(addr, std::time::Duration::from_secs(3)) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(e) => {
-                    error!(error = %e, "Cannot watch SIGTERM; only SIGINT stops app-raw.");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-    }
-    info!("Shutdown requested.");
 }

@@ -1,7 +1,8 @@
 //! A minimal HTTP/1.1 endpoint for probes and scraping: `GET /healthz` (alive), `GET /readyz`
 //! (200 when the service says it is ready, 503 otherwise), `GET /metrics` (Prometheus text).
-//! One request per connection; anything else is 404/405. Plus [`check_ready`], the client the
-//! `healthcheck` subcommand uses (images without curl).
+//! One request per connection; anything else is 404/405. Plus [`check_ready`] and
+//! [`healthcheck_command`], the `healthcheck` subcommand (images without curl), and
+//! [`shutdown_signal`].
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -105,6 +106,51 @@ pub fn check_ready(addr: SocketAddr, timeout: Duration) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.starts_with("HTTP/1.1 200")
+}
+
+/// The `healthcheck` subcommand of a service: reads `HTTP_ADDR` (or `default_addr`), asks
+/// `/readyz` on it (an unspecified address means this host), and returns the exit code:
+/// 0 ready, 1 not ready or unreachable, 2 invalid address.
+pub fn healthcheck_command(service: &str, default_addr: &str) -> std::process::ExitCode {
+    let value = std::env::var("HTTP_ADDR").unwrap_or_else(|_| default_addr.to_owned());
+    let Ok(mut addr) = value.trim().parse::<SocketAddr>() else {
+        eprintln!(
+            "{service} healthcheck: HTTP_ADDR={value:?}: an IP address and port such as {default_addr}"
+        );
+        return std::process::ExitCode::from(2);
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if check_ready(addr, Duration::from_secs(3)) {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (SIGINT only where there is no SIGTERM).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            warn!("Cannot watch SIGTERM; only SIGINT stops the service.");
+            let _ = interrupt.await;
+            return;
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("Shutdown requested.");
 }
 
 #[cfg(test)]
