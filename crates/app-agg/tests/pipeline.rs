@@ -31,7 +31,7 @@ fn aggregator_config() -> AggregatorConfig {
     AggregatorConfig::new(
         WindowSize::from_millis(1_000).unwrap(),
         0,
-        2_000,
+        5_000,
         vec![500, 5_000],
     )
     .unwrap()

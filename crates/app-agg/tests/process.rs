@@ -65,7 +65,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         ("AGG_TRANSACTIONS", "false".to_owned()),
         ("AGG_WINDOW", "1s".to_owned()),
         ("AGG_GRACE", "0s".to_owned()),
-        ("AGG_MAX_DELAY", "500ms".to_owned()),
+        ("AGG_MAX_DELAY", "5s".to_owned()),
         ("AGG_COMMIT_INTERVAL", "200ms".to_owned()),
         ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
         ("HTTP_ADDR", http.clone()),
