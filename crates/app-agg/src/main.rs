@@ -88,15 +88,41 @@ fn serve_from_env() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logs();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let telemetry_config = match telemetry::TelemetryConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("app-agg: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Multi-threaded: the OTLP/gRPC exporter must never wait on a blocked lone worker.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("app-agg: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::init("app-agg", &telemetry_config) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("app-agg: cannot start telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let outcome = runtime.block_on(serve(settings));
+    // Flush spans while the runtime that drives the exporter still exists.
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "app-agg stopped.");

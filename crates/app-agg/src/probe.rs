@@ -114,6 +114,7 @@ impl Probe for AggProbe {
             "1 once the assigned partitions are restored.",
             &[(vec![], if self.ready() { 1.0 } else { 0.0 })],
         );
+        telemetry::export_stats().write_to(&mut e);
         e.finish()
     }
 }

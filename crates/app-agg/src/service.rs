@@ -19,7 +19,7 @@ use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, Partition,
     PartitionMarker, TraceContext, TradeLog,
 };
-use tracing::{debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Trace contexts linked from one commit span, at most.
 pub const MAX_LINKS: usize = 32;
@@ -195,8 +195,10 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                     counter.fetch_add(1, Ordering::Relaxed);
                     state.next_offset = Some(logged.offset + 1);
                     self.stats.trades += 1;
+                    // One notification's trades share a context: link it once.
                     if let Some(trace) = logged.trace
                         && self.links.len() < MAX_LINKS
+                        && !self.links.contains(&trace)
                     {
                         self.links.push(trace);
                     }
@@ -269,16 +271,42 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             return Ok(());
         }
         batch.links = std::mem::take(&mut self.links);
-        let span = info_span!(
+        let cycle_span = info_span!(
             "agg.commit",
+            otel.kind = "client",
+            messaging.system = "kafka",
+            messaging.operation.type = "settle",
             aggregates = batch.aggregates.len(),
             states = batch.states.len(),
-            links = batch.links.len()
+            partitions = batch.markers.len(),
+            links = tracing::field::Empty,
         );
-        let _entered = span.enter();
+        // Batches of many trades: links, not parents, tie this cycle to the producers' traces.
+        let linked = telemetry::link_span(&cycle_span, &batch.links);
+        cycle_span.record("links", linked);
         let (count, markers) = (batch.aggregates.len() as u64, batch.markers.clone());
         let started = Instant::now();
-        let outcome = self.committer.commit(batch).await;
+        let outcome = if batch.aggregates.is_empty() {
+            self.committer
+                .commit(batch)
+                .instrument(cycle_span.clone())
+                .await
+        } else {
+            let emit_span = info_span!(
+                parent: &cycle_span,
+                "agg.emit",
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.operation.type = "send",
+                messaging.batch.message_count = count,
+                window_end_max = batch.aggregates.iter().map(|a| a.window_end).max(),
+            );
+            self.committer
+                .commit(batch)
+                .instrument(emit_span)
+                .instrument(cycle_span.clone())
+                .await
+        };
         let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.metrics.last_cycle_us.store(took, Ordering::Relaxed);
         match outcome {
@@ -294,7 +322,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 }
                 self.stats.cycles += 1;
                 self.stats.aggregates += count;
-                debug!(aggregates = count, "Cycle committed.");
+                cycle_span.in_scope(|| debug!(aggregates = count, "Cycle committed."));
                 Ok(())
             }
             Err(CommitError::Aborted(reason)) => {

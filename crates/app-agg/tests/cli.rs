@@ -35,6 +35,10 @@ fn missing_and_malformed_variables_stop_start_up_with_one_line() {
             [&base[..], &[("AGG_TRANSACTIONS", "perhaps")]].concat(),
             "AGG_TRANSACTIONS=\"perhaps\"",
         ),
+        (
+            [&base[..], &[("LOG_FORMAT", "xml")]].concat(),
+            "LOG_FORMAT=\"xml\": accepted text or json",
+        ),
     ];
     for (vars, expected) in cases {
         let (code, stderr) = run(&vars);

@@ -123,6 +123,7 @@ fn spawn(broker: &TestBroker, stub: &SchemaRegistryStub, http: &str) -> Child {
             ("KAFKA_SESSION_TIMEOUT", "3s".into()),
             ("HTTP_ADDR", http.to_owned()),
             ("RUST_LOG", "error".into()),
+            ("OTEL_SDK_DISABLED", "true".into()),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -70,6 +70,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
         ("HTTP_ADDR", http.clone()),
         ("RUST_LOG", "warn".to_owned()),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_app-agg"))
         .env_clear()
@@ -144,6 +145,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         "app_agg_ready 1",
         "app_agg_trades_late_total 0",
         "app_agg_dlq_records_total 0",
+        "otel_spans_dropped_total 0",
         "app_agg_consumer_lag{partition=",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");

@@ -24,15 +24,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logs();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let telemetry_config = match telemetry::TelemetryConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("app-raw: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Multi-threaded: the OTLP/gRPC exporter must never wait on a blocked lone worker.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("app-raw: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(settings)) {
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match telemetry::init("app-raw", &telemetry_config) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("app-raw: cannot start telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let outcome = runtime.block_on(serve(settings));
+    // Flush spans while the runtime that drives the exporter still exists.
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "app-raw stopped.");
@@ -53,8 +79,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("reading the raw topic's last positions")?;
     info!(instruments = seed.len(), topic = %settings.topic, "Resuming after the last published trades.");
-    let mut feed =
-        DeribitFeed::spawn(settings.deribit, seed, None).context("starting the Deribit feed")?;
+    let mut feed = DeribitFeed::spawn(
+        settings.deribit,
+        seed,
+        Some(Arc::new(telemetry::span_trace_context)),
+    )
+    .context("starting the Deribit feed")?;
     let counters = Arc::new(RunCounters::default());
     let probe = Arc::new(RawProbe {
         feed: feed.metrics(),

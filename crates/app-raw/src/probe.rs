@@ -121,6 +121,7 @@ impl Probe for RawProbe {
             &counts,
             sum as f64,
         );
+        telemetry::export_stats().write_to(&mut e);
         e.finish()
     }
 }

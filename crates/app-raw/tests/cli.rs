@@ -35,6 +35,18 @@ fn missing_and_malformed_variables_stop_start_up_with_one_line() {
             [&base[..], &[("DERIBIT_CHANNELS", "trades.option.ETH.raw")]].concat(),
             "Deribit serves `raw` only to authenticated clients",
         ),
+        (
+            [&base[..], &[("LOG_FORMAT", "yaml")]].concat(),
+            "LOG_FORMAT=\"yaml\": accepted text or json",
+        ),
+        (
+            [&base[..], &[("OTEL_SDK_DISABLED", "1")]].concat(),
+            "OTEL_SDK_DISABLED=\"1\": accepted true or false",
+        ),
+        (
+            [&base[..], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "jaeger:4317")]].concat(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT=\"jaeger:4317\"",
+        ),
     ];
     for (vars, expected) in cases {
         let (code, stderr) = run(&vars);

@@ -45,6 +45,7 @@ async fn becomes_ready_serves_metrics_and_stops_cleanly_on_sigterm() {
         ("SCHEMA_REGISTRY_URL", stub.url()),
         ("HTTP_ADDR", http.clone()),
         ("RUST_LOG", "warn".to_owned()),
+        ("OTEL_SDK_DISABLED", "true".to_owned()),
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_app-raw"))
         .env_clear()

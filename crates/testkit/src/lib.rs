@@ -9,10 +9,13 @@
 
 pub mod broker;
 pub mod deribit;
+pub mod otlp;
+pub mod process;
 pub mod registry;
 pub mod wait;
 
 pub use broker::{Tansu, TestBroker};
 pub use deribit::{FakeDeribit, FakeInstrument};
+pub use otlp::{CollectedSpan, OtlpCollector};
 pub use registry::SchemaRegistryStub;
 pub use wait::wait_for;

@@ -1,0 +1,180 @@
+//! Tracing across both services: an in-process OTLP collector receives spans from app-raw and
+//! app-agg, each under its own `service.name`; app-agg's commit span links to the trace that
+//! app-raw started for a Deribit notification; app-agg's JSON log lines carry that span's ids.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::process::{free_http_addr, healthcheck, sibling_binary, signal};
+use testkit::{
+    CollectedSpan, FakeDeribit, FakeInstrument, OtlpCollector, SchemaRegistryStub, TestBroker,
+    wait_for,
+};
+
+const AGG_BIN: &str = env!("CARGO_BIN_EXE_app-agg");
+
+/// An app-agg commit span linked to an app-raw notification span, and the emit span under it.
+fn linked_pair(spans: &[CollectedSpan]) -> Option<(CollectedSpan, CollectedSpan)> {
+    let notifications: Vec<&CollectedSpan> = spans
+        .iter()
+        .filter(|s| s.service_name == "app-raw" && s.name == "deribit.notification")
+        .collect();
+    spans
+        .iter()
+        .filter(|s| s.service_name == "app-agg" && s.name == "agg.commit")
+        .find_map(|commit| {
+            let raw = notifications.iter().find(|n| {
+                commit
+                    .links
+                    .iter()
+                    .any(|(trace, span)| *trace == n.trace_id && *span == n.span_id)
+            })?;
+            Some((commit.clone(), (*raw).clone()))
+        })
+}
+
+/// Whether an app-agg emit span has a commit cycle span as its parent.
+fn emit_under_commit(spans: &[CollectedSpan]) -> bool {
+    spans
+        .iter()
+        .filter(|s| s.service_name == "app-agg" && s.name == "agg.emit")
+        .any(|e| {
+            spans.iter().any(|c| {
+                c.name == "agg.commit" && c.span_id == e.parent_span_id && c.trace_id == e.trace_id
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
+    let broker = TestBroker::from_env().await.unwrap();
+    broker
+        .create_topic("deribit.trades", 2, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic("deribit.trades.agg", 1, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic("deribit.trades.agg.state", 2, true)
+        .await
+        .unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let collector = OtlpCollector::start().await.unwrap();
+    let fake = FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap();
+    let common = [
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("SCHEMA_REGISTRY_URL", stub.url()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
+    ];
+    let (raw_http, agg_http) = (free_http_addr(), free_http_addr());
+    let raw_bin = sibling_binary(AGG_BIN, "app-raw");
+    let mut raw = Command::new(&raw_bin)
+        .env_clear()
+        .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs([
+            ("DERIBIT_URL", fake.url()),
+            ("DERIBIT_CHANNELS", "trades.future.BTC.100ms".to_owned()),
+            ("HTTP_ADDR", raw_http.clone()),
+            ("RUST_LOG", "warn".to_owned()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let agg = Command::new(AGG_BIN)
+        .env_clear()
+        .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs([
+            ("AGG_TRANSACTIONS", "false".to_owned()),
+            ("AGG_WINDOW", "1s".to_owned()),
+            ("AGG_MAX_DELAY", "5s".to_owned()),
+            ("AGG_COMMIT_INTERVAL", "200ms".to_owned()),
+            ("HTTP_ADDR", agg_http.clone()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn,app_agg=debug".to_owned()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let raw_path = raw_bin.to_string_lossy().into_owned();
+    assert!(
+        wait_for(Duration::from_secs(30), || healthcheck(
+            &raw_path, &raw_http
+        ) && healthcheck(
+            AGG_BIN, &agg_http
+        ))
+        .await,
+        "services never ready"
+    );
+
+    let pair = {
+        let mut found = None;
+        for _ in 0..60 {
+            fake.trade("BTC-PERPETUAL", 3);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let spans = collector.spans();
+            found = linked_pair(&spans);
+            if found.is_some() && emit_under_commit(&spans) {
+                break;
+            }
+        }
+        found
+    };
+    signal(&raw, "TERM");
+    signal(&agg, "TERM");
+    let (raw_status, agg_output) = (raw.wait().unwrap(), agg.wait_with_output().unwrap());
+    assert!(raw_status.success() && agg_output.status.success());
+
+    let spans = collector.spans();
+    let (commit, notification) = pair.unwrap_or_else(|| {
+        let names: Vec<(&str, &str, usize)> = spans
+            .iter()
+            .map(|s| (s.service_name.as_str(), s.name.as_str(), s.links.len()))
+            .collect();
+        panic!("no app-agg span links to an app-raw trace; received {names:?}")
+    });
+    assert_ne!(
+        commit.trace_id, notification.trace_id,
+        "linked, not parented"
+    );
+    assert_eq!(notification.parent_span_id, "", "app-raw starts the trace");
+    assert!(
+        emit_under_commit(&spans),
+        "a batch of aggregates is a child span of its commit cycle"
+    );
+
+    // JSON logs: every line parses; the cycle's log line carries its span's ids.
+    let stdout = String::from_utf8(agg_output.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let commit_spans: Vec<(&str, &str)> = spans
+        .iter()
+        .filter(|s| s.name == "agg.commit")
+        .map(|s| (s.trace_id.as_str(), s.span_id.as_str()))
+        .collect();
+    let traced = lines
+        .iter()
+        .filter(|l| l["message"] == "Cycle committed.")
+        .filter(|l| {
+            let ids = (
+                l["trace_id"].as_str().unwrap_or_default(),
+                l["span_id"].as_str().unwrap_or_default(),
+            );
+            commit_spans.contains(&ids)
+        })
+        .count();
+    assert!(
+        traced > 0,
+        "no 'Cycle committed.' line with its span's ids in:\n{stdout}"
+    );
+}

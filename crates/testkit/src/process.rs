@@ -1,0 +1,94 @@
+//! Helpers for tests that run the service binaries as child processes.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+///
+/// # Panics
+/// If no port can be bound (the test cannot run anyway).
+#[must_use]
+#[allow(clippy::expect_used)] // test harness: no port means no test
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+/// `127.0.0.1:<free port>`, for `HTTP_ADDR`.
+#[must_use]
+pub fn free_http_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// The whole HTTP/1.1 response to `GET path`, or an empty string if nothing answers.
+#[must_use]
+pub fn http_get(addr: &str, path: &str) -> String {
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return String::new();
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// Whether `binary healthcheck` exits 0 against `HTTP_ADDR=addr`.
+#[must_use]
+pub fn healthcheck(binary: &str, addr: &str) -> bool {
+    Command::new(binary)
+        .arg("healthcheck")
+        .env_clear()
+        .env("HTTP_ADDR", addr)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Sends `signal` (`"TERM"`, `"KILL"`, …) to the child.
+pub fn signal(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status();
+}
+
+/// Wall-clock milliseconds since the epoch.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The path of another workspace binary next to `this_binary` (e.g. `app-raw` from app-agg's
+/// tests), building it first when `cargo test -p` did not.
+///
+/// # Panics
+/// If the binary neither exists nor can be built.
+#[must_use]
+#[allow(clippy::panic)] // test harness: without the binary the test cannot run
+pub fn sibling_binary(this_binary: &str, package: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(this_binary).with_file_name(package);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let built = Command::new(cargo)
+            .args(["build", "--locked", "-p", package, "--bin", package])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            built && path.exists(),
+            "cannot build {package} at {}",
+            path.display()
+        );
+    }
+    path
+}
