@@ -370,8 +370,8 @@ fn read_changelog(
 ) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut config = config.clone();
     config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config
-        .create()
+    let consumer: BaseConsumer<crate::consumer::EofAwareContext> = config
+        .create_with_context(crate::consumer::EofAwareContext)
         .map_err(|e| kafka("creating a changelog reader", &e))?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)

@@ -70,12 +70,34 @@ pub struct LogContext {
 impl ClientContext for LogContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Reaching the end of a partition is how `caught_up` learns it, not an error.
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if is_partition_eof(&error) {
             return;
         }
         warn!(error = %error, reason, "librdkafka reported an error.");
     }
 }
+
+/// End of partition, whichever way librdkafka reports it (per partition or as a global error).
+pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_)
+            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
+/// Context for readers that use `enable.partition.eof` only to know where the end is.
+pub(crate) struct EofAwareContext;
+
+impl ClientContext for EofAwareContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            warn!(error = %error, reason, "librdkafka reported an error.");
+        }
+    }
+}
+
+impl ConsumerContext for EofAwareContext {}
 
 impl ConsumerContext for LogContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -122,8 +144,11 @@ pub struct KafkaTradeLog {
     dlq_topic: String,
     caught_up: HashSet<Partition>,
     dead_lettered: Arc<AtomicU64>,
-    /// Records already fetched while an event was pending.
+    /// Decoded trades not yet handed out (an event came first, or the batch is full).
     stash: VecDeque<LoggedTrade>,
+    /// Fetched records not yet decoded: kept here across awaits so that a cancelled
+    /// `next_event` loses none of them.
+    fetched: VecDeque<OwnedMessage>,
 }
 
 impl std::fmt::Debug for KafkaTradeLog {
@@ -181,6 +206,7 @@ impl KafkaTradeLog {
             caught_up: HashSet::new(),
             dead_lettered: Arc::new(AtomicU64::new(0)),
             stash: VecDeque::new(),
+            fetched: VecDeque::new(),
         })
     }
 
@@ -260,24 +286,39 @@ impl KafkaTradeLog {
 }
 
 impl KafkaTradeLog {
-    /// Books one receive: a trade into the stash, an undecodable record to the DLQ, an EOF
-    /// into the caught-up set.
-    async fn take(
+    /// Books one receive without awaiting: a record into `fetched`, an EOF into the caught-up
+    /// set.
+    fn accept(
         &mut self,
         received: std::result::Result<OwnedMessage, KafkaError>,
     ) -> std::result::Result<(), LogError> {
-        let message = match received {
-            Ok(message) => message,
+        match received {
+            Ok(message) => {
+                self.caught_up.remove(&message.partition());
+                self.fetched.push_back(message);
+                Ok(())
+            }
             Err(KafkaError::PartitionEOF(partition)) => {
                 self.caught_up.insert(partition);
-                return Ok(());
+                Ok(())
             }
-            Err(e) => return Err(LogError::Retryable(e.to_string())),
-        };
-        self.caught_up.remove(&message.partition());
-        match self.decode(&message).await {
-            Ok(trade) => self.stash.push_back(trade),
-            Err(e) => self.dead_letter(&message, &e).await?,
+            Err(e) => Err(LogError::Retryable(e.to_string())),
+        }
+    }
+
+    /// Decodes fetched records in order into the stash (undecodable ones to the DLQ). A record
+    /// leaves `fetched` only once it is booked, so cancellation at an await repeats, never
+    /// skips (a repeated DLQ write is possible; a lost trade is not).
+    async fn decode_fetched(&mut self) -> std::result::Result<(), LogError> {
+        while let Some(message) = self.fetched.front() {
+            match self.decode(message).await {
+                Ok(trade) => self.stash.push_back(trade),
+                Err(e) => {
+                    let message = message.clone();
+                    self.dead_letter(&message, &e).await?;
+                }
+            }
+            self.fetched.pop_front();
         }
         Ok(())
     }
@@ -292,22 +333,27 @@ impl TradeLog for KafkaTradeLog {
                         self.caught_up.remove(p);
                     }
                     self.stash.retain(|t| !partitions.contains(&t.partition));
+                    self.fetched
+                        .retain(|m| !partitions.contains(&m.partition()));
                 }
                 return Ok(event);
             }
             if !self.stash.is_empty() {
                 return Ok(LogEvent::Trades(self.stash.drain(..).collect()));
             }
-            let received = self.consumer.recv().await.map(|m| m.detach());
-            self.take(received).await?;
-            // Take whatever else is already fetched, without waiting.
-            while self.stash.len() < MAX_BATCH {
-                let Some(received) = self.consumer.recv().now_or_never() else {
-                    break;
-                };
-                let received = received.map(|m| m.detach());
-                self.take(received).await?;
+            if self.fetched.is_empty() {
+                // `recv` is cancel-safe: a message is taken only when the future completes.
+                let received = self.consumer.recv().await.map(|m| m.detach());
+                self.accept(received)?;
+                // Take whatever else is already fetched, without waiting.
+                while self.fetched.len() < MAX_BATCH {
+                    let Some(received) = self.consumer.recv().now_or_never() else {
+                        break;
+                    };
+                    self.accept(received.map(|m| m.detach()))?;
+                }
             }
+            self.decode_fetched().await?;
         }
     }
 
@@ -317,6 +363,7 @@ impl TradeLog for KafkaTradeLog {
 
     fn seek(&mut self, partition: Partition, offset: i64) -> std::result::Result<(), LogError> {
         self.stash.retain(|t| t.partition != partition);
+        self.fetched.retain(|m| m.partition() != partition);
         self.caught_up.remove(&partition);
         self.consumer
             .seek(

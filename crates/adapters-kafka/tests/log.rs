@@ -284,3 +284,53 @@ async fn undecodable_records_go_to_the_dead_letter_topic_and_the_rest_flows() {
         assert!(error.contains(expected), "{what}: {error}");
     }
 }
+
+/// The service races `next_event` against its commit timer; a dropped call must lose nothing,
+/// even when it is dropped while a record waits for its schema from the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_event_dropped_at_any_await_loses_no_record() {
+    let s = setup("cancel").await;
+    let trades: Vec<Trade> = (1..=60)
+        .map(|seq| Trade::new(trade(["A", "B", "C"][(seq % 3) as usize], seq, 100.0)).unwrap())
+        .collect();
+    sink(&s)
+        .await
+        .publish(TradeBatch {
+            trades,
+            trace: None,
+        })
+        .await
+        .unwrap();
+    // A registry client of its own: its first lookup of the schema id really waits on HTTP.
+    let config = KafkaConfig::new(s.broker.bootstrap_servers());
+    let cold = Arc::new(Registry::new(RegistryConfig::new(s._stub.url())).unwrap());
+    let mut log = KafkaTradeLog::connect(
+        &config,
+        cold,
+        &LogConfig {
+            topic: s.topic.clone(),
+            group_id: "cancel-group".to_owned(),
+            session_timeout: Duration::from_secs(3),
+        },
+    )
+    .unwrap();
+    let mut seqs = Vec::new();
+    let mut cancelled = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seqs.len() < 60 && std::time::Instant::now() < deadline {
+        // Mostly too short to finish: the future is dropped wherever it stands.
+        match tokio::time::timeout(Duration::from_micros(200), log.next_event()).await {
+            Ok(Ok(LogEvent::Trades(batch))) => seqs.extend(batch.iter().map(|t| t.trade.trade_seq)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => cancelled += 1,
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<u64>>(),
+        "after {cancelled} cancellations"
+    );
+    assert!(cancelled > 0, "the test must actually cancel");
+}

@@ -48,6 +48,9 @@ pub enum LogError {
 pub trait TradeLog: Send {
     /// The next event; waits until there is one.
     ///
+    /// Cancel-safe: callers race it against timers in `select!`, so dropping the future before
+    /// it completes must lose nothing; whatever it had fetched comes with a later call.
+    ///
     /// # Errors
     /// [`LogError`] if the log cannot be read.
     fn next_event(&mut self) -> impl Future<Output = Result<LogEvent, LogError>> + Send;
