@@ -184,6 +184,10 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         );
                         continue;
                     };
+                    if state.next_offset != Some(logged.offset) {
+                        // Transaction markers make small jumps normal; anything else is worth a look.
+                        debug!(partition = logged.partition, offset = logged.offset, expected = ?state.next_offset, "Offset jump.");
+                    }
                     let counter = match state.aggregator.ingest(&logged.trade) {
                         Ingested::Accepted => &self.metrics.trades,
                         Ingested::Duplicate => &self.metrics.duplicates,

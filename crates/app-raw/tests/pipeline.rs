@@ -2,22 +2,19 @@
 //! the registry stub: every trade once, in order, across disconnects and a restart of app-raw.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_deribit::config::BackoffConfig;
 use adapters_deribit::{Channel, DeribitConfig, DeribitFeed};
-use adapters_kafka::avro::decode_trade;
 use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::framing::split_frame;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use app_raw::run::run;
 use ports::TradeSink;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
 
 const TOPIC: &str = "deribit.trades";
@@ -66,45 +63,6 @@ async fn start_app_raw(
         stats
     });
     (stop, task)
-}
-
-/// Every trade in the topic, per instrument, in topic order.
-async fn topic_seqs(
-    broker: &TestBroker,
-    registry: &Registry,
-    expected: usize,
-) -> BTreeMap<String, Vec<u64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", "check")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut frames = Vec::new();
-    let mut eof = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while (frames.len() < expected || eof < 3) && std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => frames.push(m.payload().unwrap().to_vec()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
-            _ => {}
-        }
-    }
-    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for frame in frames {
-        let (id, datum) = split_frame(&frame).unwrap();
-        let trade = decode_trade(id, &registry.schema(id).await.unwrap(), datum).unwrap();
-        seqs.entry(trade.instrument_name.clone())
-            .or_default()
-            .push(trade.trade_seq);
-    }
-    seqs
 }
 
 fn generated(fake: &FakeDeribit) -> BTreeMap<String, Vec<u64>> {
@@ -186,7 +144,7 @@ async fn every_trade_reaches_kafka_once_in_order_across_disconnects_and_a_restar
     let total: usize = want.values().map(Vec::len).sum();
     let mut got = BTreeMap::new();
     for _ in 0..100 {
-        got = topic_seqs(&broker, &registry, total).await;
+        got = common::topic_seqs(&broker, &registry, TOPIC, 3, total).await;
         if got == want {
             break;
         }

@@ -1,0 +1,217 @@
+//! Helpers shared by app-agg's process-level fault tests (crash, scale-out).
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    dead_code
+)] // test helpers; not every test uses every helper
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
+use adapters_kafka::framing::split_frame;
+use domain::{Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use testkit::{SchemaRegistryStub, TestBroker};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_app-agg");
+/// Topic names (the services' defaults).
+pub const RAW: &str = "deribit.trades";
+/// See [`RAW`].
+pub const AGG: &str = "deribit.trades.agg";
+/// See [`RAW`].
+pub const STATE: &str = "deribit.trades.agg.state";
+
+/// Creates the three topics: raw and changelog with `partitions`, aggregates with one.
+pub async fn create_topics(broker: &TestBroker, partitions: i32) {
+    broker.create_topic(RAW, partitions, false).await.unwrap();
+    broker.create_topic(AGG, 1, false).await.unwrap();
+    broker.create_topic(STATE, partitions, true).await.unwrap();
+}
+
+/// A deterministic stream an hour old, in `batches` of `per_batch` trades over `instruments`,
+/// timestamps strictly increasing; then one trade per instrument a minute later, so every
+/// partition's watermark passes every window of the stream.
+pub fn stream(instruments: &[&str], batches: usize, per_batch: usize) -> Vec<Vec<Trade>> {
+    let base = testkit::process::now_ms() - 3_600_000;
+    let base = base - base.rem_euclid(1_000);
+    let mut seq = vec![0u64; instruments.len()];
+    let mut trade = |n: usize, i: usize, timestamp: i64| {
+        seq[i] += 1;
+        Trade::new(TradeFields {
+            instrument_name: instruments[i].into(),
+            trade_id: format!("{n}"),
+            trade_seq: seq[i],
+            timestamp,
+            price: 100.0 + ((n * 13) % 29) as f64 / 7.0,
+            amount: 1.0 + (n % 4) as f64,
+            direction: if n.is_multiple_of(3) {
+                Direction::Sell
+            } else {
+                Direction::Buy
+            },
+            index_price: 100.0,
+            mark_price: 100.0,
+            tick_direction: 1,
+            iv: None,
+            liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            contracts: None,
+        })
+        .unwrap()
+    };
+    let mut out: Vec<Vec<Trade>> = (0..batches)
+        .map(|b| {
+            (0..per_batch)
+                .map(|k| {
+                    let n = b * per_batch + k;
+                    let i = (n * 7 + n / 5) % instruments.len();
+                    trade(n, i, base + n as i64 * 37)
+                })
+                .collect()
+        })
+        .collect();
+    let end = base + (batches * per_batch) as i64 * 37 + 60_000;
+    let closing = (0..instruments.len())
+        .map(|i| trade(batches * per_batch + i, i, end + i as i64))
+        .collect();
+    out.push(closing);
+    out
+}
+
+/// 1 s windows, no grace, windows closed by event time only.
+pub fn config() -> AggregatorConfig {
+    AggregatorConfig::new(
+        WindowSize::from_millis(1_000).unwrap(),
+        0,
+        86_400_000,
+        vec![2_000, 30_000],
+    )
+    .unwrap()
+}
+
+/// What one uninterrupted aggregator emits for `batches`, sorted by (instrument, window_start).
+pub fn uninterrupted(batches: &[Vec<Trade>]) -> Vec<Aggregate> {
+    let mut agg = Aggregator::new(config());
+    let mut out = Vec::new();
+    for t in batches.iter().flatten() {
+        agg.ingest(t);
+        out.extend(agg.drain_closed());
+    }
+    sort(&mut out);
+    out
+}
+
+fn sort(aggregates: &mut [Aggregate]) {
+    aggregates.sort_by(|a, b| {
+        (&a.instrument_name, a.window_start).cmp(&(&b.instrument_name, b.window_start))
+    });
+}
+
+/// Starts app-agg as configured by [`config`], on `http`.
+pub fn spawn(broker: &TestBroker, stub: &SchemaRegistryStub, http: &str) -> Child {
+    Command::new(BIN)
+        .env_clear()
+        .envs([
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+            ("SCHEMA_REGISTRY_URL", stub.url()),
+            ("AGG_TRANSACTIONS", "false".into()),
+            ("AGG_WINDOW", "1s".into()),
+            ("AGG_GRACE", "0s".into()),
+            ("AGG_MAX_DELAY", "24h".into()),
+            ("AGG_HALFLIVES", "2s,30s".into()),
+            ("AGG_COMMIT_INTERVAL", "50ms".into()),
+            ("KAFKA_SESSION_TIMEOUT", "3s".into()),
+            ("HTTP_ADDR", http.to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
+            ),
+            ("OTEL_SDK_DISABLED", "true".into()),
+        ])
+        .stdout(match std::env::var("CHILD_LOG_DIR") {
+            Ok(dir) => Stdio::from(
+                std::fs::File::create(format!("{dir}/app-agg-{}.log", http.replace(':', "_")))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Every record of the aggregates topic, raw.
+pub fn aggregates_topic(broker: &TestBroker) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "agg-check")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(AGG, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => out.push(m.payload().unwrap().to_vec()),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Polls the aggregates topic until it holds at least `want` distinct records.
+pub async fn wait_for_aggregates(broker: &TestBroker, want: usize) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    for _ in 0..120 {
+        records = aggregates_topic(broker);
+        let distinct: std::collections::BTreeSet<&Vec<u8>> = records.iter().collect();
+        if distinct.len() >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    records
+}
+
+/// The records deduplicated by (instrument, window_start), sorted, after asserting that every
+/// repeat is byte-identical to its first; also the number of repeats.
+pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
+    let mut seen: BTreeMap<(String, i64), &Vec<u8>> = BTreeMap::new();
+    let mut repeats = 0;
+    for bytes in records {
+        let (id, datum) = split_frame(bytes).unwrap();
+        let a = decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap();
+        match seen.get(&(a.instrument_name.clone(), a.window_start)) {
+            Some(earlier) => {
+                assert_eq!(*earlier, bytes, "a repeated aggregate is byte-identical");
+                repeats += 1;
+            }
+            None => {
+                seen.insert((a.instrument_name, a.window_start), bytes);
+            }
+        }
+    }
+    let mut union: Vec<Aggregate> = seen
+        .values()
+        .map(|b| {
+            let (id, datum) = split_frame(b).unwrap();
+            decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap()
+        })
+        .collect();
+    sort(&mut union);
+    (union, repeats)
+}

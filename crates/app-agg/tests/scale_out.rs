@@ -1,0 +1,117 @@
+//! Two app-agg instances in one consumer group share the partitions; one is stopped mid-run and
+//! the other takes its partitions over from the changelog: the output is still complete, and any
+//! aggregate written twice is byte-identical.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::{BIN, RAW, spawn};
+use ports::{TradeBatch, TradeSink};
+use testkit::process::{free_http_addr, healthcheck, http_get, signal};
+use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+
+const INSTRUMENTS: [&str; 8] = [
+    "BTC-PERPETUAL",
+    "ETH-PERPETUAL",
+    "SOL_USDC-PERPETUAL",
+    "BTC-27DEC24-70000-C",
+    "BTC-27DEC24-60000-P",
+    "ETH-27DEC24-4000-C",
+    "BTC-28MAR25",
+    "ETH-28MAR25",
+];
+
+/// The partitions an instance reports lag for, i.e. holds.
+fn held_partitions(http: &str) -> usize {
+    http_get(http, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("app_agg_consumer_lag{"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_and_survive_one_stopping() {
+    let broker = TestBroker::from_env().await.unwrap();
+    common::create_topics(&broker, 4).await;
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let sink =
+        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
+            .await
+            .unwrap();
+    let batches = common::stream(&INSTRUMENTS, 30, 80);
+    let expected = common::uninterrupted(&batches);
+
+    let (a_http, b_http) = (free_http_addr(), free_http_addr());
+    let mut a = spawn(&broker, &stub, &a_http);
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &a_http)).await);
+    let mut b = spawn(&broker, &stub, &b_http);
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &b_http)).await);
+    let shared = wait_for(Duration::from_secs(30), || {
+        held_partitions(&a_http) == 2 && held_partitions(&b_http) == 2
+    })
+    .await;
+    assert!(
+        shared,
+        "4 partitions split 2/2: a {}, b {}",
+        held_partitions(&a_http),
+        held_partitions(&b_http)
+    );
+
+    let half = batches.len() / 2;
+    let mut batches = batches.into_iter();
+    for batch in batches.by_ref().take(half) {
+        sink.publish(TradeBatch {
+            trades: batch,
+            trace: None,
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    // B stops (SIGTERM: it finishes its cycle and leaves the group); A takes everything over.
+    signal(&b, "TERM");
+    assert_eq!(b.wait().unwrap().code(), Some(0));
+    for batch in batches {
+        sink.publish(TradeBatch {
+            trades: batch,
+            trace: None,
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || held_partitions(&a_http) == 4).await,
+        "the survivor holds every partition"
+    );
+    let records = common::wait_for_aggregates(&broker, expected.len()).await;
+    signal(&a, "TERM");
+    assert_eq!(a.wait().unwrap().code(), Some(0));
+
+    let (union, repeats) = common::union_of(&records);
+    eprintln!(
+        "{} aggregates from two instances, {repeats} repeated",
+        union.len()
+    );
+    if union != expected {
+        let missing: Vec<(&str, i64)> = expected
+            .iter()
+            .filter(|e| !union.contains(e))
+            .map(|e| (e.instrument_name.as_str(), e.window_start))
+            .collect();
+        let unexpected: Vec<&domain::Aggregate> =
+            union.iter().filter(|u| !expected.contains(u)).collect();
+        panic!(
+            "{} expected, {} got; missing {missing:?}; unexpected {unexpected:#?}",
+            expected.len(),
+            union.len()
+        );
+    }
+}
