@@ -36,6 +36,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Exit 0 only if the running service's /readyz (at HTTP_ADDR) answers OK.
     Healthcheck,
+    /// Validate the environment as the service would, print the result, connect to nothing.
+    CheckConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Some(Command::Healthcheck) => {
             telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8081")
         }
+        Some(Command::CheckConfig) => check_config(),
         Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -77,6 +80,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn check_config() -> ExitCode {
+    let checked = AggConfig::settings_from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| {
+            telemetry::TelemetryConfig::from_env()
+                .map(|telemetry| (settings, telemetry))
+                .map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok((settings, telemetry)) => {
+            // `| head` closing the pipe early is fine.
+            let _ = writeln!(
+                std::io::stdout(),
+                "app-agg: configuration OK\n{settings:#?}\n{telemetry:#?}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("app-agg: invalid configuration: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

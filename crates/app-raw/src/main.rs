@@ -1,5 +1,6 @@
 //! app-raw binary: configuration from the environment, then Deribit → Kafka until a signal.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,8 +15,18 @@ use ports::TradeSink;
 use tracing::{error, info};
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return telemetry::http::healthcheck_command("app-raw", "0.0.0.0:8080");
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("healthcheck") => {
+            return telemetry::http::healthcheck_command("app-raw", "0.0.0.0:8080");
+        }
+        Some("check-config") => return check_config(),
+        Some(other) => {
+            eprintln!(
+                "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, or none to run the service"
+            );
+            return ExitCode::from(2);
+        }
     }
     let settings = match RawConfig::settings_from_env() {
         Ok(settings) => settings,
@@ -63,6 +74,31 @@ fn main() -> ExitCode {
         Err(e) => {
             error!(error = format!("{e:#}"), "app-raw stopped.");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Validates the environment as the service would and prints the result; connects to nothing.
+fn check_config() -> ExitCode {
+    let checked = RawConfig::settings_from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| {
+            telemetry::TelemetryConfig::from_env()
+                .map(|telemetry| (settings, telemetry))
+                .map_err(|e| e.to_string())
+        });
+    match checked {
+        Ok((settings, telemetry)) => {
+            // `| head` closing the pipe early is fine.
+            let _ = writeln!(
+                std::io::stdout(),
+                "app-raw: configuration OK\n{settings:#?}\n{telemetry:#?}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("app-raw: invalid configuration: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -12,6 +12,6 @@ pub mod prometheus;
 
 pub use json_log::JsonLines;
 pub use otel::{
-    DEFAULT_OTLP_ENDPOINT, ExportStats, LogFormat, Telemetry, TelemetryConfig, TelemetryError,
-    export_stats, init, link_span, remote_span_context, span_trace_context,
+    DEFAULT_OTLP_ENDPOINT, ExportStats, LogFormat, TELEMETRY_VARIABLES, Telemetry, TelemetryConfig,
+    TelemetryError, export_stats, init, link_span, remote_span_context, span_trace_context,
 };

@@ -31,6 +31,27 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 /// Per export attempt unless `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise.
 const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Every environment variable the telemetry of a service reads (ours and the SDK's).
+pub const TELEMETRY_VARIABLES: &[&str] = &[
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_BSP_SCHEDULE_DELAY",
+    "OTEL_BSP_MAX_QUEUE_SIZE",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+    "OTEL_BSP_EXPORT_TIMEOUT",
+];
+
 /// A telemetry environment variable with a value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -92,3 +92,43 @@ pub fn sibling_binary(this_binary: &str, package: &str) -> std::path::PathBuf {
     }
     path
 }
+
+/// Metric families the Grafana dashboard queries whose names start with `prefix`
+/// (`_bucket`/`_sum`/`_count` reduced to the histogram's family).
+///
+/// # Panics
+/// If the dashboard cannot be read.
+#[must_use]
+#[allow(clippy::panic)] // test harness: a missing dashboard fails the test that asked
+pub fn dashboard_metrics(prefix: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../observability/grafana/dashboards/pipeline.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut names: Vec<String> = text
+        .match_indices(prefix)
+        .map(|(i, _)| {
+            let rest = &text[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let name = &rest[..end];
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name)
+                .to_owned()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether a Prometheus scrape has a `# TYPE` line for `family`.
+#[must_use]
+pub fn has_family(scrape: &str, family: &str) -> bool {
+    scrape.lines().any(|l| {
+        l.strip_prefix("# TYPE ")
+            .is_some_and(|t| t.split_whitespace().next() == Some(family))
+    })
+}
