@@ -35,6 +35,41 @@ bench:
     cargo bench -p adapters-kafka --bench encode
     cargo bench -p adapters-kafka --bench sink
 
+# Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
+up *ARGS:
+    docker compose -f docker/compose.yaml {{ARGS}} up --build --detach --wait
+    @echo "Jaeger UI        http://localhost:16686"
+    @echo "Schema Registry  http://localhost:8081/subjects"
+    @echo "Kafka            localhost:9092"
+    @echo "app-raw          http://localhost:8080/metrics  (/readyz, /healthz)"
+    @echo "app-agg          http://localhost:8091/metrics  (/readyz, /healthz)"
+    @echo "Grafana          http://localhost:3000  (with --profile monitoring; Prometheus on :9090)"
+
+# Stop the stack; `just down --volumes` also drops Kafka's data.
+down *ARGS:
+    docker compose -f docker/compose.yaml --profile monitoring down --remove-orphans {{ARGS}}
+
+# Follow the stack's logs, e.g. `just logs app-agg`.
+logs *ARGS:
+    docker compose -f docker/compose.yaml --profile monitoring logs --follow {{ARGS}}
+
+# The stack's containers and their health.
+ps:
+    docker compose -f docker/compose.yaml --profile monitoring ps
+
+# End-to-end checks against a running `just up` stack (needs Docker and internet).
+e2e:
+    cargo test --locked -p app-agg --test e2e_stack -- --ignored --test-threads 1
+
+# No Docker or internet: stand-ins, simulated market, both services, live table; `--live` for real Deribit.
+demo *ARGS:
+    cargo build --release --locked -p app-raw -p app-agg --bins
+    cargo run --release --locked --quiet -p app-agg --example demo -- {{ARGS}}
+
+# Only the stand-ins (broker, registry, simulated Deribit); prints the `export` lines for them.
+stack:
+    cargo run --release --locked --quiet -p app-agg --example demo -- --stack
+
 # Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`.
 replay *ARGS:
     cargo run --release --quiet -p app-agg -- replay {{ARGS}}

@@ -158,6 +158,14 @@ impl FakeDeribit {
         generate(&mut state, instrument, n)
     }
 
+    /// Moves `instrument`'s reference price by `factor` (a simulated market drifts).
+    pub fn move_price(&self, instrument: &str, factor: f64) {
+        let mut state = self.lock();
+        if let Some(spec) = state.instruments.iter_mut().find(|i| i.name == instrument) {
+            spec.price *= factor;
+        }
+    }
+
     /// Generates `n` trades on each instrument, interleaved, one notification per instrument.
     pub fn trade_all(&self, n: usize) {
         let mut state = self.lock();
