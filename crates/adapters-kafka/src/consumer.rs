@@ -172,6 +172,9 @@ impl KafkaTradeLog {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
+            // Prefetch bounded to 8 MiB (librdkafka's default is 64 MiB) so resident memory
+            // stays small and flat; a batch of trades is far smaller.
+            .set("queued.max.messages.kbytes", "8192")
             .set(
                 "session.timeout.ms",
                 log.session_timeout.as_millis().to_string(),

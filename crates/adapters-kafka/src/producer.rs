@@ -66,6 +66,10 @@ impl KafkaTradeSink {
             .await?;
         let producer: FutureProducer = config
             .producer()
+            // Many records are in flight at once: a failure that could leave a hole before
+            // later, acknowledged trades must stop the producer instead (a restart resumes from
+            // the topic's tail and refetches from Deribit), never skip a trade silently.
+            .set("enable.gapless.guarantee", "true")
             .create()
             .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
         Ok(KafkaTradeSink {
@@ -126,32 +130,44 @@ fn acknowledged(
 
 impl TradeSink for KafkaTradeSink {
     async fn publish(&self, batch: TradeBatch) -> std::result::Result<(), SinkError> {
-        let headers = headers::inject(batch.trace.as_ref());
-        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(batch.trades.len());
+        self.publish_all(vec![batch]).await
+    }
+
+    /// Enqueues every batch's records in order, then awaits their acknowledgements together:
+    /// one round trip for the group.
+    async fn publish_all(&self, batches: Vec<TradeBatch>) -> std::result::Result<(), SinkError> {
+        let trades = batches.iter().map(|b| b.trades.len()).sum();
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(trades);
         let mut buf = Vec::with_capacity(256);
-        for trade in &batch.trades {
-            start_frame(&mut buf, self.schema_id);
-            encode_trade(&mut buf, trade).map_err(|e| SinkError::Fatal(e.to_string()))?;
-            let mut record = FutureRecord::to(&self.topic)
-                .key(trade.instrument_name.as_str())
-                .payload(buf.as_slice())
-                .timestamp(trade.timestamp)
-                .headers(headers.clone());
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push_back(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        // Back-pressure, never a drop: wait for room, then enqueue again.
-                        record = returned;
-                        match pending.pop_front() {
-                            Some(oldest) => acknowledged(oldest.await)?,
-                            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        for batch in &batches {
+            let headers = headers::inject(batch.trace.as_ref());
+            for trade in &batch.trades {
+                start_frame(&mut buf, self.schema_id);
+                encode_trade(&mut buf, trade).map_err(|e| SinkError::Fatal(e.to_string()))?;
+                let mut record = FutureRecord::to(&self.topic)
+                    .key(trade.instrument_name.as_str())
+                    .payload(buf.as_slice())
+                    .timestamp(trade.timestamp)
+                    .headers(headers.clone());
+                loop {
+                    match self.producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push_back(delivery);
+                            break;
                         }
+                        Err((
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                            returned,
+                        )) => {
+                            // Back-pressure, never a drop: wait for room, then enqueue again.
+                            record = returned;
+                            match pending.pop_front() {
+                                Some(oldest) => acknowledged(oldest.await)?,
+                                None => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                        Err((e, _)) => return Err(sink_error(&e)),
                     }
-                    Err((e, _)) => return Err(sink_error(&e)),
                 }
             }
         }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use ports::{FeedError, SinkError, TradeBatch, TradeFeed, TradeSink};
 use tracing::{info, warn};
 
@@ -40,9 +41,16 @@ pub struct RunStats {
     pub retries: u64,
 }
 
+/// Trades gathered into one publish, at most. Waiting for the broker's acknowledgement once per
+/// notification would cap throughput at one batch per round trip (≈ 18 k trades/s measured);
+/// publishing whatever the feed has ready as one group amortises it.
+pub const MAX_TRADES_PER_PUBLISH: usize = 20_000;
+
 /// Publishes every batch of `feed` to `sink` until `shutdown` resolves or the feed ends, then
-/// flushes. A batch that fails in a retryable way is retried with backoff; before each retry the
-/// sink's positions are read back so trades that did land are not sent twice.
+/// flushes. Batches that are ready together go out as one group (in order), so the broker round
+/// trip is paid per group, not per notification. A group that fails in a retryable way is
+/// retried with backoff; before each retry the sink's positions are read back so trades that did
+/// land are not sent twice.
 ///
 /// # Errors
 /// [`RunError`] when the feed or the sink fails for good.
@@ -55,7 +63,7 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
     loop {
-        let batch = tokio::select! {
+        let first = tokio::select! {
             biased;
             () = &mut shutdown => break,
             next = feed.next_batch() => match next? {
@@ -63,15 +71,16 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
                 None => break,
             },
         };
-        let mut pending = batch;
+        let (mut pending, feed_failed) = gather(feed, first);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let count = pending.trades.len() as u64;
-            match sink.publish(pending.clone()).await {
+            let count: u64 = pending.iter().map(|b| b.trades.len() as u64).sum();
+            let batches = pending.len() as u64;
+            match sink.publish_all(pending.clone()).await {
                 Ok(()) => {
-                    stats.batches += 1;
+                    stats.batches += batches;
                     stats.trades += count;
-                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    counters.batches.fetch_add(batches, Ordering::Relaxed);
                     counters.trades.fetch_add(count, Ordering::Relaxed);
                     break;
                 }
@@ -89,6 +98,9 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
                 Err(e) => return Err(RunError::Sink(e)),
             }
         }
+        if let Some(e) = feed_failed {
+            return Err(RunError::Feed(e));
+        }
     }
     info!(
         batches = stats.batches,
@@ -99,17 +111,200 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
     Ok(stats)
 }
 
-/// The part of `batch` the sink does not have yet (all of it if positions cannot be read).
-async fn unpublished<S: TradeSink>(sink: &S, mut batch: TradeBatch) -> TradeBatch {
+/// `first` plus the batches the feed already has, up to [`MAX_TRADES_PER_PUBLISH`] trades; and
+/// the feed's error if it failed meanwhile (raised once the group is published).
+fn gather<F: TradeFeed>(feed: &mut F, first: TradeBatch) -> (Vec<TradeBatch>, Option<FeedError>) {
+    let mut trades = first.trades.len();
+    let mut group = vec![first];
+    while trades < MAX_TRADES_PER_PUBLISH {
+        // `next_batch` is cancel-safe (the port says so): polling it once takes nothing it
+        // does not return.
+        match feed.next_batch().now_or_never() {
+            Some(Ok(Some(batch))) => {
+                trades += batch.trades.len();
+                group.push(batch);
+            }
+            // Nothing ready, or the end: publish what we have; the outer loop sees the rest.
+            None | Some(Ok(None)) => break,
+            Some(Err(e)) => return (group, Some(e)),
+        }
+    }
+    (group, None)
+}
+
+/// The part of `group` the sink does not have yet (all of it if positions cannot be read).
+async fn unpublished<S: TradeSink>(sink: &S, mut group: Vec<TradeBatch>) -> Vec<TradeBatch> {
     match sink.last_positions().await {
         Ok(positions) => {
-            batch.trades.retain(|t| {
-                positions
-                    .get(&t.instrument_name)
-                    .is_none_or(|p| t.trade_seq > p.trade_seq)
-            });
+            for batch in &mut group {
+                batch.trades.retain(|t| {
+                    positions
+                        .get(&t.instrument_name)
+                        .is_none_or(|p| t.trade_seq > p.trade_seq)
+                });
+            }
+            group.retain(|b| !b.trades.is_empty());
         }
-        Err(e) => warn!(error = %e, "Cannot read positions back; retrying the whole batch."),
+        Err(e) => warn!(error = %e, "Cannot read positions back; retrying the whole group."),
     }
-    batch
+    group
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use domain::{Direction, Trade, TradeFields};
+    use ports::{Position, StartPositions};
+
+    use super::*;
+
+    struct ScriptedFeed(VecDeque<TradeBatch>);
+
+    impl TradeFeed for ScriptedFeed {
+        async fn next_batch(&mut self) -> Result<Option<TradeBatch>, FeedError> {
+            Ok(self.0.pop_front())
+        }
+    }
+
+    /// A topic in memory that, like a gapless idempotent producer, fails every publish from the
+    /// injected failure on until someone reads its positions back; a failing publish may have
+    /// landed a prefix of its trades.
+    #[derive(Default)]
+    struct FlakySink {
+        topic: Mutex<Vec<(String, u64)>>,
+        publishes: AtomicU64,
+        fail_at: Vec<u64>,
+        broken: AtomicBool,
+    }
+
+    impl TradeSink for FlakySink {
+        async fn publish(&self, batch: TradeBatch) -> Result<(), SinkError> {
+            let n = self.publishes.fetch_add(1, Ordering::SeqCst);
+            // Overlap: later publishes may start before earlier ones finish.
+            tokio::time::sleep(Duration::from_micros(50 * (n % 7))).await;
+            if self.fail_at.contains(&n) {
+                let landed = batch.trades.len() / 2;
+                let mut topic = self.topic.lock().unwrap();
+                topic.extend(
+                    batch.trades[..landed]
+                        .iter()
+                        .map(|t| (t.instrument_name.clone(), t.trade_seq)),
+                );
+                self.broken.store(true, Ordering::SeqCst);
+                return Err(SinkError::Retryable(format!("injected at publish {n}")));
+            }
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(SinkError::Retryable("producer failed earlier".to_owned()));
+            }
+            let mut topic = self.topic.lock().unwrap();
+            topic.extend(
+                batch
+                    .trades
+                    .iter()
+                    .map(|t| (t.instrument_name.clone(), t.trade_seq)),
+            );
+            Ok(())
+        }
+
+        async fn flush(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+
+        async fn last_positions(&self) -> Result<StartPositions, SinkError> {
+            self.broken.store(false, Ordering::SeqCst);
+            let mut positions = StartPositions::new();
+            for (instrument, seq) in self.topic.lock().unwrap().iter() {
+                positions.insert(
+                    instrument.clone(),
+                    Position {
+                        trade_seq: *seq,
+                        timestamp: 0,
+                    },
+                );
+            }
+            Ok(positions)
+        }
+    }
+
+    fn batches() -> VecDeque<TradeBatch> {
+        let mut seq = [0u64; 3];
+        (0..200)
+            .map(|b| TradeBatch {
+                trades: (0..5)
+                    .map(|k| {
+                        let i = (b + k) % 3;
+                        seq[i] += 1;
+                        Trade::new(TradeFields {
+                            instrument_name: ["A", "B", "C"][i].into(),
+                            trade_id: format!("{b}-{k}"),
+                            trade_seq: seq[i],
+                            timestamp: 1,
+                            price: 1.0,
+                            amount: 1.0,
+                            direction: Direction::Buy,
+                            index_price: 1.0,
+                            mark_price: 1.0,
+                            tick_direction: 0,
+                            iv: None,
+                            liquidation: None,
+                            block_trade_id: None,
+                            combo_id: None,
+                            contracts: None,
+                        })
+                        .unwrap()
+                    })
+                    .collect(),
+                trace: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_publishing_with_failures_lands_every_trade_once_in_order() {
+        let input = batches();
+        let mut want: Vec<(String, u64)> = input
+            .iter()
+            .flat_map(|b| {
+                b.trades
+                    .iter()
+                    .map(|t| (t.instrument_name.clone(), t.trade_seq))
+            })
+            .collect();
+        let sink = FlakySink {
+            fail_at: vec![3, 40, 41, 120],
+            ..FlakySink::default()
+        };
+        let counters = RunCounters::default();
+        let stats = run(
+            &mut ScriptedFeed(input),
+            &sink,
+            std::future::pending(),
+            &counters,
+        )
+        .await
+        .unwrap();
+        let topic = sink.topic.lock().unwrap().clone();
+        for instrument in ["A", "B", "C"] {
+            let got: Vec<u64> = topic
+                .iter()
+                .filter(|(i, _)| i == instrument)
+                .map(|(_, s)| *s)
+                .collect();
+            let expected: Vec<u64> = want
+                .iter()
+                .filter(|(i, _)| i == instrument)
+                .map(|(_, s)| *s)
+                .collect();
+            assert_eq!(got, expected, "{instrument}: once each, in order");
+        }
+        want.sort();
+        let mut all = topic;
+        all.sort();
+        assert_eq!(all, want);
+        assert!(stats.retries >= 3, "{stats:?}");
+        assert_eq!(counters.trades.load(Ordering::Relaxed), stats.trades);
+    }
 }

@@ -48,6 +48,9 @@ pub enum FeedError {
 pub trait TradeFeed: Send {
     /// The next batch; `Ok(None)` once the feed has been shut down and is drained.
     ///
+    /// Cancel-safe: a future dropped before it completes has taken nothing (callers poll it
+    /// once to see whether more is ready, and race it against shutdown).
+    ///
     /// # Errors
     /// [`FeedError`] when the feed cannot go on.
     fn next_batch(&mut self) -> impl Future<Output = Result<Option<TradeBatch>, FeedError>> + Send;

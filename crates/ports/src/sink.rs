@@ -30,6 +30,23 @@ pub trait TradeSink: Send + Sync {
     /// [`SinkError`] if any trade could not be made durable.
     fn publish(&self, batch: TradeBatch) -> impl Future<Output = Result<(), SinkError>> + Send;
 
+    /// Publishes `batches` in order as one group; resolves once all are acknowledged. Sinks that
+    /// can overlap the batches' round trips should (the default publishes one after another).
+    ///
+    /// # Errors
+    /// [`SinkError`] if any trade could not be made durable; a prefix may have landed.
+    fn publish_all(
+        &self,
+        batches: Vec<TradeBatch>,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async move {
+            for batch in batches {
+                self.publish(batch).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Waits until everything published so far is acknowledged.
     ///
     /// # Errors

@@ -1,0 +1,250 @@
+//! app-agg end to end: the real binary consumes a raw topic (`BENCH_INSTRUMENTS`, default 10k,
+//! `BENCH_TRADES` trades, default 10 M) on the mock cluster (or Tansu with TEST_BROKER=tansu),
+//! aggregates and commits. Prints trades/s and the process's resident memory as it goes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // a bench binary
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapters_kafka::avro::{TRADE_SCHEMA_JSON, encode_trade};
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::framing::start_frame;
+use adapters_kafka::registry::{Registry, RegistryConfig, value_subject};
+use domain::{Direction, Trade, TradeFields};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use testkit::process::{free_http_addr, http_get, now_ms, signal};
+use testkit::{SchemaRegistryStub, TestBroker};
+
+const RAW: &str = "deribit.trades";
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn metric(scrape: &str, name: &str) -> u64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+const BACKLOG: u64 = 300_000;
+
+fn consumed(http: &str) -> u64 {
+    metric(&http_get(http, "/metrics"), "app_agg_trades_total")
+}
+
+/// Every 500 ms: (seconds, trades aggregated, RSS MiB) until all are in; and when the first was.
+async fn sample(http: String, pid: u32, total: usize) -> (Vec<(f64, u64, f64)>, f64) {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut first_trade_at = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let trades = consumed(&http);
+        if trades > 0 && first_trade_at.is_none() {
+            first_trade_at = Some(started.elapsed().as_secs_f64());
+        }
+        samples.push((started.elapsed().as_secs_f64(), trades, rss_mib(pid)));
+        if trades as usize >= total || started.elapsed() > Duration::from_secs(900) {
+            return (samples, first_trade_at.unwrap_or(0.0));
+        }
+    }
+}
+
+/// Delivery failures of the fill, with the first reason.
+#[derive(Default)]
+struct Deliveries {
+    failed: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, (): ()) {
+        if let Err((e, _)) = result {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.first
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let instruments: usize = std::env::var("BENCH_INSTRUMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let total: usize = std::env::var("BENCH_TRADES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let broker = TestBroker::from_env().await.unwrap();
+    broker.create_topic(RAW, 3, false).await.unwrap();
+    broker
+        .create_topic("deribit.trades.agg", 1, false)
+        .await
+        .unwrap();
+    broker
+        .create_topic("deribit.trades.agg.state", 3, true)
+        .await
+        .unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let schema_id = registry
+        .register(&value_subject(RAW), TRADE_SCHEMA_JSON)
+        .await
+        .unwrap();
+
+    let http = free_http_addr();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_app-agg"))
+        .env_clear()
+        .envs([
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+            ("SCHEMA_REGISTRY_URL", stub.url()),
+            ("AGG_TRANSACTIONS", "false".to_owned()),
+            ("AGG_WINDOW", "1m".to_owned()),
+            ("AGG_MAX_DELAY", "24h".to_owned()),
+            ("HTTP_ADDR", http.clone()),
+            ("RUST_LOG", "warn".to_owned()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+        ])
+        // Allocator and librdkafka knobs pass through for comparison runs.
+        .envs(
+            std::env::vars()
+                .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("KAFKA_PROPERTY_")),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id();
+    let sampler = tokio::spawn(sample(http.clone(), pid, total));
+    // Fill: half an hour of event time an hour ago, round-robin over the instruments.
+    let names: Vec<String> = (0..instruments)
+        .map(|i| format!("BTC-INSTR-{i:05}"))
+        .collect();
+    let producer: BaseProducer<Deliveries> = KafkaConfig::new(broker.bootstrap_servers())
+        .producer()
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create_with_context(Deliveries::default())
+        .unwrap();
+    let base = now_ms() - 3_600_000;
+    let span_ms = 1_800_000.0;
+    let mut buf = Vec::with_capacity(256);
+    for n in 0..total {
+        let i = n % instruments;
+        let trade = Trade::new(TradeFields {
+            instrument_name: names[i].as_str().into(),
+            trade_id: n.to_string(),
+            trade_seq: (n / instruments) as u64 + 1,
+            timestamp: base + (n as f64 * span_ms / total as f64) as i64,
+            price: 100.0 + (n % 97) as f64 * 0.01,
+            amount: 1.0 + (n % 5) as f64,
+            direction: if n % 3 == 0 {
+                Direction::Sell
+            } else {
+                Direction::Buy
+            },
+            index_price: 100.0,
+            mark_price: 100.0,
+            tick_direction: 0,
+            iv: None,
+            liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            contracts: None,
+        })
+        .unwrap();
+        buf.clear();
+        start_frame(&mut buf, schema_id);
+        encode_trade(&mut buf, &trade).unwrap();
+        let mut record = BaseRecord::to(RAW).key(names[i].as_str()).payload(&buf);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(5));
+                    record = back;
+                }
+            }
+        }
+        if n % 10_000 == 0 {
+            producer.poll(Duration::ZERO);
+        }
+        // The mock cluster keeps a bounded log: stay at most BACKLOG trades ahead of app-agg.
+        if n % 50_000 == 0 {
+            while n as u64 > consumed(&http) + BACKLOG {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    println!(
+        "produced {total} trades over {instruments} instruments, at most {BACKLOG} ahead of app-agg"
+    );
+    let failed = producer
+        .context()
+        .failed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        println!(
+            "fill: {failed} deliveries failed, first: {:?}",
+            producer.context().first.lock().unwrap()
+        );
+    }
+
+    let (samples, first_trade_at) = sampler.await.unwrap();
+    let (elapsed, done, _) = *samples.last().unwrap();
+    let windows = metric(
+        &http_get(&http, "/metrics"),
+        "app_agg_windows_emitted_total",
+    );
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let from = first_trade_at;
+    println!(
+        "app-agg: {done} trades in {:.1} s = {:.0} trades/s (from the first trade; {windows} windows emitted)",
+        elapsed - from,
+        done as f64 / (elapsed - from)
+    );
+    println!("resident memory (MiB) by progress:");
+    let mut next = 0.0;
+    for (t, trades, rss) in &samples {
+        let progress = *trades as f64 / total as f64;
+        if progress >= next {
+            println!(
+                "  {:>5.1} s  {:>5.1} %  {rss:>6.1} MiB",
+                t,
+                progress * 100.0
+            );
+            next = progress + 0.1;
+        }
+    }
+    let max = samples.iter().map(|s| s.2).fold(0.0, f64::max);
+    println!("  max {max:.1} MiB (target ≤ 64 MiB)");
+}
