@@ -205,10 +205,27 @@ pub fn decode_value(
 /// [`Error::Decode`] for bytes that do not decode or resolve, [`Error::InvalidTrade`] for a
 /// trade that breaks a domain rule.
 pub fn decode_trade(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result<Trade> {
-    let ours = trade_schema()?;
-    if std::ptr::eq(writer, ours) || writer == ours {
+    if is_own_trade_schema(writer)? {
         return decode_own_trade(schema_id, datum);
     }
+    decode_foreign_trade(schema_id, writer, datum)
+}
+
+/// Whether `writer` is our trade schema (then [`decode_own_trade`] reads it directly). Costly
+/// (canonical forms are compared): callers decoding many records cache it per schema id.
+///
+/// # Errors
+/// If our own schema does not parse (a build defect).
+pub fn is_own_trade_schema(writer: &Schema) -> Result<bool> {
+    let ours = trade_schema()?;
+    Ok(std::ptr::eq(writer, ours) || writer == ours)
+}
+
+/// Decodes a trade written with another (compatible) schema, resolved against ours.
+///
+/// # Errors
+/// As [`decode_trade`].
+pub fn decode_foreign_trade(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result<Trade> {
     let value = decode_value(schema_id, writer, trade_schema()?, datum)?;
     let mut fields = Fields::of(value, schema_id)?;
     let trade = TradeFields {

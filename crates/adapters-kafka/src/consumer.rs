@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset};
 use tracing::{info, warn};
 
-use crate::avro::decode_trade;
+use crate::avro::{decode_foreign_trade, decode_own_trade, is_own_trade_schema};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::split_frame;
@@ -149,6 +149,8 @@ pub struct KafkaTradeLog {
     /// Fetched records not yet decoded: kept here across awaits so that a cancelled
     /// `next_event` loses none of them.
     fetched: VecDeque<OwnedMessage>,
+    /// Per writer schema id: whether it is our trade schema (deciding costs a schema compare).
+    own_schema: Mutex<HashMap<u32, bool>>,
 }
 
 impl std::fmt::Debug for KafkaTradeLog {
@@ -210,6 +212,7 @@ impl KafkaTradeLog {
             dead_lettered: Arc::new(AtomicU64::new(0)),
             stash: VecDeque::new(),
             fetched: VecDeque::new(),
+            own_schema: Mutex::new(HashMap::new()),
         })
     }
 
@@ -228,8 +231,28 @@ impl KafkaTradeLog {
             .payload()
             .ok_or_else(|| Error::Framing("record without a value".into()))?;
         let (id, datum) = split_frame(payload)?;
-        let writer = self.registry.schema(id).await?;
-        let trade = decode_trade(id, &writer, datum)?;
+        let own = self
+            .own_schema
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .copied();
+        let trade = if own == Some(true) {
+            // Hot path: our own schema, read without a registry lookup or schema resolution.
+            decode_own_trade(id, datum)?
+        } else {
+            let writer = self.registry.schema(id).await?;
+            let own = is_own_trade_schema(&writer)?;
+            self.own_schema
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, own);
+            if own {
+                decode_own_trade(id, datum)?
+            } else {
+                decode_foreign_trade(id, &writer, datum)?
+            }
+        };
         Ok(LoggedTrade {
             partition: message.partition(),
             offset: message.offset(),

@@ -164,3 +164,21 @@ async fn basic_auth_is_sent_and_the_password_never_shows() {
         .unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
 }
+
+/// Like Confluent's, the stand-in serves a schema back as registered (docs, logical types), so
+/// a consumer recognises our own trade schema and takes the direct decoder.
+#[tokio::test]
+async fn a_schema_read_back_by_id_is_our_own_trade_schema() {
+    let stub = testkit::SchemaRegistryStub::start().await.unwrap();
+    let writer = Registry::new(RegistryConfig::new(stub.url())).unwrap();
+    let id = writer
+        .register(
+            "deribit.trades-value",
+            adapters_kafka::avro::TRADE_SCHEMA_JSON,
+        )
+        .await
+        .unwrap();
+    let reader = Registry::new(RegistryConfig::new(stub.url())).unwrap();
+    let schema = reader.schema(id).await.unwrap();
+    assert!(adapters_kafka::avro::is_own_trade_schema(&schema).unwrap());
+}

@@ -35,6 +35,21 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn metric(scrape: &str, name: &str) -> u64 {
     scrape
         .lines()
@@ -224,6 +239,7 @@ async fn main() {
         &http_get(&http, "/metrics"),
         "app_agg_windows_emitted_total",
     );
+    let cpu = cpu_seconds(pid);
     signal(&child, "TERM");
     let _ = child.wait();
     let from = first_trade_at;
@@ -231,6 +247,10 @@ async fn main() {
         "app-agg: {done} trades in {:.1} s = {:.0} trades/s (from the first trade; {windows} windows emitted)",
         elapsed - from,
         done as f64 / (elapsed - from)
+    );
+    println!(
+        "app-agg used {cpu:.1} CPU-seconds: {:.0} trades per CPU-second (this machine's 2 cores also run the broker and the producer)",
+        done as f64 / cpu
     );
     println!("resident memory (MiB) by progress:");
     let mut next = 0.0;

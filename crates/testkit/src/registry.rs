@@ -23,8 +23,11 @@ const MAX_REQUEST: usize = 4 * 1024 * 1024;
 
 #[derive(Default)]
 struct State {
-    /// Schemas by id (canonical text).
+    /// Schemas by id (canonical text: identity and compatibility).
     schemas: Vec<String>,
+    /// Schemas by id as registered (docs and logical types kept), which is what Confluent's
+    /// registry serves back.
+    registered: Vec<String>,
     /// Per subject, the schema ids of its versions in order.
     subjects: HashMap<String, Vec<u32>>,
     global_level: String,
@@ -230,7 +233,7 @@ fn route(state: &mut State, method: &str, path: &str, body: &Value) -> (u16, Val
             match version_of(state, subject, version) {
                 Ok((v, id)) => (
                     200,
-                    json!({"subject": subject, "version": v, "id": id, "schema": state.schemas[id as usize - 1]}),
+                    json!({"subject": subject, "version": v, "id": id, "schema": state.registered[id as usize - 1]}),
                 ),
                 Err(reply) => reply,
             }
@@ -238,7 +241,7 @@ fn route(state: &mut State, method: &str, path: &str, body: &Value) -> (u16, Val
         ("GET", ["schemas", "ids", id]) => match id
             .parse::<usize>()
             .ok()
-            .and_then(|i| state.schemas.get(i.wrapping_sub(1)))
+            .and_then(|i| state.registered.get(i.wrapping_sub(1)))
         {
             Some(schema) => (200, json!({"schema": schema})),
             None => (404, error(40403, &format!("Schema {id} not found"))),
@@ -311,6 +314,15 @@ fn parse(body: &Value) -> Result<Schema, (u16, Value)> {
     Schema::parse_str(text).map_err(|e| (422, error(42201, &format!("Invalid schema: {e}"))))
 }
 
+/// The submitted schema text with insignificant whitespace removed.
+fn as_registered(body: &Value) -> String {
+    let text = body
+        .get("schema")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    serde_json::from_str::<Value>(text).map_or_else(|_| text.to_owned(), |v| v.to_string())
+}
+
 fn canonical(schema: &Schema) -> String {
     schema.canonical_form()
 }
@@ -374,6 +386,7 @@ fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
         Some(i) => u32::try_from(i + 1).unwrap_or(u32::MAX),
         None => {
             state.schemas.push(text);
+            state.registered.push(as_registered(body));
             u32::try_from(state.schemas.len()).unwrap_or(u32::MAX)
         }
     };
