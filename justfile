@@ -34,6 +34,8 @@ bench:
     cargo bench -p adapters-deribit --bench parse
     cargo bench -p adapters-kafka --bench encode
     cargo bench -p adapters-kafka --bench sink
+    cargo bench -p app-raw --bench pipeline
+    cargo bench -p app-agg --bench service
 
 # Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
 up *ARGS:
