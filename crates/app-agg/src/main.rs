@@ -66,7 +66,9 @@ fn main() -> ExitCode {
         Some(Command::Healthcheck) => {
             telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8081")
         }
-        Some(Command::CheckConfig) => check_config(),
+        Some(Command::CheckConfig) => {
+            telemetry::service::check_config_command("app-agg", AggConfig::settings_from_env())
+        }
         Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -83,79 +85,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config() -> ExitCode {
-    let checked = AggConfig::settings_from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|settings| {
-            telemetry::TelemetryConfig::from_env()
-                .map(|telemetry| (settings, telemetry))
-                .map_err(|e| e.to_string())
-        });
-    match checked {
-        Ok((settings, telemetry)) => {
-            // `| head` closing the pipe early is fine.
-            let _ = writeln!(
-                std::io::stdout(),
-                "app-agg: configuration OK\n{settings:#?}\n{telemetry:#?}"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("app-agg: invalid configuration: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
 fn serve_from_env() -> ExitCode {
-    let settings = match AggConfig::settings_from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("app-agg: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry_config = match telemetry::TelemetryConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("app-agg: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Multi-threaded: the OTLP/gRPC exporter must never wait on a blocked lone worker.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("app-agg: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let telemetry = {
-        let _runtime = runtime.enter();
-        match telemetry::init("app-agg", &telemetry_config) {
-            Ok(telemetry) => telemetry,
-            Err(e) => {
-                eprintln!("app-agg: cannot start telemetry: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    let outcome = runtime.block_on(serve(settings));
-    // Flush spans while the runtime that drives the exporter still exists.
-    {
-        let _runtime = runtime.enter();
-        telemetry.shutdown();
-    }
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "app-agg stopped.");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::service::run_service("app-agg", AggConfig::settings_from_env(), serve)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -1,6 +1,5 @@
 //! app-raw binary: configuration from the environment, then Deribit → Kafka until a signal.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use app_raw::config::{RawConfig, Settings};
 use app_raw::probe::RawProbe;
 use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
-use tracing::{error, info};
+use tracing::info;
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
@@ -20,7 +19,12 @@ fn main() -> ExitCode {
         Some("healthcheck") => {
             return telemetry::http::healthcheck_command("app-raw", "0.0.0.0:8080");
         }
-        Some("check-config") => return check_config(),
+        Some("check-config") => {
+            return telemetry::service::check_config_command(
+                "app-raw",
+                RawConfig::settings_from_env(),
+            );
+        }
         Some(other) => {
             eprintln!(
                 "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, or none to run the service"
@@ -28,79 +32,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let settings = match RawConfig::settings_from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("app-raw: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let telemetry_config = match telemetry::TelemetryConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("app-raw: invalid configuration: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    // Multi-threaded: the OTLP/gRPC exporter must never wait on a blocked lone worker.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("app-raw: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let telemetry = {
-        let _runtime = runtime.enter();
-        match telemetry::init("app-raw", &telemetry_config) {
-            Ok(telemetry) => telemetry,
-            Err(e) => {
-                eprintln!("app-raw: cannot start telemetry: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    };
-    let outcome = runtime.block_on(serve(settings));
-    // Flush spans while the runtime that drives the exporter still exists.
-    {
-        let _runtime = runtime.enter();
-        telemetry.shutdown();
-    }
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "app-raw stopped.");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Validates the environment as the service would and prints the result; connects to nothing.
-fn check_config() -> ExitCode {
-    let checked = RawConfig::settings_from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|settings| {
-            telemetry::TelemetryConfig::from_env()
-                .map(|telemetry| (settings, telemetry))
-                .map_err(|e| e.to_string())
-        });
-    match checked {
-        Ok((settings, telemetry)) => {
-            // `| head` closing the pipe early is fine.
-            let _ = writeln!(
-                std::io::stdout(),
-                "app-raw: configuration OK\n{settings:#?}\n{telemetry:#?}"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("app-raw: invalid configuration: {e}");
-            ExitCode::from(2)
-        }
-    }
+    telemetry::service::run_service("app-raw", RawConfig::settings_from_env(), serve)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

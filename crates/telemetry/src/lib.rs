@@ -9,6 +9,7 @@ pub mod http;
 mod json_log;
 mod otel;
 pub mod prometheus;
+pub mod service;
 
 pub use json_log::JsonLines;
 pub use otel::{

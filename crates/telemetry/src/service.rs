@@ -1,0 +1,98 @@
+//! The start-up and exit steps both service binaries share.
+
+use std::fmt::{Debug, Display};
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::{TelemetryConfig, init};
+
+/// Exit code for configuration the service refuses (the one line on stderr says why).
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Runs `serve(settings)` as a service: the settings and the telemetry variables validated
+/// first (one line and exit code 2 if not), a multi-threaded runtime (the OTLP exporter must
+/// never wait on a blocked lone worker), telemetry installed inside it, spans flushed at the end
+/// while the runtime still exists. The error of `serve` is logged and gives exit code 1.
+pub fn run_service<S, E, F, Fut, R>(
+    service: &'static str,
+    settings: Result<S, E>,
+    serve: F,
+) -> ExitCode
+where
+    E: Display,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = Result<(), R>>,
+    R: Display,
+{
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => return refuse(service, &e),
+    };
+    let telemetry_config = match TelemetryConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => return refuse(service, &e),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{service}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        match init(service, &telemetry_config) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("{service}: cannot start telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let outcome = runtime.block_on(serve(settings));
+    if let Err(reason) = &outcome {
+        // `{:#}` shows an anyhow error's causes; other errors ignore the flag.
+        tracing::error!(error = format!("{reason:#}"), "{service} stopped.");
+    }
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
+    }
+    if outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The `check-config` subcommand: validates `settings` and the telemetry variables as the
+/// service would, prints them (secrets redacted by their `Debug`), connects to nothing.
+pub fn check_config_command<S: Debug, E: Display>(
+    service: &str,
+    settings: Result<S, E>,
+) -> ExitCode {
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => return refuse(service, &e),
+    };
+    match TelemetryConfig::from_env() {
+        Ok(telemetry) => {
+            // `| head` closing the pipe early is fine.
+            let _ = writeln!(
+                std::io::stdout(),
+                "{service}: configuration OK\n{settings:#?}\n{telemetry:#?}"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => refuse(service, &e),
+    }
+}
+
+fn refuse(service: &str, reason: &dyn Display) -> ExitCode {
+    eprintln!("{service}: invalid configuration: {reason}");
+    ExitCode::from(EXIT_BAD_CONFIG)
+}
