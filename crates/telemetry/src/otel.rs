@@ -371,12 +371,22 @@ fn provider(
         stats: Arc::clone(&EXPORT_STATS),
         endpoint: endpoint.to_owned(),
     };
-    // A name set in code wins over OTEL_SERVICE_NAME; other resource variables still apply.
-    let resource = Resource::builder().with_service_name(service_name).build();
+    // The SDK's detectors read OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; a name given in
+    // code would win over both, so ours is only the default.
+    let builder = Resource::builder();
+    let resource = match explicit_service_name(|name| std::env::var(name).ok()) {
+        Some(_) => builder.build(),
+        None => builder.with_service_name(service_name).build(),
+    };
     Ok(SdkTracerProvider::builder()
         .with_resource(resource)
         .with_batch_exporter(exporter)
         .build())
+}
+
+/// `OTEL_SERVICE_NAME` if the operator set one (non-empty).
+fn explicit_service_name(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+    lookup("OTEL_SERVICE_NAME").filter(|v| !v.trim().is_empty())
 }
 
 /// The W3C trace context of `span`, if it is being traced.
@@ -497,6 +507,18 @@ mod tests {
             config(&[("LOG_FORMAT", "json")]).unwrap().log_format,
             LogFormat::Json
         );
+    }
+
+    #[test]
+    fn an_operator_service_name_replaces_the_default_and_blank_does_not() {
+        let set =
+            |v: &'static str| move |name: &str| (name == "OTEL_SERVICE_NAME").then(|| v.to_owned());
+        assert_eq!(
+            explicit_service_name(set("raw-eu")),
+            Some("raw-eu".to_owned())
+        );
+        assert_eq!(explicit_service_name(set("  ")), None);
+        assert_eq!(explicit_service_name(|_| None), None);
     }
 
     #[test]
