@@ -62,6 +62,50 @@ impl RegistryConfig {
             initial_backoff: Duration::from_millis(200),
         }
     }
+
+    /// From the services' settings `SCHEMA_REGISTRY_URL` (http or https) and the optional
+    /// `SCHEMA_REGISTRY_USER` / `SCHEMA_REGISTRY_PASSWORD` pair.
+    ///
+    /// # Errors
+    /// [`InvalidRegistrySetting`] naming the variable at fault.
+    pub fn from_settings(
+        url: &str,
+        user: Option<String>,
+        password: Option<String>,
+    ) -> std::result::Result<Self, InvalidRegistrySetting> {
+        let url = url.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(InvalidRegistrySetting {
+                variable: "SCHEMA_REGISTRY_URL",
+                value: url.to_owned(),
+                accepted: "an http(s):// URL such as http://schema-registry:8081",
+            });
+        }
+        let mut config = RegistryConfig::new(url);
+        config.basic_auth = match (user, password) {
+            (Some(user), Some(password)) => Some(BasicAuth { user, password }),
+            (None, None) => None,
+            _ => {
+                return Err(InvalidRegistrySetting {
+                    variable: "SCHEMA_REGISTRY_USER",
+                    value: String::new(),
+                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together",
+                });
+            }
+        };
+        Ok(config)
+    }
+}
+
+/// A registry setting the services cannot use (never carries the password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRegistrySetting {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What would have been accepted.
+    pub accepted: &'static str,
 }
 
 /// The TopicNameStrategy subject of a topic's values.

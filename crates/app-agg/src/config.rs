@@ -7,9 +7,10 @@ use std::time::Duration;
 use adapters_kafka::commit::CommitConfig;
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::LogConfig;
-use adapters_kafka::registry::{BasicAuth, RegistryConfig};
+use adapters_kafka::registry::RegistryConfig;
 use domain::{AggregatorConfig, WindowSize};
 use envconfig::Envconfig;
+use telemetry::config::{from_envconfig, http_addr, non_empty};
 
 use crate::duration::{parse_millis, parse_millis_list};
 
@@ -72,29 +73,7 @@ pub struct AggConfig {
     pub http_addr: String,
 }
 
-/// Parses `HTTP_ADDR`.
-///
-/// # Errors
-/// [`ConfigError`] if it is not an IP address and port.
-pub fn http_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| ConfigError {
-        variable: "HTTP_ADDR",
-        value: value.to_owned(),
-        accepted: "an IP address and port such as 0.0.0.0:8081".into(),
-    })
-}
-
-/// A configuration error: one line naming the variable, the value and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}={value:?}: {accepted}")]
-pub struct ConfigError {
-    /// The variable.
-    pub variable: &'static str,
-    /// Its value as given.
-    pub value: String,
-    /// What would have been accepted.
-    pub accepted: String,
-}
+pub use telemetry::config::ConfigError;
 
 /// Everything the service needs, validated.
 #[derive(Debug, Clone)]
@@ -136,36 +115,13 @@ fn positive(variable: &'static str, value: &str) -> Result<Duration, ConfigError
         })
 }
 
-fn named(variable: &'static str, value: &str, accepted: &str) -> Result<String, ConfigError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(ConfigError {
-            variable,
-            value: value.to_owned(),
-            accepted: accepted.to_owned(),
-        });
-    }
-    Ok(trimmed.to_owned())
-}
-
-// By value: it is the `map_err` adapter for envconfig's error.
-#[allow(clippy::needless_pass_by_value)]
-fn missing(e: envconfig::Error) -> ConfigError {
-    let (envconfig::Error::EnvVarMissing { name } | envconfig::Error::ParseError { name }) = e;
-    ConfigError {
-        variable: name,
-        value: String::new(),
-        accepted: "required, not set".into(),
-    }
-}
-
 impl AggConfig {
     /// Reads the variables from `vars` (tests).
     ///
     /// # Errors
     /// [`ConfigError`] for a missing required variable or any invalid value.
     pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let raw = AggConfig::init_from_hashmap(vars).map_err(missing)?;
+        let raw = AggConfig::init_from_hashmap(vars).map_err(from_envconfig)?;
         raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
     }
 
@@ -175,7 +131,7 @@ impl AggConfig {
     /// As [`AggConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
         AggConfig::init_from_env()
-            .map_err(missing)?
+            .map_err(from_envconfig)?
             .settings(std::env::vars())
     }
 
@@ -187,37 +143,27 @@ impl AggConfig {
         self,
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let bootstrap = named(
+        let bootstrap = non_empty(
             "KAFKA_BOOTSTRAP_SERVERS",
             &self.kafka_bootstrap_servers,
             "host:port[,host:port…]",
         )?;
         let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
-        let url = named(
+        let url = non_empty(
             "SCHEMA_REGISTRY_URL",
             &self.schema_registry_url,
             "an http(s):// URL",
         )?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError {
-                variable: "SCHEMA_REGISTRY_URL",
-                value: url,
-                accepted: "an http(s):// URL such as http://schema-registry:8081".into(),
-            });
-        }
-        let mut registry = RegistryConfig::new(url);
-        registry.basic_auth = match (self.schema_registry_user, self.schema_registry_password) {
-            (Some(user), Some(password)) => Some(BasicAuth { user, password }),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError {
-                    variable: "SCHEMA_REGISTRY_USER",
-                    value: String::new(),
-                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together"
-                        .into(),
-                });
-            }
-        };
+        let registry = RegistryConfig::from_settings(
+            &url,
+            self.schema_registry_user,
+            self.schema_registry_password,
+        )
+        .map_err(|e| ConfigError {
+            variable: e.variable,
+            value: e.value,
+            accepted: e.accepted.into(),
+        })?;
         let window = millis("AGG_WINDOW", &self.agg_window)?;
         let window = WindowSize::from_millis(window).map_err(|e| ConfigError {
             variable: "AGG_WINDOW",
@@ -255,15 +201,15 @@ impl AggConfig {
             self.agg_transactional_id
                 .unwrap_or_else(|| format!("app-agg-{}", self.hostname.as_deref().unwrap_or("0")))
         });
-        let raw_topic = named("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
+        let raw_topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
         let log = LogConfig {
             topic: raw_topic.clone(),
-            group_id: named("AGG_GROUP_ID", &self.agg_group_id, "a consumer group id")?,
+            group_id: non_empty("AGG_GROUP_ID", &self.agg_group_id, "a consumer group id")?,
             session_timeout: positive("KAFKA_SESSION_TIMEOUT", &self.kafka_session_timeout)?,
         };
         let commit = CommitConfig {
-            aggregates_topic: named("AGG_TOPIC", &self.agg_topic, "a Kafka topic name")?,
-            changelog_topic: named(
+            aggregates_topic: non_empty("AGG_TOPIC", &self.agg_topic, "a Kafka topic name")?,
+            changelog_topic: non_empty(
                 "AGG_CHANGELOG_TOPIC",
                 &self.agg_changelog_topic,
                 "a Kafka topic name",
@@ -273,7 +219,7 @@ impl AggConfig {
             timeout: Duration::from_secs(30),
         };
         let commit_interval = positive("AGG_COMMIT_INTERVAL", &self.agg_commit_interval)?;
-        let http_addr = http_addr(&self.http_addr)?;
+        let http_addr = http_addr(&self.http_addr, "0.0.0.0:8081")?;
         Ok(Settings {
             kafka,
             registry,

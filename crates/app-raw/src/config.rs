@@ -8,8 +8,9 @@ use std::time::Duration;
 use adapters_deribit::config::{DEFAULT_CHANNELS, PRODUCTION_URL};
 use adapters_deribit::{Channel, Credentials, DeribitConfig};
 use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::registry::{BasicAuth, RegistryConfig};
+use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
+use telemetry::config::{from_envconfig, http_addr, non_empty};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -58,29 +59,7 @@ pub struct RawConfig {
     pub http_addr: String,
 }
 
-/// Parses `HTTP_ADDR`.
-///
-/// # Errors
-/// [`ConfigError`] if it is not `host:port` with an IP address.
-pub fn http_addr(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
-    value.trim().parse().map_err(|_| ConfigError {
-        variable: "HTTP_ADDR",
-        value: value.to_owned(),
-        accepted: "an IP address and port such as 0.0.0.0:8080".into(),
-    })
-}
-
-/// A configuration error: one line naming the variable, the value and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}={value:?}: {accepted}")]
-pub struct ConfigError {
-    /// The variable.
-    pub variable: &'static str,
-    /// Its value as given (secrets are never put here).
-    pub value: String,
-    /// What would have been accepted.
-    pub accepted: String,
-}
+pub use telemetry::config::ConfigError;
 
 /// Everything app-raw needs, validated.
 #[derive(Debug, Clone)]
@@ -107,25 +86,13 @@ fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError
     })
 }
 
-fn non_empty(variable: &'static str, value: &str, accepted: &str) -> Result<String, ConfigError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(ConfigError {
-            variable,
-            value: value.to_owned(),
-            accepted: accepted.to_owned(),
-        });
-    }
-    Ok(trimmed.to_owned())
-}
-
 impl RawConfig {
     /// Reads the variables from `vars` (tests) — see [`RawConfig::settings_from_env`].
     ///
     /// # Errors
     /// [`ConfigError`] for a missing required variable or any invalid value.
     pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let raw = RawConfig::init_from_hashmap(vars).map_err(missing)?;
+        let raw = RawConfig::init_from_hashmap(vars).map_err(from_envconfig)?;
         raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
     }
 
@@ -134,7 +101,7 @@ impl RawConfig {
     /// # Errors
     /// As [`RawConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        let raw = RawConfig::init_from_env().map_err(missing)?;
+        let raw = RawConfig::init_from_env().map_err(from_envconfig)?;
         raw.settings(std::env::vars())
     }
 
@@ -215,28 +182,18 @@ impl RawConfig {
             &self.schema_registry_url,
             "an http(s):// URL",
         )?;
-        if !(registry_url.starts_with("http://") || registry_url.starts_with("https://")) {
-            return Err(ConfigError {
-                variable: "SCHEMA_REGISTRY_URL",
-                value: registry_url,
-                accepted: "an http(s):// URL such as http://schema-registry:8081".into(),
-            });
-        }
-        let mut registry = RegistryConfig::new(registry_url);
-        registry.basic_auth = match (self.schema_registry_user, self.schema_registry_password) {
-            (Some(user), Some(password)) => Some(BasicAuth { user, password }),
-            (None, None) => None,
-            _ => {
-                return Err(ConfigError {
-                    variable: "SCHEMA_REGISTRY_USER",
-                    value: String::new(),
-                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together"
-                        .into(),
-                });
-            }
-        };
+        let registry = RegistryConfig::from_settings(
+            &registry_url,
+            self.schema_registry_user,
+            self.schema_registry_password,
+        )
+        .map_err(|e| ConfigError {
+            variable: e.variable,
+            value: e.value,
+            accepted: e.accepted.into(),
+        })?;
         let shutdown_timeout = duration("SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?;
-        let http_addr = http_addr(&self.http_addr)?;
+        let http_addr = http_addr(&self.http_addr, "0.0.0.0:8080")?;
         Ok(Settings {
             deribit,
             kafka,
@@ -245,23 +202,6 @@ impl RawConfig {
             shutdown_timeout,
             http_addr,
         })
-    }
-}
-
-// By value: it is the `map_err` adapter for envconfig's error.
-#[allow(clippy::needless_pass_by_value)]
-fn missing(e: envconfig::Error) -> ConfigError {
-    match e {
-        envconfig::Error::EnvVarMissing { name } => ConfigError {
-            variable: name,
-            value: String::new(),
-            accepted: "required, not set".into(),
-        },
-        envconfig::Error::ParseError { name } => ConfigError {
-            variable: name,
-            value: String::new(),
-            accepted: "a valid value".into(),
-        },
     }
 }
 

@@ -5,6 +5,7 @@
 //!   `healthcheck` subcommand.
 //! * [`prometheus`]: a writer for the Prometheus text exposition format.
 
+pub mod config;
 pub mod http;
 mod json_log;
 mod otel;
