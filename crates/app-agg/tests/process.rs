@@ -2,7 +2,6 @@
 //! by SIGTERM with exit code 0.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,35 +11,8 @@ use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use domain::{Direction, Trade, TradeFields};
 use ports::{TradeBatch, TradeSink};
+use testkit::process::{free_http_addr, healthcheck, http_get, now_ms};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
@@ -58,7 +30,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         .await
         .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
+    let http = free_http_addr();
     let env = [
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
         ("SCHEMA_REGISTRY_URL", stub.url()),
@@ -79,15 +51,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let healthcheck = |addr: &str| {
-        Command::new(env!("CARGO_BIN_EXE_app-agg"))
-            .arg("healthcheck")
-            .env_clear()
-            .env("HTTP_ADDR", addr)
-            .status()
-            .unwrap()
-            .success()
-    };
+    let healthcheck = |addr: &str| healthcheck(env!("CARGO_BIN_EXE_app-agg"), addr);
     assert!(
         wait_for(Duration::from_secs(30), || healthcheck(&http)).await,
         "never ready"
@@ -135,11 +99,11 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
 
     let addr = http.clone();
     let done = wait_for(Duration::from_secs(20), move || {
-        let m = get(&addr, "/metrics");
+        let m = http_get(&addr, "/metrics");
         m.contains("app_agg_trades_total 40") && !m.contains("app_agg_windows_emitted_total 0")
     })
     .await;
-    let metrics = get(&http, "/metrics");
+    let metrics = http_get(&http, "/metrics");
     assert!(done, "never aggregated everything:\n{metrics}");
     for name in [
         "app_agg_ready 1",

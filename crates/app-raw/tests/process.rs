@@ -1,27 +1,11 @@
 //! The app-raw binary as a process: ready, scraped, then stopped by SIGTERM within 10 s.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use testkit::process::{free_http_addr, healthcheck, http_get};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn becomes_ready_serves_metrics_and_stops_cleanly_on_sigterm() {
@@ -34,7 +18,7 @@ async fn becomes_ready_serves_metrics_and_stops_cleanly_on_sigterm() {
     let fake = FakeDeribit::start(FakeInstrument::default_market())
         .await
         .unwrap();
-    let http = format!("127.0.0.1:{}", free_port());
+    let http = free_http_addr();
     let env = [
         ("DERIBIT_URL", fake.url()),
         (
@@ -54,26 +38,18 @@ async fn becomes_ready_serves_metrics_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let healthcheck = |addr: &str| {
-        Command::new(env!("CARGO_BIN_EXE_app-raw"))
-            .arg("healthcheck")
-            .env_clear()
-            .env("HTTP_ADDR", addr)
-            .status()
-            .unwrap()
-            .success()
-    };
+    let healthcheck = |addr: &str| healthcheck(env!("CARGO_BIN_EXE_app-raw"), addr);
     let ready = wait_for(Duration::from_secs(30), || healthcheck(&http)).await;
     assert!(ready, "app-raw healthcheck never passed");
     fake.trade("BTC-PERPETUAL", 5);
     fake.trade("ETH-PERPETUAL", 3);
     let addr = http.clone();
     let published = wait_for(Duration::from_secs(20), move || {
-        get(&addr, "/metrics").contains("app_raw_trades_published_total 8")
+        http_get(&addr, "/metrics").contains("app_raw_trades_published_total 8")
     })
     .await;
     assert!(published, "metrics never showed 8 published trades");
-    let metrics = get(&http, "/metrics");
+    let metrics = http_get(&http, "/metrics");
     for name in [
         "app_raw_trades_received_total 8",
         "app_raw_reconnects_total 0",
