@@ -1,16 +1,7 @@
 //! The service binary refuses bad configuration with one line and exit code 2.
 #![allow(clippy::unwrap_used)] // test helpers
 
-use std::process::Command;
-
-fn run(vars: &[(&str, &str)]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_app-agg"))
-        .env_clear()
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8(out.stderr).unwrap())
-}
+use testkit::process::assert_refuses_config;
 
 #[test]
 fn missing_and_malformed_variables_stop_start_up_with_one_line() {
@@ -41,9 +32,6 @@ fn missing_and_malformed_variables_stop_start_up_with_one_line() {
         ),
     ];
     for (vars, expected) in cases {
-        let (code, stderr) = run(&vars);
-        assert_eq!(code, Some(2), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        assert_refuses_config(env!("CARGO_BIN_EXE_app-agg"), &vars, expected);
     }
 }

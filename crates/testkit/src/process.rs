@@ -132,3 +132,24 @@ pub fn has_family(scrape: &str, family: &str) -> bool {
             .is_some_and(|t| t.split_whitespace().next() == Some(family))
     })
 }
+
+/// Asserts that `binary`, started with only `vars` in its environment, refuses to start: exit
+/// code 2 and exactly one line on stderr that contains `expected`.
+///
+/// # Panics
+/// When it does not (that is the test failing), or the binary cannot be run.
+#[allow(clippy::panic, clippy::expect_used)] // test harness
+pub fn assert_refuses_config(binary: &str, vars: &[(&str, &str)], expected: &str) {
+    let out = Command::new(binary)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{vars:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{vars:?}: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{vars:?}: expected {expected:?} in {stderr}"
+    );
+}
