@@ -114,12 +114,11 @@ impl EwmaSums {
     /// (see [`DecayTable`]).
     #[inline]
     pub fn update_with_decay(&mut self, decay: f64, price: f64, amount: f64) {
-        if decay != 1.0 {
-            self.price_sum *= decay;
-            self.notional_sum *= decay;
-            self.amount_sum *= decay;
-            self.weight *= decay;
-        }
+        // Multiplying by 1.0 is exact, so no branch for "no time passed".
+        self.price_sum *= decay;
+        self.notional_sum *= decay;
+        self.amount_sum *= decay;
+        self.weight *= decay;
         self.price_sum += price;
         self.notional_sum += price * amount;
         self.amount_sum += amount;
