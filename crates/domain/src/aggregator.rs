@@ -8,12 +8,13 @@
 //! Windows leave the state only when drained, so a snapshot taken at any moment restores into an
 //! aggregator that produces exactly the output the original would have.
 
-use std::collections::HashMap;
+use smallvec::SmallVec;
 
-use crate::aggregate::{Aggregate, WindowAccumulator};
+use crate::aggregate::Aggregate;
 use crate::error::{Error, Result};
 use crate::ewma::{DecayTable, EwmaSums, EwmaValue};
-use crate::fxhash::FxBuildHasher;
+use crate::instruments::{InstrumentIds, NameKey};
+use crate::open_windows::OpenWindows;
 use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot};
 use crate::trade::Trade;
 use crate::window::WindowSize;
@@ -123,12 +124,13 @@ pub struct AggregatorStats {
 struct InstrumentState {
     last_trade_seq: Option<u64>,
     last_timestamp: i64,
-    ewma: Vec<EwmaSums>,
-    /// Start of the window whose EWMA values are still the live sums (see [`WindowAccumulator::ewma`]).
+    /// Start of the window whose EWMA values are still the live sums (see [`crate::WindowAccumulator::ewma`]).
     ewma_window_start: Option<i64>,
-    /// Open windows, ascending by start; almost always one or two.
-    windows: Vec<WindowAccumulator>,
     changed: bool,
+    /// The newest window and the EWMA sums (up to three half-lives) are inline: a trade then
+    /// touches one contiguous record instead of chasing heap pointers, once a third of its cost.
+    windows: OpenWindows,
+    ewma: SmallVec<[EwmaSums; 3]>,
 }
 
 impl InstrumentState {
@@ -138,7 +140,7 @@ impl InstrumentState {
             last_timestamp: i64::MIN,
             ewma: halflives_ms.iter().map(|&h| EwmaSums::new(h)).collect(),
             ewma_window_start: None,
-            windows: Vec::with_capacity(2),
+            windows: OpenWindows::default(),
             changed: false,
         }
     }
@@ -154,10 +156,13 @@ pub struct Aggregator {
     config: AggregatorConfig,
     decay: Vec<DecayTable>,
     watermark: Option<i64>,
-    instruments: HashMap<Box<str>, InstrumentState, FxBuildHasher>,
+    /// Instrument names and their dense ids; `states[id]` is the instrument's state.
+    ids: InstrumentIds,
+    states: Vec<InstrumentState>,
     /// Lower bound of the earliest open window end, so most calls to `drain_closed` are O(1).
     earliest_open_end: Option<i64>,
-    changed: Vec<Box<str>>,
+    /// Ids of instruments changed since the last `take_changed`.
+    changed: Vec<usize>,
     stats: AggregatorStats,
 }
 
@@ -172,7 +177,8 @@ impl Aggregator {
                 .collect(),
             config,
             watermark: None,
-            instruments: HashMap::default(),
+            ids: InstrumentIds::default(),
+            states: Vec::new(),
             earliest_open_end: None,
             changed: Vec::new(),
             stats: AggregatorStats::default(),
@@ -196,7 +202,7 @@ impl Aggregator {
 
     /// Number of instruments with state.
     pub fn instrument_count(&self) -> usize {
-        self.instruments.len()
+        self.states.len()
     }
 
     /// Folds one trade in, in log order.
@@ -229,9 +235,14 @@ impl Aggregator {
             (start, window.end_of_window_starting(start))
         };
 
-        let key = trade.instrument_name.as_str();
-        let (state, window_start, window_end) = match self.instruments.get_mut(key) {
-            Some(state) => {
+        let name = trade.instrument_name.as_str();
+        let key = NameKey::new(name);
+        let hash = key.hash();
+        let (id, window_start, window_end) = match self.ids.find(name, key, hash) {
+            Some(id) => {
+                let Some(state) = self.states.get(id) else {
+                    unreachable!("every id has a state")
+                };
                 if state
                     .last_trade_seq
                     .is_some_and(|last| trade.trade_seq <= last)
@@ -239,40 +250,38 @@ impl Aggregator {
                     return Ingested::Duplicate;
                 }
                 // Most trades land in their instrument's newest window: no division then.
-                let (start, end) = match state.windows.last() {
+                let (start, end) = match state.windows.newest() {
                     Some(w) if w.window_start <= ts && ts < w.window_end => {
                         (w.window_start, w.window_end)
                     }
                     _ => whole_window(ts),
                 };
-                (state, start, end)
+                (id, start, end)
             }
             None => {
                 let (start, end) = whole_window(ts);
                 if closed(end) {
                     return Ingested::Late;
                 }
-                let state = self
-                    .instruments
-                    .entry(key.into())
-                    .or_insert_with(|| InstrumentState::new(&self.config.halflives_ms));
-                (state, start, end)
+                let id = self.ids.insert_new(name, key, hash);
+                self.states
+                    .push(InstrumentState::new(&self.config.halflives_ms));
+                (id, start, end)
             }
         };
         if closed(window_end) {
             return Ingested::Late;
         }
+        let Some(state) = self.states.get_mut(id) else {
+            unreachable!("every id has a state")
+        };
 
         // The live EWMA sums describe the window of the instrument's latest trade. Before they
         // move on to another window, freeze the values into the window they leave.
         if state.ewma_window_start != Some(window_start) {
             if let Some(previous) = state.ewma_window_start {
                 let frozen = state.live_ewma();
-                if let Some(w) = state
-                    .windows
-                    .iter_mut()
-                    .find(|w| w.window_start == previous)
-                {
+                if let Some(w) = state.windows.find_mut(previous) {
                     w.ewma = frozen;
                 }
             }
@@ -289,32 +298,17 @@ impl Aggregator {
             sums.update_with_decay(decay.factor(elapsed_ms), trade.price, trade.amount);
         }
 
-        match state
-            .windows
-            .iter()
-            .rposition(|w| w.window_start <= window_start)
-        {
-            Some(i) if state.windows[i].window_start == window_start => {
-                let w = &mut state.windows[i];
-                w.add(trade);
-                w.ewma.clear();
-            }
-            position => {
-                let at = position.map_or(0, |i| i + 1);
-                state
-                    .windows
-                    .insert(at, WindowAccumulator::open(window_start, window_end, trade));
-                self.earliest_open_end = Some(
-                    self.earliest_open_end
-                        .map_or(window_end, |e| e.min(window_end)),
-                );
-            }
+        if state.windows.add(window_start, window_end, trade) {
+            self.earliest_open_end = Some(
+                self.earliest_open_end
+                    .map_or(window_end, |e| e.min(window_end)),
+            );
         }
         state.last_trade_seq = Some(trade.trade_seq);
         state.last_timestamp = state.last_timestamp.max(trade.timestamp);
         if !state.changed {
             state.changed = true;
-            self.changed.push(key.into());
+            self.changed.push(id);
         }
         Ingested::Accepted
     }
@@ -357,26 +351,20 @@ impl Aggregator {
     fn drain_ending_by(&mut self, max_end: i64) -> Vec<Aggregate> {
         let mut out = Vec::new();
         let mut earliest_open_end: Option<i64> = None;
-        for (name, state) in &mut self.instruments {
-            let closed = state
-                .windows
-                .iter()
-                .take_while(|w| w.window_end <= max_end)
-                .count();
-            if closed > 0 {
-                for mut w in state.windows.drain(..closed) {
-                    let ewma = if state.ewma_window_start == Some(w.window_start) {
-                        state.ewma_window_start = None;
-                        state.ewma.iter().filter_map(EwmaSums::value).collect()
-                    } else {
-                        std::mem::take(&mut w.ewma)
-                    };
-                    out.push(w.into_aggregate(name, ewma));
-                }
-                if !state.changed {
-                    state.changed = true;
-                    self.changed.push(name.clone());
-                }
+        for (id, state) in self.states.iter_mut().enumerate() {
+            let name = self.ids.name(id);
+            let closed = state.windows.drain_ending_by(max_end, |mut w| {
+                let ewma = if state.ewma_window_start == Some(w.window_start) {
+                    state.ewma_window_start = None;
+                    state.ewma.iter().filter_map(EwmaSums::value).collect()
+                } else {
+                    std::mem::take(&mut w.ewma)
+                };
+                out.push(w.into_aggregate(name, ewma));
+            });
+            if closed > 0 && !state.changed {
+                state.changed = true;
+                self.changed.push(id);
             }
             if let Some(first) = state.windows.first() {
                 earliest_open_end =
@@ -396,10 +384,10 @@ impl Aggregator {
     pub fn take_changed(&mut self) -> Vec<InstrumentSnapshot> {
         let mut changed: Vec<InstrumentSnapshot> = std::mem::take(&mut self.changed)
             .into_iter()
-            .filter_map(|key| {
-                let state = self.instruments.get_mut(&key)?;
+            .filter_map(|id| {
+                let state = self.states.get_mut(id)?;
                 state.changed = false;
-                Some(snapshot_of(&key, state))
+                Some(snapshot_of(self.ids.name(id), state))
             })
             .collect();
         changed.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
@@ -409,9 +397,10 @@ impl Aggregator {
     /// The complete state of the partition, instruments sorted by name.
     pub fn snapshot(&self) -> PartitionSnapshot {
         let mut instruments: Vec<InstrumentSnapshot> = self
-            .instruments
+            .states
             .iter()
-            .map(|(key, state)| snapshot_of(key, state))
+            .enumerate()
+            .map(|(id, state)| snapshot_of(self.ids.name(id), state))
             .collect();
         instruments.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
         PartitionSnapshot {
@@ -480,13 +469,16 @@ impl Aggregator {
         let state = InstrumentState {
             last_trade_seq: snapshot.last_trade_seq,
             last_timestamp: snapshot.last_timestamp,
-            ewma: snapshot.ewma,
+            ewma: snapshot.ewma.into_iter().collect(),
             ewma_window_start: snapshot.ewma_window_start,
-            windows: snapshot.windows,
+            windows: OpenWindows::from_vec(snapshot.windows),
             changed: false,
         };
-        self.instruments
-            .insert(snapshot.instrument_name.into_boxed_str(), state);
+        let id = self.ids.find_or_insert(&snapshot.instrument_name);
+        match self.states.get_mut(id) {
+            Some(existing) => *existing = state,
+            None => self.states.push(state),
+        }
         Ok(())
     }
 
@@ -501,8 +493,8 @@ fn snapshot_of(name: &str, state: &InstrumentState) -> InstrumentSnapshot {
         instrument_name: name.to_owned(),
         last_trade_seq: state.last_trade_seq,
         last_timestamp: state.last_timestamp,
-        ewma: state.ewma.clone(),
+        ewma: state.ewma.to_vec(),
         ewma_window_start: state.ewma_window_start,
-        windows: state.windows.clone(),
+        windows: state.windows.to_vec(),
     }
 }

@@ -4,7 +4,7 @@
 //! come from the exchange, not from an adversary choosing keys to collide, so the multiply-rotate
 //! scheme used by rustc's own maps is a sound trade here.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
@@ -44,10 +44,17 @@ impl Hasher for FxHasher {
     }
 
     #[inline]
+    fn write_u64(&mut self, word: u64) {
+        self.add(word);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, word: usize) {
+        self.add(word as u64);
+    }
+
+    #[inline]
     fn finish(&self) -> u64 {
         self.hash
     }
 }
-
-/// `BuildHasher` for maps keyed by instrument name.
-pub(crate) type FxBuildHasher = BuildHasherDefault<FxHasher>;

@@ -15,6 +15,8 @@ pub mod aggregator;
 pub mod error;
 pub mod ewma;
 mod fxhash;
+mod instruments;
+mod open_windows;
 pub mod snapshot;
 pub mod trade;
 pub mod window;

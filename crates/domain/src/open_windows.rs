@@ -1,0 +1,194 @@
+//! One instrument's open windows, with the newest at a fixed place.
+//!
+//! Almost every trade lands in its instrument's newest window. Keeping that window at a fixed
+//! offset in the instrument's state (rather than at the end of a list whose length must be read
+//! first) lets the processor load it together with the rest of the state: one memory round trip
+//! per trade instead of two.
+
+use crate::aggregate::WindowAccumulator;
+use crate::trade::Trade;
+
+/// Open windows of one instrument, ascending by start. Older ones stay open only until the
+/// watermark passes their end plus grace, or when a trade arrives out of order within grace.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpenWindows {
+    /// Every open window but the newest, ascending; empty whenever `newest` is.
+    older: Vec<WindowAccumulator>,
+    newest: Option<WindowAccumulator>,
+}
+
+impl OpenWindows {
+    /// The windows of a snapshot (ascending by start).
+    pub(crate) fn from_vec(mut windows: Vec<WindowAccumulator>) -> Self {
+        let newest = windows.pop();
+        OpenWindows {
+            older: windows,
+            newest,
+        }
+    }
+
+    /// All windows, ascending.
+    pub(crate) fn to_vec(&self) -> Vec<WindowAccumulator> {
+        self.older.iter().chain(&self.newest).cloned().collect()
+    }
+
+    /// The window with the latest start.
+    #[inline]
+    pub(crate) fn newest(&self) -> Option<&WindowAccumulator> {
+        self.newest.as_ref()
+    }
+
+    /// The window with the earliest start.
+    pub(crate) fn first(&self) -> Option<&WindowAccumulator> {
+        self.older.first().or(self.newest.as_ref())
+    }
+
+    /// The open window starting at `start`.
+    pub(crate) fn find_mut(&mut self, start: i64) -> Option<&mut WindowAccumulator> {
+        match &mut self.newest {
+            Some(newest) if newest.window_start == start => Some(newest),
+            _ => self.older.iter_mut().find(|w| w.window_start == start),
+        }
+    }
+
+    /// Folds `trade` into the window `[start, end)`, opening it if needed. True if it opened.
+    ///
+    /// A window that receives a trade drops its frozen EWMA values: the live sums describe it
+    /// again (see [`WindowAccumulator::ewma`]).
+    #[inline]
+    pub(crate) fn add(&mut self, start: i64, end: i64, trade: &Trade) -> bool {
+        match &mut self.newest {
+            Some(newest) if newest.window_start == start => {
+                newest.add(trade);
+                newest.ewma.clear();
+                false
+            }
+            Some(newest) if newest.window_start < start => {
+                let previous =
+                    std::mem::replace(newest, WindowAccumulator::open(start, end, trade));
+                self.older.push(previous);
+                true
+            }
+            Some(_) => match self.older.iter().rposition(|w| w.window_start <= start) {
+                Some(i) if self.older[i].window_start == start => {
+                    let w = &mut self.older[i];
+                    w.add(trade);
+                    w.ewma.clear();
+                    false
+                }
+                position => {
+                    let at = position.map_or(0, |i| i + 1);
+                    self.older
+                        .insert(at, WindowAccumulator::open(start, end, trade));
+                    true
+                }
+            },
+            None => {
+                self.newest = Some(WindowAccumulator::open(start, end, trade));
+                true
+            }
+        }
+    }
+
+    /// Removes every window ending at or before `max_end`, handing each to `closed`, oldest
+    /// first. Returns how many there were.
+    pub(crate) fn drain_ending_by(
+        &mut self,
+        max_end: i64,
+        mut closed: impl FnMut(WindowAccumulator),
+    ) -> usize {
+        let older = self
+            .older
+            .iter()
+            .take_while(|w| w.window_end <= max_end)
+            .count();
+        self.older.drain(..older).for_each(&mut closed);
+        let newest_closed = self.older.is_empty()
+            && self
+                .newest
+                .as_ref()
+                .is_some_and(|w| w.window_end <= max_end);
+        if newest_closed {
+            self.newest.take().into_iter().for_each(&mut closed);
+        }
+        older + usize::from(newest_closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trade::{Direction, TradeFields};
+
+    fn trade(seq: u64, ts: i64) -> Trade {
+        Trade::new(TradeFields {
+            instrument_name: "BTC-PERPETUAL".into(),
+            trade_id: seq.to_string(),
+            trade_seq: seq,
+            timestamp: ts,
+            price: 100.0,
+            amount: 1.0,
+            direction: Direction::Buy,
+            index_price: 100.0,
+            mark_price: 100.0,
+            tick_direction: 0,
+            iv: None,
+            liquidation: None,
+            block_trade_id: None,
+            combo_id: None,
+            contracts: None,
+        })
+        .unwrap()
+    }
+
+    fn starts(windows: &OpenWindows) -> Vec<i64> {
+        windows.to_vec().iter().map(|w| w.window_start).collect()
+    }
+
+    #[test]
+    fn keeps_windows_ascending_whatever_order_they_open_in() {
+        let mut windows = OpenWindows::default();
+        assert!(windows.add(20, 30, &trade(1, 25)));
+        assert!(windows.add(40, 50, &trade(2, 45)));
+        assert!(windows.add(0, 10, &trade(3, 5)));
+        assert!(windows.add(30, 40, &trade(4, 35)));
+        assert!(!windows.add(30, 40, &trade(5, 36)));
+        assert!(!windows.add(40, 50, &trade(6, 46)));
+        assert_eq!(starts(&windows), [0, 20, 30, 40]);
+        assert_eq!(windows.newest().map(|w| w.trade_count), Some(2));
+        assert_eq!(windows.first().map(|w| w.window_start), Some(0));
+        assert_eq!(windows.find_mut(30).map(|w| w.trade_count), Some(2));
+        assert!(windows.find_mut(10).is_none());
+    }
+
+    #[test]
+    fn drains_a_prefix_and_the_newest_only_after_all_older() {
+        let mut windows = OpenWindows::from_vec(Vec::new());
+        for (seq, start) in [(1, 0), (2, 10), (3, 20)] {
+            windows.add(start, start + 10, &trade(seq, start + 1));
+        }
+        let mut closed = Vec::new();
+        assert_eq!(
+            windows.drain_ending_by(20, |w| closed.push(w.window_start)),
+            2
+        );
+        assert_eq!(closed, [0, 10]);
+        assert_eq!(starts(&windows), [20]);
+        assert_eq!(
+            windows.drain_ending_by(29, |w| closed.push(w.window_start)),
+            0
+        );
+        assert_eq!(
+            windows.drain_ending_by(30, |w| closed.push(w.window_start)),
+            1
+        );
+        assert_eq!(closed, [0, 10, 20]);
+        assert!(windows.newest().is_none() && windows.first().is_none());
+        let restored = OpenWindows::from_vec(vec![
+            WindowAccumulator::open(0, 10, &trade(1, 1)),
+            WindowAccumulator::open(10, 20, &trade(2, 11)),
+        ]);
+        assert_eq!(starts(&restored), [0, 10]);
+        assert_eq!(restored.newest().map(|w| w.window_start), Some(10));
+    }
+}
