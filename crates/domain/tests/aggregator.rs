@@ -274,7 +274,7 @@ fn take_changed_reports_each_changed_instrument_once() {
 /// fall into grace and some arrive late).
 fn stream() -> impl Strategy<Value = Vec<Trade>> {
     let step = (
-        0usize..4,
+        0usize..7,
         prop_oneof![4 => 0i64..50, 3 => 50i64..600, 1 => 600i64..5_000],
         prop_oneof![3 => Just(0i64), 1 => 0i64..2_500],
         1.0f64..2_000.0,
@@ -282,15 +282,20 @@ fn stream() -> impl Strategy<Value = Vec<Trade>> {
         any::<bool>(),
     );
     prop::collection::vec(step, 1..250).prop_map(|steps| {
+        // Both key forms of the aggregator's name table: up to 23 bytes packed, longer hashed
+        // (two long names sharing a 25-byte prefix, one name of exactly 23 bytes).
         let names = [
             "BTC-PERPETUAL",
             "ETH-PERPETUAL",
             "BTC-27MAY20-9000-C",
             "SOL_USDC",
+            "ETH_USDC-27DEC24-4000-C",
+            "BTC-CS-27DEC24-60000_70000",
+            "BTC-CS-27DEC24-60000_70000_80000",
         ];
         let mut base = T0 + 123;
-        let mut seq = [0u64; 4];
-        let mut last_ts = [0i64; 4];
+        let mut seq = [0u64; 7];
+        let mut last_ts = [0i64; 7];
         steps
             .into_iter()
             .map(|(i, gap, jitter, price, amount, is_buy)| {
