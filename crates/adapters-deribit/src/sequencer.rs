@@ -430,27 +430,15 @@ fn position_of(trade: &Trade) -> Position {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{Direction, TradeFields};
 
     fn t(instrument: &str, seq: u64) -> Trade {
-        Trade::new(TradeFields {
-            instrument_name: instrument.into(),
-            trade_id: format!("{seq}"),
-            trade_seq: seq,
-            timestamp: 1_700_000_000_000 + i64::try_from(seq).unwrap(),
-            price: 1.0,
-            amount: 1.0,
-            direction: Direction::Buy,
-            index_price: 1.0,
-            mark_price: 1.0,
-            tick_direction: 0,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            contracts: None,
-        })
-        .unwrap()
+        domain::testing::trade(
+            instrument,
+            seq,
+            1_700_000_000_000 + i64::try_from(seq).unwrap(),
+            1.0,
+            1.0,
+        )
     }
 
     fn seqs(trades: &[Trade]) -> Vec<u64> {

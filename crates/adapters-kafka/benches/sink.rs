@@ -19,7 +19,7 @@ use adapters_kafka::framing::start_frame;
 use adapters_kafka::headers;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use domain::{Direction, Trade, TradeFields};
+use domain::{Trade, TradeFields, testing};
 use ports::{TraceContext, TradeBatch, TradeSink};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -31,21 +31,18 @@ fn trades() -> Vec<Trade> {
     (0..TRADES)
         .map(|i| {
             Trade::new(TradeFields {
-                instrument_name: format!("BTC-{}-C", i % 200),
-                trade_id: format!("{i}"),
-                trade_seq: i as u64 + 1,
-                timestamp: 1_700_000_000_000 + i as i64,
-                price: 0.05,
-                amount: 3.0,
-                direction: Direction::Buy,
                 index_price: 66_930.31,
                 mark_price: 0.0525,
                 tick_direction: 2,
                 iv: Some(45.9),
-                liquidation: None,
-                block_trade_id: None,
-                combo_id: None,
                 contracts: Some(3.0),
+                ..testing::fields(
+                    &format!("BTC-{}-C", i % 200),
+                    i as u64 + 1,
+                    1_700_000_000_000 + i as i64,
+                    0.05,
+                    3.0,
+                )
             })
             .unwrap()
         })

@@ -14,7 +14,9 @@ use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{KafkaTradeLog, LogConfig};
 use adapters_kafka::framing::split_frame;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use domain::{Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize};
+use domain::{
+    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
+};
 use ports::{AggregateCommitter, CommitBatch, PartitionMarker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -78,25 +80,12 @@ async fn committer(s: &Setup, transactional: bool) -> KafkaCommitter {
 
 fn trade(instrument: &str, seq: u64, ts: i64, price: f64) -> Trade {
     Trade::new(TradeFields {
-        instrument_name: instrument.into(),
-        trade_id: format!("{seq}"),
-        trade_seq: seq,
-        timestamp: ts,
-        price,
-        amount: 1.0 + seq as f64 / 10.0,
         direction: if seq.is_multiple_of(2) {
             Direction::Buy
         } else {
             Direction::Sell
         },
-        index_price: price,
-        mark_price: price,
-        tick_direction: 0,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        ..testing::fields(instrument, seq, ts, price, 1.0 + seq as f64 / 10.0)
     })
     .unwrap()
 }

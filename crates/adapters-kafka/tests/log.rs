@@ -17,7 +17,7 @@ use adapters_kafka::consumer::{DLQ_ERROR, DLQ_OFFSET, DLQ_TOPIC, KafkaTradeLog, 
 use adapters_kafka::framing::start_frame;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use domain::{Direction, Trade, TradeFields};
+use domain::{Direction, Trade, TradeFields, testing};
 use ports::{LogEvent, TraceContext, TradeBatch, TradeLog, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -29,21 +29,11 @@ const PARTITIONS: i32 = 3;
 
 fn trade(instrument: &str, seq: u64, price: f64) -> TradeFields {
     TradeFields {
-        instrument_name: instrument.into(),
-        trade_id: format!("{seq}"),
-        trade_seq: seq,
-        timestamp: 1_700_000_000_000 + seq as i64,
-        price,
-        amount: 1.0,
         direction: Direction::Sell,
         index_price: 100.0,
         mark_price: 100.0,
         tick_direction: 1,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        ..testing::fields(instrument, seq, 1_700_000_000_000 + seq as i64, price, 1.0)
     }
 }
 

@@ -17,7 +17,7 @@ use adapters_kafka::framing::split_frame;
 use adapters_kafka::headers;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use domain::{Direction, Trade, TradeFields};
+use domain::{Trade, testing};
 use ports::{Position, SinkError, TraceContext, TradeBatch, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, Timestamp};
@@ -80,24 +80,13 @@ fn kafka(setup: &Setup) -> KafkaConfig {
 }
 
 fn trade(instrument: &str, seq: u64) -> Trade {
-    Trade::new(TradeFields {
-        instrument_name: instrument.into(),
-        trade_id: format!("{seq}"),
-        trade_seq: seq,
-        timestamp: 1_700_000_000_000 + seq as i64,
-        price: 100.0 + seq as f64,
-        amount: 1.0,
-        direction: Direction::Buy,
-        index_price: 100.0,
-        mark_price: 100.0,
-        tick_direction: 0,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
-    })
-    .unwrap()
+    testing::trade(
+        instrument,
+        seq,
+        1_700_000_000_000 + seq as i64,
+        100.0 + seq as f64,
+        1.0,
+    )
 }
 
 const INSTRUMENTS: [&str; 5] = [

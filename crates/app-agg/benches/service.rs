@@ -19,7 +19,7 @@ use adapters_kafka::avro::{TRADE_SCHEMA_JSON, encode_trade};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::framing::start_frame;
 use adapters_kafka::registry::{Registry, RegistryConfig, value_subject};
-use domain::{Direction, Trade, TradeFields};
+use domain::{Direction, Trade, TradeFields, testing};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::process::{free_http_addr, http_get, now_ms, signal};
 use testkit::{SchemaRegistryStub, TestBroker};
@@ -174,25 +174,19 @@ async fn main() {
     for n in 0..total {
         let i = n % instruments;
         let trade = Trade::new(TradeFields {
-            instrument_name: names[i].as_str().into(),
             trade_id: n.to_string(),
-            trade_seq: (n / instruments) as u64 + 1,
-            timestamp: base + (n as f64 * span_ms / total as f64) as i64,
-            price: 100.0 + (n % 97) as f64 * 0.01,
-            amount: 1.0 + (n % 5) as f64,
             direction: if n % 3 == 0 {
                 Direction::Sell
             } else {
                 Direction::Buy
             },
-            index_price: 100.0,
-            mark_price: 100.0,
-            tick_direction: 0,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            contracts: None,
+            ..testing::fields(
+                &names[i],
+                (n / instruments) as u64 + 1,
+                base + (n as f64 * span_ms / total as f64) as i64,
+                100.0 + (n % 97) as f64 * 0.01,
+                1.0 + (n % 5) as f64,
+            )
         })
         .unwrap();
         buf.clear();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use domain::{Direction, Trade, TradeFields};
+use domain::{Trade, testing};
 use ports::{TradeBatch, TradeSink};
 use testkit::process::{free_http_addr, healthcheck, http_get, now_ms};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
@@ -68,26 +68,8 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
     let start = now_ms();
     let trades: Vec<Trade> = (1..=20u64)
         .flat_map(|seq| {
-            ["BTC-PERPETUAL", "ETH-PERPETUAL"].map(|i| {
-                Trade::new(TradeFields {
-                    instrument_name: i.into(),
-                    trade_id: format!("{seq}"),
-                    trade_seq: seq,
-                    timestamp: start + seq as i64 * 50,
-                    price: 100.0,
-                    amount: 1.0,
-                    direction: Direction::Buy,
-                    index_price: 100.0,
-                    mark_price: 100.0,
-                    tick_direction: 0,
-                    iv: None,
-                    liquidation: None,
-                    block_trade_id: None,
-                    combo_id: None,
-                    contracts: None,
-                })
-                .unwrap()
-            })
+            ["BTC-PERPETUAL", "ETH-PERPETUAL"]
+                .map(|i| testing::trade(i, seq, start + seq as i64 * 50, 100.0, 1.0))
         })
         .collect();
     sink.publish(TradeBatch {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use app_agg::service::Service;
 use domain::{
     Aggregate, AggregatorConfig, Direction, InstrumentSnapshot, PartitionSnapshot, Trade,
-    TradeFields, WindowSize,
+    TradeFields, WindowSize, testing,
 };
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, LoggedTrade,
@@ -150,25 +150,18 @@ const T0: i64 = 1_699_999_980_000;
 
 fn trade(instrument: &str, seq: u64, ts: i64) -> Trade {
     Trade::new(TradeFields {
-        instrument_name: instrument.into(),
-        trade_id: format!("{seq}"),
-        trade_seq: seq,
-        timestamp: ts,
-        price: 100.0 + (seq % 17) as f64,
-        amount: 1.0 + (seq % 5) as f64,
         direction: if seq.is_multiple_of(3) {
             Direction::Sell
         } else {
             Direction::Buy
         },
-        index_price: 100.0,
-        mark_price: 100.0,
-        tick_direction: 0,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        ..testing::fields(
+            instrument,
+            seq,
+            ts,
+            100.0 + (seq % 17) as f64,
+            1.0 + (seq % 5) as f64,
+        )
     })
     .unwrap()
 }

@@ -156,7 +156,7 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
 
-    use domain::{Direction, Trade, TradeFields};
+    use domain::{Trade, TradeFields};
     use ports::{Position, StartPositions};
 
     use super::*;
@@ -238,21 +238,8 @@ mod tests {
                         let i = (b + k) % 3;
                         seq[i] += 1;
                         Trade::new(TradeFields {
-                            instrument_name: ["A", "B", "C"][i].into(),
                             trade_id: format!("{b}-{k}"),
-                            trade_seq: seq[i],
-                            timestamp: 1,
-                            price: 1.0,
-                            amount: 1.0,
-                            direction: Direction::Buy,
-                            index_price: 1.0,
-                            mark_price: 1.0,
-                            tick_direction: 0,
-                            iv: None,
-                            liquidation: None,
-                            block_trade_id: None,
-                            combo_id: None,
-                            contracts: None,
+                            ..domain::testing::fields(["A", "B", "C"][i], seq[i], 1, 1.0, 1.0)
                         })
                         .unwrap()
                     })

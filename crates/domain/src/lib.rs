@@ -9,6 +9,7 @@
 //! * [`aggregator`]: the per-partition [`Aggregator`]: dedup by `trade_seq`, watermark, grace,
 //!   late trades, closing windows.
 //! * [`snapshot`]: its serialisable state for changelogs.
+//! * `testing` (feature `testing`): trade fixtures for tests and benchmarks.
 
 pub mod aggregate;
 pub mod aggregator;
@@ -18,6 +19,8 @@ mod fxhash;
 mod instruments;
 mod open_windows;
 pub mod snapshot;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod trade;
 pub mod window;
 

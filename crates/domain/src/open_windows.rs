@@ -121,27 +121,10 @@ impl OpenWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trade::{Direction, TradeFields};
+    use crate::testing;
 
     fn trade(seq: u64, ts: i64) -> Trade {
-        Trade::new(TradeFields {
-            instrument_name: "BTC-PERPETUAL".into(),
-            trade_id: seq.to_string(),
-            trade_seq: seq,
-            timestamp: ts,
-            price: 100.0,
-            amount: 1.0,
-            direction: Direction::Buy,
-            index_price: 100.0,
-            mark_price: 100.0,
-            tick_direction: 0,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            contracts: None,
-        })
-        .unwrap()
+        testing::trade("BTC-PERPETUAL", seq, ts, 100.0, 1.0)
     }
 
     fn starts(windows: &OpenWindows) -> Vec<i64> {

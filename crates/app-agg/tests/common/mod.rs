@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
 use adapters_kafka::framing::split_frame;
-use domain::{Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize};
+use domain::{
+    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -47,25 +49,20 @@ pub fn stream(instruments: &[&str], batches: usize, per_batch: usize) -> Vec<Vec
     let mut trade = |n: usize, i: usize, timestamp: i64| {
         seq[i] += 1;
         Trade::new(TradeFields {
-            instrument_name: instruments[i].into(),
-            trade_id: format!("{n}"),
-            trade_seq: seq[i],
-            timestamp,
-            price: 100.0 + ((n * 13) % 29) as f64 / 7.0,
-            amount: 1.0 + (n % 4) as f64,
+            trade_id: n.to_string(),
             direction: if n.is_multiple_of(3) {
                 Direction::Sell
             } else {
                 Direction::Buy
             },
-            index_price: 100.0,
-            mark_price: 100.0,
             tick_direction: 1,
-            iv: None,
-            liquidation: None,
-            block_trade_id: None,
-            combo_id: None,
-            contracts: None,
+            ..testing::fields(
+                instruments[i],
+                seq[i],
+                timestamp,
+                100.0 + ((n * 13) % 29) as f64 / 7.0,
+                1.0 + (n % 4) as f64,
+            )
         })
         .unwrap()
     };
