@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use domain::{Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize};
+use domain::{Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing};
 
 const INSTRUMENTS: usize = 1_000;
 const TRADES: u64 = 10_000_000;
@@ -102,28 +102,21 @@ impl Market {
                 };
                 self.seqs[i] += 1;
                 self.prices[i] *= 1.0 + (self.rng.unit() - 0.5) * 1e-3;
-                Trade::new(TradeFields {
-                    instrument_name: self.names[i].clone(),
+                testing::validated(TradeFields {
                     trade_id: String::from("1"),
-                    trade_seq: self.seqs[i],
-                    timestamp: self.clock_us / 1_000,
-                    price: self.prices[i],
-                    amount: 1.0 + (r & 0xff) as f64,
                     direction: if r & 0x100 == 0 {
                         Direction::Buy
                     } else {
                         Direction::Sell
                     },
-                    index_price: self.prices[i],
-                    mark_price: self.prices[i],
-                    tick_direction: 0,
-                    iv: None,
-                    liquidation: None,
-                    block_trade_id: None,
-                    combo_id: None,
-                    contracts: None,
+                    ..testing::fields(
+                        &self.names[i],
+                        self.seqs[i],
+                        self.clock_us / 1_000,
+                        self.prices[i],
+                        1.0 + (r & 0xff) as f64,
+                    )
                 })
-                .unwrap_or_else(|e| unreachable!("generated trade invalid: {e}"))
             })
             .collect()
     }

@@ -7,7 +7,7 @@
 
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Error, Ingested, PartitionSnapshot, Trade,
-    TradeFields, WindowSize,
+    TradeFields, WindowSize, testing,
 };
 use proptest::prelude::*;
 
@@ -22,24 +22,11 @@ fn trade(
     amount: f64,
     direction: Direction,
 ) -> Trade {
-    Trade::new(TradeFields {
-        instrument_name: instrument.into(),
+    testing::validated(TradeFields {
         trade_id: format!("{instrument}-{seq}"),
-        trade_seq: seq,
-        timestamp: ts,
-        price,
-        amount,
         direction,
-        index_price: price,
-        mark_price: price,
-        tick_direction: 0,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        ..testing::fields(instrument, seq, ts, price, amount)
     })
-    .unwrap()
 }
 
 fn buy(instrument: &str, seq: u64, ts: i64, price: f64, amount: f64) -> Trade {
