@@ -4,6 +4,8 @@
 //! transactional test proves the calls are made in a valid order, nothing more.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use adapters_kafka::commit::{CommitConfig, KafkaCommitter};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{KafkaTradeLog, LogConfig};
 use adapters_kafka::framing::split_frame;
-use adapters_kafka::registry::{Registry, RegistryConfig};
+use adapters_kafka::registry::Registry;
+use common::Stack;
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
 };
@@ -31,21 +34,16 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Setup {
-    let broker = TestBroker::from_env().await.unwrap();
-    broker
-        .create_topic(&format!("{name}.raw"), 3, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic(&format!("{name}.agg"), 1, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic(&format!("{name}.state"), 3, true)
-        .await
-        .unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let Stack {
+        broker,
+        stub,
+        registry,
+    } = Stack::start(&[
+        (&format!("{name}.raw"), 3, false),
+        (&format!("{name}.agg"), 1, false),
+        (&format!("{name}.state"), 3, true),
+    ])
+    .await;
     Setup {
         broker,
         _stub: stub,

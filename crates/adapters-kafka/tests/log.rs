@@ -6,6 +6,8 @@
     clippy::cast_possible_wrap
 )] // test helpers
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,7 @@ use adapters_kafka::consumer::{DLQ_ERROR, DLQ_OFFSET, DLQ_TOPIC, KafkaTradeLog, 
 use adapters_kafka::framing::start_frame;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::Stack;
 use domain::{Direction, Trade, TradeFields, testing};
 use ports::{LogEvent, TraceContext, TradeBatch, TradeLog, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -45,18 +48,16 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Setup {
-    let broker = TestBroker::from_env().await.unwrap();
     let topic = format!("log-{name}");
-    broker
-        .create_topic(&topic, PARTITIONS, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic(&format!("{topic}.dlq"), 1, false)
-        .await
-        .unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let Stack {
+        broker,
+        stub,
+        registry,
+    } = Stack::start(&[
+        (&topic, PARTITIONS, false),
+        (&format!("{topic}.dlq"), 1, false),
+    ])
+    .await;
     Setup {
         broker,
         _stub: stub,

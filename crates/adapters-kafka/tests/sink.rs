@@ -7,6 +7,8 @@
     clippy::cast_possible_wrap
 )] // test helpers
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,8 @@ use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::framing::split_frame;
 use adapters_kafka::headers;
 use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
+use adapters_kafka::registry::Registry;
+use common::Stack;
 use domain::{Trade, testing};
 use ports::{Position, SinkError, TraceContext, TradeBatch, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -37,17 +40,15 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let broker = TestBroker::from_env().await.unwrap();
     let topic = format!(
         "trades-{}",
         std::process::id() as u64 * 1000 + rand_suffix()
     );
-    broker
-        .create_topic(&topic, PARTITIONS, false)
-        .await
-        .unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let Stack {
+        broker,
+        stub,
+        registry,
+    } = Stack::start(&[(&topic, PARTITIONS, false)]).await;
     Setup {
         broker,
         stub,
