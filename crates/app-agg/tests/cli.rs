@@ -1,37 +1,21 @@
 //! The service binary refuses bad configuration with one line and exit code 2.
-#![allow(clippy::unwrap_used)] // test helpers
 
-use testkit::process::assert_refuses_config;
+use testkit::process::{assert_refuses_shared_config, assert_refuses_variable};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_app-agg");
 
 #[test]
-fn missing_and_malformed_variables_stop_start_up_with_one_line() {
-    let base = [
-        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
-        ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9"),
-    ];
-    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (
-            vec![("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")],
-            "KAFKA_BOOTSTRAP_SERVERS=\"\": required",
-        ),
-        (
-            vec![("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")],
-            "SCHEMA_REGISTRY_URL=\"\": required",
-        ),
-        (
-            [&base[..], &[("AGG_WINDOW", "a while")]].concat(),
-            "AGG_WINDOW=\"a while\"",
-        ),
-        (
-            [&base[..], &[("AGG_TRANSACTIONS", "perhaps")]].concat(),
-            "AGG_TRANSACTIONS=\"perhaps\"",
-        ),
-        (
-            [&base[..], &[("LOG_FORMAT", "xml")]].concat(),
-            "LOG_FORMAT=\"xml\": accepted text or json",
-        ),
-    ];
-    for (vars, expected) in cases {
-        assert_refuses_config(env!("CARGO_BIN_EXE_app-agg"), &vars, expected);
-    }
+fn missing_required_or_bad_telemetry_variables_stop_start_up_with_one_line() {
+    assert_refuses_shared_config(BINARY);
+}
+
+#[test]
+fn bad_aggregation_settings_stop_start_up_with_one_line() {
+    assert_refuses_variable(BINARY, "AGG_WINDOW", "a while", "AGG_WINDOW=\"a while\"");
+    assert_refuses_variable(
+        BINARY,
+        "AGG_TRANSACTIONS",
+        "perhaps",
+        "AGG_TRANSACTIONS=\"perhaps\"",
+    );
 }

@@ -153,3 +153,63 @@ pub fn assert_refuses_config(binary: &str, vars: &[(&str, &str)], expected: &str
         "{vars:?}: expected {expected:?} in {stderr}"
     );
 }
+
+/// The variables both services require, pointing at closed local ports.
+pub const REQUIRED_VARS: [(&str, &str); 2] = [
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
+    ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9"),
+];
+
+/// Asserts that `binary` refuses, as both services must: either required variable missing, and
+/// malformed telemetry variables (each with [`assert_refuses_config`]).
+///
+/// # Panics
+/// As [`assert_refuses_config`].
+pub fn assert_refuses_shared_config(binary: &str) {
+    assert_refuses_config(
+        binary,
+        &REQUIRED_VARS[1..],
+        "KAFKA_BOOTSTRAP_SERVERS=\"\": required",
+    );
+    assert_refuses_config(
+        binary,
+        &REQUIRED_VARS[..1],
+        "SCHEMA_REGISTRY_URL=\"\": required",
+    );
+    for (var, value, expected) in [
+        (
+            "LOG_FORMAT",
+            "yaml",
+            "LOG_FORMAT=\"yaml\": accepted text or json",
+        ),
+        (
+            "OTEL_SDK_DISABLED",
+            "1",
+            "OTEL_SDK_DISABLED=\"1\": accepted true or false",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "jaeger:4317",
+            "OTEL_EXPORTER_OTLP_ENDPOINT=\"jaeger:4317\"",
+        ),
+    ] {
+        assert_refuses_config(
+            binary,
+            &[&REQUIRED_VARS[..], &[(var, value)]].concat(),
+            expected,
+        );
+    }
+}
+
+/// Asserts that `binary`, given the required variables plus `var=value`, refuses with a line
+/// containing `expected`.
+///
+/// # Panics
+/// As [`assert_refuses_config`].
+pub fn assert_refuses_variable(binary: &str, var: &str, value: &str, expected: &str) {
+    assert_refuses_config(
+        binary,
+        &[&REQUIRED_VARS[..], &[(var, value)]].concat(),
+        expected,
+    );
+}
