@@ -237,17 +237,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        let mut map: HashMap<String, String> = [
-            ("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"),
-            ("SCHEMA_REGISTRY_URL", "http://registry:8081"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        for (k, v) in pairs {
-            map.insert((*k).to_owned(), (*v).to_owned());
-        }
-        map
+        testkit::process::required_env_with(pairs)
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Helpers for tests that run the service binaries as child processes.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -212,4 +213,14 @@ pub fn assert_refuses_variable(binary: &str, var: &str, value: &str, expected: &
         &[&REQUIRED_VARS[..], &[(var, value)]].concat(),
         expected,
     );
+}
+
+/// An environment of [`REQUIRED_VARS`] with `pairs` added or overriding, as the services'
+/// `settings_from` take it.
+pub fn required_env_with(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    REQUIRED_VARS
+        .iter()
+        .chain(pairs)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
