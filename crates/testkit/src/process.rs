@@ -224,3 +224,20 @@ pub fn required_env_with(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
 }
+
+/// Asserts that a service's `/metrics` scrape has every series the Grafana dashboard plots under
+/// its `prefix`, and every `otel_` one.
+///
+/// # Panics
+/// When one is missing (that is the test failing), or the dashboard cannot be read.
+#[allow(clippy::panic)] // test harness
+pub fn assert_scrape_covers_dashboard(scrape: &str, prefix: &str) {
+    let families = [dashboard_metrics(prefix), dashboard_metrics("otel_")].concat();
+    assert!(families.len() > 2, "{families:?}");
+    for family in families {
+        assert!(
+            has_family(scrape, &family),
+            "the dashboard plots {family}, which /metrics lacks"
+        );
+    }
+}
