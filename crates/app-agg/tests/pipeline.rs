@@ -2,30 +2,24 @@
 //! on the same trades, field for field. Mock cluster, or Tansu with `TEST_BROKER=tansu`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_deribit::config::BackoffConfig;
 use adapters_deribit::{Channel, DeribitConfig, DeribitFeed};
-use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
 use adapters_kafka::commit::{CommitConfig, KafkaCommitter};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{KafkaTradeLog, LogConfig};
-use adapters_kafka::framing::split_frame;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use app_agg::replay::replay;
 use app_agg::service::Service;
+use common::{AGG, RAW, STATE, aggregates_topic, create_topics, decode};
 use domain::{Aggregate, AggregatorConfig, WindowSize};
 use ports::{StartPositions, SystemClock};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
-
-const RAW: &str = "deribit.trades";
-const AGG: &str = "deribit.trades.agg";
-const STATE: &str = "deribit.trades.agg.state";
 
 fn aggregator_config() -> AggregatorConfig {
     AggregatorConfig::new(
@@ -35,31 +29,6 @@ fn aggregator_config() -> AggregatorConfig {
         vec![500, 5_000],
     )
     .unwrap()
-}
-
-fn read_aggregates(broker: &TestBroker) -> Vec<Aggregate> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", "agg-check")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(AGG, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let (id, datum) = split_frame(m.payload().unwrap()).unwrap();
-                out.push(decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap());
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            _ => {}
-        }
-    }
-    out
 }
 
 fn sorted(mut aggregates: Vec<Aggregate>) -> Vec<Aggregate> {
@@ -72,9 +41,7 @@ fn sorted(mut aggregates: Vec<Aggregate>) -> Vec<Aggregate> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
     let broker = TestBroker::from_env().await.unwrap();
-    broker.create_topic(RAW, 3, false).await.unwrap();
-    broker.create_topic(AGG, 1, false).await.unwrap();
-    broker.create_topic(STATE, 3, true).await.unwrap();
+    create_topics(&broker, 3).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
@@ -166,7 +133,10 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
     // Wait until app-agg has closed (wall clock, caught up) and committed every window.
     let mut got = Vec::new();
     for _ in 0..60 {
-        got = read_aggregates(&broker);
+        got = aggregates_topic(&broker)
+            .iter()
+            .map(|r| decode(r))
+            .collect();
         if got.iter().map(|a| a.trade_count).sum::<u64>() == total {
             break;
         }

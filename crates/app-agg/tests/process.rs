@@ -2,6 +2,8 @@
 //! by SIGTERM with exit code 0.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,18 +19,7 @@ use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
     let broker = TestBroker::from_env().await.unwrap();
-    broker
-        .create_topic("deribit.trades", 2, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic("deribit.trades.agg", 1, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic("deribit.trades.agg.state", 2, true)
-        .await
-        .unwrap();
+    common::create_topics(&broker, 2).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
     let http = free_http_addr();
     let env = [

@@ -3,6 +3,8 @@
 //! app-raw started for a Deribit notification; app-agg's JSON log lines carry that span's ids.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -49,18 +51,7 @@ fn emit_under_commit(spans: &[CollectedSpan]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
     let broker = TestBroker::from_env().await.unwrap();
-    broker
-        .create_topic("deribit.trades", 2, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic("deribit.trades.agg", 1, false)
-        .await
-        .unwrap();
-    broker
-        .create_topic("deribit.trades.agg.state", 2, true)
-        .await
-        .unwrap();
+    common::create_topics(&broker, 2).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
     let collector = OtlpCollector::start().await.unwrap();
     let fake = FakeDeribit::start(FakeInstrument::default_market())

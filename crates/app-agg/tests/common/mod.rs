@@ -1,4 +1,4 @@
-//! Helpers shared by app-agg's process-level fault tests (crash, scale-out).
+//! Helpers shared by app-agg's Kafka-level tests (pipeline, process, tracing, crash, scale-out).
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
@@ -190,8 +190,7 @@ pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
     let mut seen: BTreeMap<(String, i64), &Vec<u8>> = BTreeMap::new();
     let mut repeats = 0;
     for bytes in records {
-        let (id, datum) = split_frame(bytes).unwrap();
-        let a = decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap();
+        let a = decode(bytes);
         match seen.get(&(a.instrument_name.clone(), a.window_start)) {
             Some(earlier) => {
                 assert_eq!(*earlier, bytes, "a repeated aggregate is byte-identical");
@@ -202,13 +201,13 @@ pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
             }
         }
     }
-    let mut union: Vec<Aggregate> = seen
-        .values()
-        .map(|b| {
-            let (id, datum) = split_frame(b).unwrap();
-            decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap()
-        })
-        .collect();
+    let mut union: Vec<Aggregate> = seen.values().map(|b| decode(b)).collect();
     sort(&mut union);
     (union, repeats)
+}
+
+/// One framed aggregate record, decoded.
+pub fn decode(record: &[u8]) -> Aggregate {
+    let (id, datum) = split_frame(record).unwrap();
+    decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap()
 }
