@@ -144,10 +144,11 @@ impl InstrumentState {
             changed: false,
         }
     }
+}
 
-    fn live_ewma(&self) -> Vec<EwmaValue> {
-        self.ewma.iter().filter_map(EwmaSums::value).collect()
-    }
+/// The values of the live sums, one per half-life that has seen a trade.
+fn live_values(sums: &[EwmaSums]) -> Vec<EwmaValue> {
+    sums.iter().filter_map(EwmaSums::value).collect()
 }
 
 /// Aggregation state of one source partition. See the module docs.
@@ -238,11 +239,10 @@ impl Aggregator {
         let name = trade.instrument_name.as_str();
         let key = NameKey::new(name);
         let hash = key.hash();
-        let (id, window_start, window_end) = match self.ids.find(name, key, hash) {
+        let (id, state, window_start, window_end) = match self.ids.find(name, key, hash) {
             Some(id) => {
-                let Some(state) = self.states.get(id) else {
-                    unreachable!("every id has a state")
-                };
+                // Ids are handed out together with a pushed state: `states[id]` exists.
+                let state = &mut self.states[id];
                 if state
                     .last_trade_seq
                     .is_some_and(|last| trade.trade_seq <= last)
@@ -256,7 +256,7 @@ impl Aggregator {
                     }
                     _ => whole_window(ts),
                 };
-                (id, start, end)
+                (id, state, start, end)
             }
             None => {
                 let (start, end) = whole_window(ts);
@@ -266,21 +266,18 @@ impl Aggregator {
                 let id = self.ids.insert_new(name, key, hash);
                 self.states
                     .push(InstrumentState::new(&self.config.halflives_ms));
-                (id, start, end)
+                (id, &mut self.states[id], start, end)
             }
         };
         if closed(window_end) {
             return Ingested::Late;
         }
-        let Some(state) = self.states.get_mut(id) else {
-            unreachable!("every id has a state")
-        };
 
         // The live EWMA sums describe the window of the instrument's latest trade. Before they
         // move on to another window, freeze the values into the window they leave.
         if state.ewma_window_start != Some(window_start) {
             if let Some(previous) = state.ewma_window_start {
-                let frozen = state.live_ewma();
+                let frozen = live_values(&state.ewma);
                 if let Some(w) = state.windows.find_mut(previous) {
                     w.ewma = frozen;
                 }
@@ -356,7 +353,7 @@ impl Aggregator {
             let closed = state.windows.drain_ending_by(max_end, |mut w| {
                 let ewma = if state.ewma_window_start == Some(w.window_start) {
                     state.ewma_window_start = None;
-                    state.ewma.iter().filter_map(EwmaSums::value).collect()
+                    live_values(&state.ewma)
                 } else {
                     std::mem::take(&mut w.ewma)
                 };
