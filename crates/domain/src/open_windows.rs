@@ -59,8 +59,7 @@ impl OpenWindows {
     pub(crate) fn add(&mut self, start: i64, end: i64, trade: &Trade) -> bool {
         match &mut self.newest {
             Some(newest) if newest.window_start == start => {
-                newest.add(trade);
-                newest.ewma.clear();
+                fold(newest, trade);
                 false
             }
             Some(newest) if newest.window_start < start => {
@@ -74,9 +73,7 @@ impl OpenWindows {
             }
             Some(_) => match self.older.iter().rposition(|w| w.window_start <= start) {
                 Some(i) if self.older[i].window_start == start => {
-                    let w = &mut self.older[i];
-                    w.add(trade);
-                    w.ewma.clear();
+                    fold(&mut self.older[i], trade);
                     false
                 }
                 position => {
@@ -116,6 +113,13 @@ impl OpenWindows {
         }
         older + usize::from(newest_closed)
     }
+}
+
+/// Folds `trade` into an open window, whose frozen EWMA values no longer describe it.
+#[inline]
+fn fold(window: &mut WindowAccumulator, trade: &Trade) {
+    window.add(trade);
+    window.ewma.clear();
 }
 
 #[cfg(test)]
