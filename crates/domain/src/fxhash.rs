@@ -49,11 +49,6 @@ impl Hasher for FxHasher {
     }
 
     #[inline]
-    fn write_usize(&mut self, word: usize) {
-        self.add(word as u64);
-    }
-
-    #[inline]
     fn finish(&self) -> u64 {
         self.hash
     }

@@ -2,11 +2,11 @@
 //!
 //! Every trade looks its instrument up once, and that lookup was most of a trade's cost: hashing
 //! the name byte by byte, loading a large map bucket, then following the key's heap pointer to
-//! compare it with `memcmp`. Here names of up to 23 bytes (every Deribit future and option, and
-//! most combos) are packed into the slot itself, so a lookup hashes three words and compares
-//! three words within one small slot; longer names fall back to a heap copy. The slots hold only
-//! the id, so the table stays small enough to live in the closest caches; the state it points to
-//! is kept densely by id by the caller.
+//! compare it with `memcmp`. Here a name of up to 23 bytes (every Deribit future and option, and
+//! most combos) becomes a key of three words, hashed and compared in registers; a longer name
+//! becomes its hash plus a marker and is then compared as a string. The table's slots hold only
+//! part of the hash and the id (eight bytes, so the table stays in the closest cache); keys and
+//! names are kept by id, as the caller keeps the instruments' state.
 
 use std::hash::Hasher;
 
