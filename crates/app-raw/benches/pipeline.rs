@@ -35,15 +35,22 @@ struct Timed<S> {
     latencies: Arc<Mutex<Vec<i64>>>,
 }
 
-impl<S: TradeSink + Sync> TradeSink for Timed<S> {
-    async fn publish(&self, batch: TradeBatch) -> Result<(), SinkError> {
-        let stamps: Vec<i64> = batch.trades.iter().map(|t| t.timestamp).collect();
-        self.inner.publish(batch).await?;
+impl<S> Timed<S> {
+    /// Records the latency of trades with these timestamps, acknowledged now.
+    fn acknowledged(&self, stamps: Vec<i64>) {
         let now = now_ms();
         self.latencies
             .lock()
             .unwrap()
             .extend(stamps.into_iter().map(|t| now - t));
+    }
+}
+
+impl<S: TradeSink + Sync> TradeSink for Timed<S> {
+    async fn publish(&self, batch: TradeBatch) -> Result<(), SinkError> {
+        let stamps: Vec<i64> = batch.trades.iter().map(|t| t.timestamp).collect();
+        self.inner.publish(batch).await?;
+        self.acknowledged(stamps);
         Ok(())
     }
 
@@ -53,11 +60,7 @@ impl<S: TradeSink + Sync> TradeSink for Timed<S> {
             .flat_map(|b| b.trades.iter().map(|t| t.timestamp))
             .collect();
         self.inner.publish_all(batches).await?;
-        let now = now_ms();
-        self.latencies
-            .lock()
-            .unwrap()
-            .extend(stamps.into_iter().map(|t| now - t));
+        self.acknowledged(stamps);
         Ok(())
     }
 
