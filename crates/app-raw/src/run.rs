@@ -156,7 +156,7 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
 
-    use domain::{Trade, TradeFields};
+    use domain::TradeFields;
     use ports::{Position, StartPositions};
 
     use super::*;
@@ -237,11 +237,10 @@ mod tests {
                     .map(|k| {
                         let i = (b + k) % 3;
                         seq[i] += 1;
-                        Trade::new(TradeFields {
+                        domain::testing::validated(TradeFields {
                             trade_id: format!("{b}-{k}"),
                             ..domain::testing::fields(["A", "B", "C"][i], seq[i], 1, 1.0, 1.0)
                         })
-                        .unwrap()
                     })
                     .collect(),
                 trace: None,
