@@ -5,19 +5,28 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Every test, no Docker or network; Kafka suites run on the mock cluster, then on Tansu.
-test:
+# Every test, no Docker or network: the fast suite (Kafka tests on librdkafka's mock cluster),
+# then the Kafka suites again on Apache Kafka (fetched once by `just kafka`).
+test: kafka
     cargo test --workspace --locked
-    TEST_BROKER=tansu cargo test --locked -p adapters-kafka -p app-raw -p app-agg
+    TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg
 
-# Install Tansu for the real-broker tests unless present (~9 min once; looked up like testkit).
-tansu:
+# Fetch the Apache Kafka broker (tools/kafka/pom.xml) with Maven into a cache outside the repo,
+# once (~10 s); later runs are offline and instant. Needs Java 17+ and Maven.
+kafka:
     #!/usr/bin/env bash
     set -euo pipefail
-    for candidate in "${TANSU_BIN:-}" "$HOME/.tansu/bin/tansu" "$HOME/.cargo/bin/tansu" "$(command -v tansu || true)"; do
-        if [ -n "$candidate" ] && [ -x "$candidate" ]; then echo "tansu: $candidate"; exit 0; fi
+    version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+    libs="${KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/deribit-pipeline/kafka-$version/libs}"
+    if [ -f "$libs/kafka_2.13-$version.jar" ]; then echo "kafka $version: $libs"; exit 0; fi
+    for tool in java mvn; do
+        command -v "$tool" >/dev/null || { echo "kafka: $tool not found; install a Java 17+ JDK and Maven (README, Prerequisites)" >&2; exit 1; }
     done
-    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --root "$HOME/.tansu"
+    rm -rf "$libs.partial"
+    mvn --batch-mode --quiet -Dstyle.color=never -f tools/kafka/pom.xml dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$libs.partial"
+    rm -rf "$libs" && mv "$libs.partial" "$libs"
+    echo "kafka $version: $libs"
 
 # Formatting and clippy, as CI checks them.
 lint:

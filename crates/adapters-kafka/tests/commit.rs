@@ -1,7 +1,8 @@
-//! `KafkaCommitter` on a test broker (mock cluster, or Tansu with `TEST_BROKER=tansu`).
+//! `KafkaCommitter` on a test broker (mock cluster, or Apache Kafka with `TEST_BROKER=kafka`).
 //!
-//! The mock cluster fakes transactions (no fencing, no read_committed filtering), so the
-//! transactional test proves the calls are made in a valid order, nothing more.
+//! The mock cluster fakes transactions (no fencing, no read_committed filtering): there the
+//! transactional test proves the calls are made in a valid order; on Apache Kafka it proves
+//! the cycle commits.
 #![allow(clippy::unwrap_used, clippy::panic, clippy::cast_possible_wrap)] // test helpers
 
 mod common;
@@ -210,10 +211,6 @@ async fn a_cycle_then_restore_gives_back_the_same_state_and_position() {
 
 #[tokio::test]
 async fn the_transactional_cycle_runs_its_calls_in_order() {
-    if std::env::var("TEST_BROKER").as_deref() == Ok("tansu") {
-        eprintln!("skipped: Tansu has no EndTxn; transactions need Apache Kafka");
-        return;
-    }
     commit_then_restore(true).await;
 }
 
@@ -325,42 +322,4 @@ async fn a_crash_after_writing_aggregates_repeats_them_identically() {
 #[tokio::test]
 async fn a_crash_after_writing_states_loses_and_changes_nothing() {
     crash_and_resume(CrashAfter::States, "crash-b").await;
-}
-
-#[tokio::test]
-async fn a_broker_without_transactions_is_refused_at_start_with_the_remedy() {
-    if std::env::var("TEST_BROKER").as_deref() != Ok("tansu") {
-        eprintln!(
-            "skipped: the mock cluster fakes transactions; this needs Tansu (TEST_BROKER=tansu)"
-        );
-        return;
-    }
-    let s = setup("no-txn").await;
-    let kafka = KafkaConfig::new(s.broker.bootstrap_servers());
-    let log = KafkaTradeLog::connect(
-        &kafka,
-        Arc::clone(&s.registry),
-        &LogConfig {
-            topic: "no-txn.raw".into(),
-            group_id: "no-txn-agg".into(),
-            session_timeout: Duration::from_secs(3),
-        },
-    )
-    .unwrap();
-    let commit = CommitConfig {
-        aggregates_topic: "no-txn.agg".into(),
-        changelog_topic: "no-txn.state".into(),
-        source_topic: "no-txn.raw".into(),
-        transactional_id: Some("no-txn-0".into()),
-        timeout: Duration::from_secs(10),
-    };
-    let err = KafkaCommitter::connect(&kafka, &s.registry, log.consumer(), commit)
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("does not support Kafka transactions"),
-        "{err}"
-    );
-    assert!(err.to_string().contains("turned off"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! `KafkaTradeLog` on a test broker (mock cluster, or Tansu with `TEST_BROKER=tansu`).
+//! `KafkaTradeLog` on a test broker (mock cluster, or Apache Kafka with `TEST_BROKER=kafka`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -1,4 +1,4 @@
-//! `KafkaTradeSink` on a test broker (mock cluster, or Tansu with `TEST_BROKER=tansu`).
+//! `KafkaTradeSink` on a test broker (mock cluster, or Apache Kafka with `TEST_BROKER=kafka`).
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
@@ -69,7 +69,7 @@ fn rand_suffix() -> u64 {
 fn mock(setup: &Setup) -> Option<&MockCluster<'static, DefaultProducerContext>> {
     match &setup.broker {
         TestBroker::Mock(cluster) => Some(cluster),
-        TestBroker::Tansu(_) => {
+        TestBroker::Kafka(_) => {
             eprintln!("skipped: needs the mock cluster's fault injection");
             None
         }
@@ -334,16 +334,17 @@ async fn last_positions_recovers_the_newest_trade_per_instrument() {
 #[tokio::test]
 async fn a_broker_restart_loses_nothing_acknowledged() {
     let mut s = setup().await;
-    let TestBroker::Tansu(tansu) = &mut s.broker else {
-        eprintln!("skipped: restarting a broker needs Tansu (TEST_BROKER=tansu)");
+    let bootstrap = s.broker.bootstrap_servers();
+    let Some(kafka) = s.broker.kafka_mut() else {
+        eprintln!("skipped: restarting a broker needs Apache Kafka (TEST_BROKER=kafka)");
         return;
     };
-    let config = KafkaConfig::new(tansu.bootstrap_servers());
+    let config = KafkaConfig::new(bootstrap);
     let sink = KafkaTradeSink::connect(&config, Arc::clone(&s.registry), &s.topic)
         .await
         .unwrap();
     sink.publish(batch(1..=50)).await.unwrap();
-    tansu.restart().await.unwrap(); // SIGKILL, then start on the same storage
+    kafka.restart(1).await.unwrap(); // SIGKILL, then start on the same storage
     sink.publish(batch(51..=100)).await.unwrap();
     let records = read_all(&s, 500);
     assert_eq!(

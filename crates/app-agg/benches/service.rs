@@ -1,5 +1,5 @@
 //! app-agg end to end: the real binary consumes a raw topic (`BENCH_INSTRUMENTS`, default 10k,
-//! `BENCH_TRADES` trades, default 10 M) on the mock cluster (or Tansu with TEST_BROKER=tansu),
+//! `BENCH_TRADES` trades, default 10 M) on the mock cluster (or Apache Kafka with TEST_BROKER=kafka),
 //! aggregates and commits. Prints trades/s and the process's resident memory as it goes.
 #![allow(
     clippy::unwrap_used,

@@ -1,8 +1,9 @@
 //! `just demo`: the whole pipeline on one machine without Docker or internet.
 //!
-//! Starts the stand-ins (Tansu if installed, else librdkafka's mock cluster; the Schema Registry
-//! stand-in; a simulated Deribit market), runs app-raw and app-agg as separate processes with
-//! 10 s windows, and shows the aggregates as they arrive until Ctrl-C.
+//! Starts the stand-ins (Apache Kafka if `just kafka` fetched it, else librdkafka's mock
+//! cluster; the Schema Registry stand-in; a simulated Deribit market), runs app-raw and app-agg
+//! as separate processes with 10 s windows (one Kafka transaction per commit cycle on Apache
+//! Kafka), and shows the aggregates as they arrive until Ctrl-C.
 //!
 //! * `--live`: app-raw subscribes to the real Deribit instead of the simulation.
 //! * `--stack`: start only the stand-ins (and the simulated market) and print the `export` lines
@@ -24,7 +25,7 @@ use domain::Aggregate;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, Tansu, TestBroker};
+use testkit::{FakeDeribit, FakeInstrument, KafkaCluster, SchemaRegistryStub, TestBroker};
 
 const RAW: &str = "deribit.trades";
 const AGG: &str = "deribit.trades.agg";
@@ -209,10 +210,12 @@ fn watch(bootstrap: &str, stop: &AtomicBool) -> anyhow::Result<()> {
 }
 
 async fn broker() -> anyhow::Result<TestBroker> {
-    match Tansu::start().await {
-        Ok(tansu) => Ok(TestBroker::Tansu(tansu)),
+    match KafkaCluster::start().await {
+        Ok(kafka) => Ok(TestBroker::Kafka(kafka)),
         Err(e) => {
-            eprintln!("Tansu unavailable ({e}); using librdkafka's in-process mock cluster.");
+            eprintln!(
+                "Apache Kafka unavailable ({e}); using librdkafka's in-process mock cluster."
+            );
             TestBroker::mock().map_err(anyhow::Error::msg)
         }
     }
@@ -255,7 +258,7 @@ async fn main() -> anyhow::Result<()> {
     let common = vec![
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
         ("SCHEMA_REGISTRY_URL", registry.url()),
-        ("AGG_TRANSACTIONS", "false".to_owned()),
+        ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
         (
             "OTEL_SDK_DISABLED",
             std::env::var("OTEL_SDK_DISABLED").unwrap_or_else(|_| "true".to_owned()),

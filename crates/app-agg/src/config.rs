@@ -56,7 +56,7 @@ pub struct AggConfig {
     /// Commit cycle period.
     #[envconfig(from = "AGG_COMMIT_INTERVAL", default = "1s")]
     pub agg_commit_interval: String,
-    /// One Kafka transaction per cycle (needs Apache Kafka; `false` for Tansu and the stand-ins).
+    /// One Kafka transaction per cycle (needs Apache Kafka; `false` for brokers without them).
     #[envconfig(from = "AGG_TRANSACTIONS", default = "true")]
     pub agg_transactions: String,
     /// `transactional.id`, stable per instance (default `app-agg-$HOSTNAME`).
@@ -192,8 +192,7 @@ impl AggConfig {
                 return Err(ConfigError {
                     variable: "AGG_TRANSACTIONS",
                     value: self.agg_transactions,
-                    accepted: "true or false (false for brokers without transactions, e.g. Tansu)"
-                        .into(),
+                    accepted: "true or false (false for brokers without transactions)".into(),
                 });
             }
         };

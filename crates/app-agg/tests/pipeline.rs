@@ -1,5 +1,5 @@
 //! FakeDeribit → app-raw → Kafka → app-agg: the aggregates topic equals `app-agg replay` run
-//! on the same trades, field for field. Mock cluster, or Tansu with `TEST_BROKER=tansu`.
+//! on the same trades, field for field. Mock cluster, or Apache Kafka with `TEST_BROKER=kafka`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
-use common::{BIN, RAW, spawn};
+use common::{BIN, RAW, spawn_instance};
 use ports::{TradeBatch, TradeSink};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
@@ -49,9 +49,9 @@ async fn two_instances_share_the_work_and_survive_one_stopping() {
     let expected = common::uninterrupted(&batches);
 
     let (a_http, b_http) = (free_http_addr(), free_http_addr());
-    let mut a = spawn(&broker, &stub, &a_http);
+    let mut a = spawn_instance(&broker, &stub, &a_http, "a");
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &a_http)).await);
-    let mut b = spawn(&broker, &stub, &b_http);
+    let mut b = spawn_instance(&broker, &stub, &b_http, "b");
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &b_http)).await);
     let shared = wait_for(Duration::from_secs(30), || {
         held_partitions(&a_http) == 2 && held_partitions(&b_http) == 2

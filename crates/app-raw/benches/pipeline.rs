@@ -1,5 +1,5 @@
 //! app-raw end to end, in process: FakeDeribit → DeribitFeed → run loop → KafkaTradeSink →
-//! broker ack (mock cluster, or Tansu with TEST_BROKER=tansu).
+//! broker ack (mock cluster, or Apache Kafka with TEST_BROKER=kafka).
 //!
 //! 1. Throughput: the fake floods `FLOOD` trades as fast as it can; trades/s until all acked.
 //! 2. Latency at 5,000 trades/s for 20 s: trade generated (its `timestamp`, which the fake sets

@@ -1,4 +1,4 @@
-//! FakeDeribit → app-raw's loop → Kafka (mock cluster, or Tansu with `TEST_BROKER=tansu`) with
+//! FakeDeribit → app-raw's loop → Kafka (mock cluster, or Apache Kafka with `TEST_BROKER=kafka`) with
 //! the registry stub: every trade once, in order, across disconnects and a restart of app-raw.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 

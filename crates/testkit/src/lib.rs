@@ -1,21 +1,25 @@
 //! Test-only fakes shared by the crates' tests. Never a dependency of a binary.
 //!
-//! * [`broker`]: [`TestBroker`]: librdkafka's mock cluster, or Tansu with `TEST_BROKER=tansu`.
+//! * [`broker`]: [`TestBroker`]: librdkafka's mock cluster, or Apache Kafka with
+//!   `TEST_BROKER=kafka`.
+//! * [`kafka`]: [`KafkaCluster`], Apache Kafka KRaft nodes from the jars `just kafka` fetched.
 //! * [`deribit`]: [`FakeDeribit`], a scriptable Deribit WebSocket API v2 on a loopback port.
 //! * [`registry`]: [`SchemaRegistryStub`], a Confluent-compatible Schema Registry stand-in.
+//! * [`otlp`]: [`OtlpCollector`], an in-process OTLP/gRPC trace collector.
+//! * [`process`]: helpers for tests that run the service binaries (ports, signals, probes).
 //! * [`wait`]: polling helpers with deadlines (no bare sleeps in tests).
-//!
-//! The OTLP collector comes with the services issue.
 
 pub mod broker;
 pub mod deribit;
+pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod registry;
 pub mod wait;
 
-pub use broker::{Tansu, TestBroker};
+pub use broker::TestBroker;
 pub use deribit::{FakeDeribit, FakeInstrument};
+pub use kafka::{KafkaCluster, KafkaOptions};
 pub use otlp::{CollectedSpan, OtlpCollector};
 pub use registry::SchemaRegistryStub;
 pub use wait::wait_for;

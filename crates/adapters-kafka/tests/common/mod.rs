@@ -1,5 +1,5 @@
-//! The stand-ins every Kafka test of this crate starts: a broker (mock cluster, or Tansu with
-//! `TEST_BROKER=tansu`) with the test's topics, and a schema registry stub.
+//! The stand-ins every Kafka test of this crate starts: a broker (mock cluster, or Apache Kafka with
+//! `TEST_BROKER=kafka`) with the test's topics, and a schema registry stub.
 #![allow(clippy::unwrap_used, dead_code)] // test helpers; each test file uses its part
 
 use std::sync::Arc;

@@ -114,14 +114,27 @@ fn sort(aggregates: &mut [Aggregate]) {
     });
 }
 
-/// Starts app-agg as configured by [`config`], on `http`.
+/// Starts app-agg as configured by [`config`], on `http`; one transaction per cycle on Apache
+/// Kafka (the mock only fakes them), as instance `0`.
 pub fn spawn(broker: &TestBroker, stub: &SchemaRegistryStub, http: &str) -> Child {
+    spawn_instance(broker, stub, http, "0")
+}
+
+/// As [`spawn`], as `instance`: a restarted instance keeps its transactional id, so its new
+/// producer aborts what the old one left open; two live instances need two.
+pub fn spawn_instance(
+    broker: &TestBroker,
+    stub: &SchemaRegistryStub,
+    http: &str,
+    instance: &str,
+) -> Child {
     Command::new(BIN)
         .env_clear()
         .envs([
             ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
             ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("AGG_TRANSACTIONS", "false".into()),
+            ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
+            ("AGG_TRANSACTIONAL_ID", format!("app-agg-test-{instance}")),
             ("AGG_WINDOW", "1s".into()),
             ("AGG_GRACE", "0s".into()),
             ("AGG_MAX_DELAY", "24h".into()),
