@@ -108,7 +108,7 @@ impl KafkaCommitter {
             .create()
             .map_err(|e| kafka("creating the producer", &e))?;
         if commit.transactional_id.is_some() {
-            // Some brokers accept InitProducerId but not EndTxn (Tansu): commit one probe
+            // Some brokers accept InitProducerId but not EndTxn (Tansu, some proxies): commit one probe
             // transaction now, so a broker without transactions fails at start, not mid-stream.
             let (p, timeout, topic) = (
                 producer.clone(),
@@ -131,7 +131,7 @@ impl KafkaCommitter {
             .map_err(|e| {
                 Error::Kafka(format!(
                     "the broker does not support Kafka transactions ({e}); brokers without them \
-                     (e.g. Tansu or the local stand-ins) need transactions turned off"
+                     (e.g. Tansu) need transactions turned off"
                 ))
             })?;
             info!("Kafka transactions initialised and verified.");

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::framing::split_frame;
 use crate::headers;
 use crate::registry::Registry;
+use crate::weather;
 
 /// Header on a dead-lettered record: why it could not be used.
 pub const DLQ_ERROR: &str = "dlq.error";
@@ -328,6 +329,7 @@ impl KafkaTradeLog {
                 self.caught_up.insert(partition);
                 Ok(())
             }
+            Err(e) if weather::needs_operator(&e) => Err(LogError::Fatal(e.to_string())),
             Err(e) => Err(LogError::Retryable(e.to_string())),
         }
     }

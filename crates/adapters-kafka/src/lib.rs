@@ -9,6 +9,7 @@
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
+//! * [`weather`]: which Kafka errors are outages to wait out and which need a person.
 //! * [`error`]: the crate's error type.
 
 pub mod avro;
@@ -20,5 +21,6 @@ pub mod framing;
 pub mod headers;
 pub mod producer;
 pub mod registry;
+pub mod weather;
 
 pub use error::{Error, Result};

@@ -46,9 +46,10 @@ impl AggProbe {
 }
 
 impl Probe for AggProbe {
-    /// Ready once the assigned partitions are restored.
+    /// Ready once the assigned partitions are restored, and while the raw topic can be read.
     fn ready(&self) -> bool {
         self.service.ready.load(Ordering::Relaxed)
+            && !self.service.log_unreachable.load(Ordering::Relaxed)
     }
 
     fn metrics(&self) -> String {
@@ -95,6 +96,11 @@ impl Probe for AggProbe {
             get(&s.aborted),
         )
         .counter(
+            "app_agg_log_outages_total",
+            "Times the raw topic became unreadable (broker down or unreachable).",
+            get(&s.log_outages),
+        )
+        .counter(
             "app_agg_dlq_records_total",
             "Records sent to the dead-letter topic.",
             get(&self.dead_lettered),
@@ -111,7 +117,7 @@ impl Probe for AggProbe {
         )
         .gauge(
             "app_agg_ready",
-            "1 once the assigned partitions are restored.",
+            "1 once the assigned partitions are restored and the raw topic can be read.",
             &[(vec![], if self.ready() { 1.0 } else { 0.0 })],
         );
         telemetry::export_stats().write_to(&mut e);

@@ -6,7 +6,8 @@
 //! a cycle: advance watermarks by wall clock where the log is caught up, drain closed windows,
 //! collect changed instrument states and per-partition markers, commit them together. If a cycle
 //! is aborted, every partition is restored and rewound to its last commit, so the cycle repeats
-//! with identical output.
+//! with identical output. A log that cannot be read (broker down) is waited out, not-ready
+//! meanwhile; only a failure that needs a person (configuration, credentials) stops the loop.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -23,6 +24,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Trace contexts linked from one commit span, at most.
 pub const MAX_LINKS: usize = 32;
+
+/// Pause between reads while the log is unreachable (librdkafka reconnects meanwhile).
+const LOG_RETRY: Duration = Duration::from_millis(500);
 
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,10 @@ pub struct ServiceMetrics {
     pub last_cycle_us: AtomicU64,
     /// Set once the assigned partitions are restored.
     pub ready: AtomicBool,
+    /// Set while the log cannot be read (broker down or unreachable); not ready meanwhile.
+    pub log_unreachable: AtomicBool,
+    /// Times the log became unreachable.
+    pub log_outages: AtomicU64,
 }
 
 struct PartitionState {
@@ -144,7 +152,14 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 biased;
                 () = &mut shutdown => break,
                 _ = ticker.tick() => self.cycle(None).await?,
-                event = self.log.next_event() => self.on_event(event?).await?,
+                event = self.log.next_event() => match event {
+                    Ok(event) => {
+                        self.log_reachable();
+                        self.on_event(event).await?;
+                    }
+                    Err(LogError::Retryable(reason)) => self.log_unreachable(&reason).await,
+                    Err(fatal) => return Err(fatal.into()),
+                },
             }
         }
         self.cycle(None).await?;
@@ -154,6 +169,24 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             "Aggregation stopped."
         );
         Ok(self.stats)
+    }
+
+    /// A broker outage is weather: say so once, report not ready, wait a little, try again.
+    async fn log_unreachable(&mut self, reason: &str) {
+        if !self.metrics.log_unreachable.swap(true, Ordering::Relaxed) {
+            self.metrics.log_outages.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                reason,
+                "Cannot read the raw topic; waiting for the broker (not ready meanwhile)."
+            );
+        }
+        tokio::time::sleep(LOG_RETRY).await;
+    }
+
+    fn log_reachable(&mut self) {
+        if self.metrics.log_unreachable.swap(false, Ordering::Relaxed) {
+            info!("Reading the raw topic again.");
+        }
     }
 
     /// Handles one log event (public so tests can drive the loop step by step).
