@@ -4,66 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::{BIN, TOPIC, dedup, generated, spawn};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_app-raw");
-const TOPIC: &str = "deribit.trades";
-const CHANNELS: &str = "trades.future.BTC.100ms,trades.option.BTC.100ms,trades.ETH-PERPETUAL.100ms";
-const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"];
-
-fn spawn(broker: &TestBroker, stub: &SchemaRegistryStub, fake: &FakeDeribit, http: &str) -> Child {
-    Command::new(BIN)
-        .env_clear()
-        .envs([
-            ("DERIBIT_URL", fake.url()),
-            ("DERIBIT_CHANNELS", CHANNELS.to_owned()),
-            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("HTTP_ADDR", http.to_owned()),
-            ("OTEL_SDK_DISABLED", "true".to_owned()),
-            ("RUST_LOG", "error".to_owned()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn generated(fake: &FakeDeribit) -> BTreeMap<String, Vec<u64>> {
-    INSTRUMENTS
-        .iter()
-        .map(|i| {
-            let seqs = fake
-                .record(i)
-                .iter()
-                .map(|t| t["trade_seq"].as_u64().unwrap())
-                .collect();
-            ((*i).to_owned(), seqs)
-        })
-        .collect()
-}
-
-/// First occurrences only, in topic order; also how many repeats were dropped.
-fn dedup(topic: &BTreeMap<String, Vec<u64>>) -> (BTreeMap<String, Vec<u64>>, usize) {
-    let mut repeats = 0;
-    let firsts = topic
-        .iter()
-        .map(|(instrument, seqs)| {
-            let mut seen = BTreeSet::new();
-            let kept: Vec<u64> = seqs.iter().copied().filter(|s| seen.insert(*s)).collect();
-            repeats += seqs.len() - kept.len();
-            (instrument.clone(), kept)
-        })
-        .collect();
-    (firsts, repeats)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_lose_no_trade_and_keep_order() {

@@ -71,6 +71,32 @@ impl TestBroker {
         }
     }
 
+    /// Takes the (first) broker down: Apache Kafka's node is killed (SIGKILL), the mock's broker
+    /// stops answering.
+    ///
+    /// # Errors
+    /// If the mock refuses.
+    pub fn take_down(&mut self) -> Result<(), String> {
+        match self {
+            TestBroker::Mock(cluster) => cluster.broker_down(1).map_err(|e| e.to_string()),
+            TestBroker::Kafka(cluster) => {
+                cluster.kill(1);
+                Ok(())
+            }
+        }
+    }
+
+    /// Brings the broker [`TestBroker::take_down`] took down back, on the same storage.
+    ///
+    /// # Errors
+    /// If it does not come back.
+    pub async fn bring_up(&mut self) -> Result<(), String> {
+        match self {
+            TestBroker::Mock(cluster) => cluster.broker_up(1).map_err(|e| e.to_string()),
+            TestBroker::Kafka(cluster) => cluster.start_node(1).await,
+        }
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap_servers(&self) -> String {
         match self {

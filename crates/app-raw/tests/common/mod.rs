@@ -1,7 +1,8 @@
 //! Helpers shared by app-raw's Kafka-facing tests.
 #![allow(clippy::unwrap_used, dead_code)] // test helpers; not every test uses every helper
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use adapters_kafka::avro::decode_trade;
@@ -10,7 +11,81 @@ use adapters_kafka::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::TestBroker;
+use testkit::{FakeDeribit, SchemaRegistryStub, TestBroker};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_app-raw");
+/// The raw topic (the service's default).
+pub const TOPIC: &str = "deribit.trades";
+/// Channels covering the fake's default market.
+pub const CHANNELS: &str =
+    "trades.future.BTC.100ms,trades.option.BTC.100ms,trades.ETH-PERPETUAL.100ms";
+/// The fake's default market.
+pub const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"];
+
+/// Starts app-raw against the stand-ins, serving probes on `http`.
+pub fn spawn(
+    broker: &TestBroker,
+    stub: &SchemaRegistryStub,
+    fake: &FakeDeribit,
+    http: &str,
+) -> Child {
+    Command::new(BIN)
+        .env_clear()
+        .envs([
+            ("DERIBIT_URL", fake.url()),
+            ("DERIBIT_CHANNELS", CHANNELS.to_owned()),
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+            ("SCHEMA_REGISTRY_URL", stub.url()),
+            ("HTTP_ADDR", http.to_owned()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
+            ),
+        ])
+        // CHILD_LOG_DIR=dir keeps each run's log there (with CHILD_LOG=info for detail).
+        .stdout(match std::env::var("CHILD_LOG_DIR") {
+            Ok(dir) => Stdio::from(
+                std::fs::File::create(format!("{dir}/app-raw-{}.log", http.replace(':', "_")))
+                    .unwrap(),
+            ),
+            Err(_) => Stdio::null(),
+        })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Every trade seq the fake generated, per instrument.
+pub fn generated(fake: &FakeDeribit) -> BTreeMap<String, Vec<u64>> {
+    INSTRUMENTS
+        .iter()
+        .map(|i| {
+            let seqs = fake
+                .record(i)
+                .iter()
+                .map(|t| t["trade_seq"].as_u64().unwrap())
+                .collect();
+            ((*i).to_owned(), seqs)
+        })
+        .collect()
+}
+
+/// First occurrences only, in topic order; also how many repeats were dropped.
+pub fn dedup(topic: &BTreeMap<String, Vec<u64>>) -> (BTreeMap<String, Vec<u64>>, usize) {
+    let mut repeats = 0;
+    let firsts = topic
+        .iter()
+        .map(|(instrument, seqs)| {
+            let mut seen = BTreeSet::new();
+            let kept: Vec<u64> = seqs.iter().copied().filter(|s| seen.insert(*s)).collect();
+            repeats += seqs.len() - kept.len();
+            (instrument.clone(), kept)
+        })
+        .collect();
+    (firsts, repeats)
+}
 
 /// Every trade in the topic, per instrument, in topic order.
 pub async fn topic_seqs(
