@@ -1,7 +1,11 @@
-//! app-agg killed with SIGKILL ten times at random moments while trades flow, and restarted:
+//! app-agg killed with SIGKILL twenty times at random moments while trades flow, and restarted:
 //! the union of its output, deduplicated by (instrument, window_start), equals an uninterrupted
 //! run, and every repeated aggregate is byte-identical. Windows close by event time only
 //! (trades an hour old, AGG_MAX_DELAY=24h), so the expected output is exact.
+//!
+//! On Apache Kafka each cycle is a transaction: a `read_committed` reader sees every aggregate
+//! exactly once, and a `read_uncommitted` reader sees more records than that (the aborted
+//! transactions of kills that landed mid-cycle), which proves the kills did.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -17,10 +21,11 @@ use ports::{TradeBatch, TradeSink};
 use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
+const KILLS: usize = 20;
 const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_ten_times_and_restart_gives_the_uninterrupted_output() {
+async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly_once() {
     let broker = TestBroker::from_env().await.unwrap();
     common::create_topics(&broker, 1).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
@@ -30,24 +35,25 @@ async fn sigkill_ten_times_and_restart_gives_the_uninterrupted_output() {
             .await
             .unwrap();
 
-    let batches = common::stream(&INSTRUMENTS, 40, 60);
+    let batches = common::stream(&INSTRUMENTS, 4 * KILLS, 60);
     let expected = common::uninterrupted(&batches);
     assert!(expected.len() > 60, "many windows: {}", expected.len());
 
-    // Trades flow while app-agg is killed and restarted.
-    let publisher = tokio::spawn(async move {
-        for batch in batches {
-            sink.publish(TradeBatch {
-                trades: batch,
+    // Trades flow while app-agg is killed and restarted; each kill comes a few ms after a
+    // batch was published, when the cycle that writes its closed windows is likely running.
+    let mut batches = batches.into_iter();
+    let mut publish = async |count: usize| {
+        for trades in batches.by_ref().take(count) {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let batch = TradeBatch {
+                trades,
                 trace: None,
-            })
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(120)).await;
+            };
+            sink.publish(batch).await.unwrap();
         }
-    });
+    };
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-    for _ in 0..10 {
+    for _ in 0..KILLS {
         let http = free_http_addr();
         let mut child = spawn(&broker, &stub, &http);
         // Killed only once it has restored its partitions and is working.
@@ -55,14 +61,15 @@ async fn sigkill_ten_times_and_restart_gives_the_uninterrupted_output() {
             wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await,
             "never ready"
         );
+        publish(3).await;
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        tokio::time::sleep(Duration::from_millis(rng % 1_200)).await;
+        tokio::time::sleep(Duration::from_millis(rng % 80)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    publisher.await.unwrap();
+    publish(usize::MAX).await;
 
     // A last run to the end.
     let mut child = spawn(&broker, &stub, &free_http_addr());
@@ -74,6 +81,22 @@ async fn sigkill_ten_times_and_restart_gives_the_uninterrupted_output() {
     eprintln!("{} aggregates, {repeats} repeated after kills", union.len());
     assert_eq!(
         union, expected,
-        "killed ten times, the output is the uninterrupted one"
+        "killed {KILLS} times, the output is the uninterrupted one"
     );
+    if !broker.is_mock() {
+        assert_eq!(
+            repeats, 0,
+            "read_committed sees each aggregate exactly once"
+        );
+        let uncommitted = common::aggregates_topic_as(&broker, "read_uncommitted");
+        eprintln!(
+            "read_uncommitted: {} records, {} of aborted transactions",
+            uncommitted.len(),
+            uncommitted.len() - records.len()
+        );
+        assert!(
+            uncommitted.len() > records.len(),
+            "some kills landed inside a transaction (aborted records visible uncommitted)"
+        );
+    }
 }

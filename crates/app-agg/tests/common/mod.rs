@@ -160,11 +160,18 @@ pub fn spawn_instance(
         .unwrap()
 }
 
-/// Every record of the aggregates topic, raw.
+/// Every record of the aggregates topic, raw, as a `read_committed` reader sees it.
 pub fn aggregates_topic(broker: &TestBroker) -> Vec<Vec<u8>> {
+    aggregates_topic_as(broker, "read_committed")
+}
+
+/// Every record of the aggregates topic, raw, at `isolation` (`read_committed` or
+/// `read_uncommitted`: the latter also sees records of aborted transactions).
+pub fn aggregates_topic_as(broker: &TestBroker, isolation: &str) -> Vec<Vec<u8>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .set("group.id", "agg-check")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .create()
         .unwrap();

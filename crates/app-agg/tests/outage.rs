@@ -1,0 +1,98 @@
+//! The broker goes down mid-stream and comes back: app-agg keeps running (not ready while it
+//! cannot read), and its output equals an uninterrupted run. With transactions on Apache Kafka
+//! (30 s down), without on the mock cluster (10 s down).
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::{BIN, RAW, spawn};
+use ports::{TradeBatch, TradeSink};
+use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+
+const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_waited_out_and_changes_no_aggregate() {
+    let mut broker = TestBroker::from_env().await.unwrap();
+    let down_for = if broker.is_mock() {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(30)
+    };
+    common::create_topics(&broker, 2).await;
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let sink =
+        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
+            .await
+            .unwrap();
+    let mut batches = common::stream(&INSTRUMENTS, 20, 60);
+    let expected = common::uninterrupted(&batches);
+    let second_half = batches.split_off(batches.len() / 2);
+    let publish = |batches: Vec<Vec<domain::Trade>>| {
+        let sink = &sink;
+        async move {
+            for trades in batches {
+                let batch = TradeBatch {
+                    trades,
+                    trace: None,
+                };
+                sink.publish(batch).await.unwrap();
+            }
+        }
+    };
+
+    let http = free_http_addr();
+    let mut child = spawn(&broker, &stub, &http);
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
+    publish(batches).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    broker.take_down().unwrap();
+    let down = Instant::now();
+    let not_ready = wait_for(down_for, || !healthcheck(BIN, &http)).await;
+    let remaining = down_for.saturating_sub(down.elapsed());
+    tokio::time::sleep(remaining).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "app-agg runs through the outage"
+    );
+    assert!(not_ready, "not ready while the broker is down");
+    broker.bring_up().await.unwrap();
+    publish(second_half).await;
+    assert!(
+        wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await,
+        "ready again once the broker is back"
+    );
+
+    let records = common::wait_for_aggregates(&broker, expected.len()).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "app-agg still runs after the outage"
+    );
+    signal(&child, "TERM");
+    assert!(
+        wait_for(Duration::from_secs(15), || child
+            .try_wait()
+            .unwrap()
+            .is_some())
+        .await,
+        "no exit within 15 s of SIGTERM"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let (union, repeats) = common::union_of(&records);
+    assert_eq!(
+        union, expected,
+        "after {down_for:?} without a broker the output is the uninterrupted one"
+    );
+    if !broker.is_mock() {
+        assert_eq!(repeats, 0, "read_committed: each aggregate once");
+    }
+}
