@@ -285,3 +285,16 @@ fn prometheus_scrapes_the_services_where_compose_runs_them() {
         .unwrap();
     assert!(volumes.starts_with("../observability/prometheus.yml:"));
 }
+
+#[test]
+fn compose_runs_the_kafka_release_the_tests_run() {
+    let compose = compose();
+    let want = format!("apache/kafka:{}", testkit::kafka::kafka_version());
+    for service in ["kafka", "kafka-init"] {
+        assert_eq!(
+            compose["services"][service]["image"].as_str(),
+            Some(want.as_str()),
+            "{service}: the broker image is the release tools/kafka/pom.xml fetches for the tests"
+        );
+    }
+}
