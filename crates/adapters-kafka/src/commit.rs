@@ -26,11 +26,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::avro::{AGGREGATE_SCHEMA_JSON, encode_aggregate};
+use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
 use crate::consumer::LogContext;
 use crate::error::{Error, Result};
 use crate::framing::start_frame;
 use crate::registry::{Registry, value_subject};
+use crate::weather;
 
 /// Changelog key of a partition's marker. Starts with NUL, which no instrument name does.
 pub const MARKER_KEY: &str = "\u{0}marker";
@@ -62,7 +64,7 @@ pub struct CommitConfig {
 
 /// The commit port over Kafka.
 pub struct KafkaCommitter {
-    producer: FutureProducer,
+    producer: FutureProducer<ClientLog>,
     consumer: Arc<StreamConsumer<LogContext>>,
     reader: ClientConfig,
     config: CommitConfig,
@@ -104,8 +106,8 @@ impl KafkaCommitter {
         if let Some(id) = &commit.transactional_id {
             producer_config.set("transactional.id", id);
         }
-        let producer: FutureProducer = producer_config
-            .create()
+        let producer: FutureProducer<ClientLog> = producer_config
+            .create_with_context(ClientLog)
             .map_err(|e| kafka("creating the producer", &e))?;
         if commit.transactional_id.is_some() {
             // Some brokers accept InitProducerId but not EndTxn (Tansu, some proxies): commit one probe
@@ -168,7 +170,7 @@ impl KafkaCommitter {
 
     async fn blocking<T: Send + 'static>(
         &self,
-        call: impl FnOnce(FutureProducer, Duration) -> std::result::Result<T, KafkaError>
+        call: impl FnOnce(FutureProducer<ClientLog>, Duration) -> std::result::Result<T, KafkaError>
         + Send
         + 'static,
     ) -> std::result::Result<T, KafkaError> {
@@ -250,6 +252,9 @@ impl KafkaCommitter {
     }
 }
 
+/// Tries of `commit_transaction` while it times out retriably (each waits the commit timeout).
+const COMMIT_ATTEMPTS: u32 = 12;
+
 /// Records of one cycle in the producer's queue at once, at most: a window boundary closes a
 /// window for every instrument, and queueing all of them (plus as many states) at once made
 /// resident memory jump by tens of MiB. Order is unaffected: the next chunk is sent after the
@@ -274,8 +279,9 @@ async fn await_all(
     Ok(())
 }
 
-impl AggregateCommitter for KafkaCommitter {
-    async fn commit(&mut self, batch: CommitBatch) -> std::result::Result<(), CommitError> {
+impl KafkaCommitter {
+    /// One cycle, as [`AggregateCommitter::commit`] describes it (errors not yet classified).
+    async fn commit_cycle(&mut self, batch: CommitBatch) -> std::result::Result<(), CommitError> {
         if batch.aggregates.is_empty() && batch.states.is_empty() && batch.markers.is_empty() {
             return Ok(());
         }
@@ -317,7 +323,19 @@ impl AggregateCommitter for KafkaCommitter {
         let result = self
             .blocking(move |p, t| {
                 p.send_offsets_to_transaction(&offsets, &metadata, t)?;
-                p.commit_transaction(t)
+                // A commit that timed out (broker unreachable) may still land: librdkafka
+                // asks for the same call again, not an abort.
+                let mut attempts = 1;
+                loop {
+                    match p.commit_transaction(t) {
+                        Err(KafkaError::Transaction(e))
+                            if e.is_retriable() && attempts < COMMIT_ATTEMPTS =>
+                        {
+                            attempts += 1;
+                        }
+                        other => return other,
+                    }
+                }
             })
             .await;
         if let Err(e) = result {
@@ -328,6 +346,23 @@ impl AggregateCommitter for KafkaCommitter {
             return Err(error);
         }
         Ok(())
+    }
+
+    /// A fatal producer error is the truth behind whatever a call returned: fenced (another
+    /// instance took the transactional id over) or fatal, never a cycle to retry.
+    fn behind(&self, error: CommitError) -> CommitError {
+        match self.producer.client().fatal_error() {
+            Some((code, reason)) if weather::is_fencing(code) => CommitError::Fenced(reason),
+            Some((code, reason)) => CommitError::Fatal(format!("{code:?}: {reason}")),
+            None => error,
+        }
+    }
+}
+
+impl AggregateCommitter for KafkaCommitter {
+    async fn commit(&mut self, batch: CommitBatch) -> std::result::Result<(), CommitError> {
+        let outcome = self.commit_cycle(batch).await;
+        outcome.map_err(|e| self.behind(e))
     }
 
     async fn restore(

@@ -14,14 +14,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ports::{LogError, LogEvent, LoggedTrade, Partition, TradeLog};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::avro::{decode_foreign_trade, decode_own_trade, is_own_trade_schema};
+use crate::client_log::{self, ClientLog};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::split_frame;
@@ -69,12 +71,15 @@ pub struct LogContext {
 }
 
 impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log::forward(level, facility, message);
+    }
+
+    // Errors reach `next_event` as well, where the service logs them once per outage.
     fn error(&self, error: KafkaError, reason: &str) {
-        // Reaching the end of a partition is how `caught_up` learns it, not an error.
-        if is_partition_eof(&error) {
-            return;
+        if !is_partition_eof(&error) {
+            debug!(error = %error, reason, "librdkafka error callback.");
         }
-        warn!(error = %error, reason, "librdkafka reported an error.");
     }
 }
 
@@ -91,9 +96,14 @@ pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
 pub(crate) struct EofAwareContext;
 
 impl ClientContext for EofAwareContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        client_log::forward(level, facility, message);
+    }
+
+    // The reader's calls return their errors too; the caller logs them with context.
     fn error(&self, error: KafkaError, reason: &str) {
         if !is_partition_eof(&error) {
-            warn!(error = %error, reason, "librdkafka reported an error.");
+            debug!(error = %error, reason, "librdkafka error callback.");
         }
     }
 }
@@ -140,7 +150,7 @@ pub struct KafkaTradeLog {
     consumer: Arc<StreamConsumer<LogContext>>,
     events: Arc<RebalanceEvents>,
     registry: Arc<Registry>,
-    dlq: FutureProducer,
+    dlq: FutureProducer<ClientLog>,
     topic: String,
     dlq_topic: String,
     caught_up: HashSet<Partition>,
@@ -198,9 +208,9 @@ impl KafkaTradeLog {
         consumer
             .subscribe(&[&log.topic])
             .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", log.topic)))?;
-        let dlq: FutureProducer = config
+        let dlq: FutureProducer<ClientLog> = config
             .producer()
-            .create()
+            .create_with_context(ClientLog)
             .map_err(|e| Error::Kafka(format!("creating the DLQ producer: {e}")))?;
         Ok(KafkaTradeLog {
             consumer: Arc::new(consumer),

@@ -3,6 +3,7 @@
 //! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`client_log`]: librdkafka's own reports into the logs, once each.
 //! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
@@ -13,6 +14,7 @@
 //! * [`error`]: the crate's error type.
 
 pub mod avro;
+pub mod client_log;
 pub mod commit;
 pub mod config;
 pub mod consumer;

@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::avro::{TRADE_SCHEMA_JSON, decode_trade, encode_trade};
+use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::{split_frame, start_frame};
@@ -32,7 +33,7 @@ pub const DEFAULT_LOOKBACK: i64 = 50_000;
 
 /// The raw-topic producer.
 pub struct KafkaTradeSink {
-    producer: FutureProducer,
+    producer: FutureProducer<ClientLog>,
     reader: ClientConfig,
     registry: Arc<Registry>,
     topic: String,
@@ -64,13 +65,13 @@ impl KafkaTradeSink {
         let schema_id = registry
             .register(&value_subject(topic), TRADE_SCHEMA_JSON)
             .await?;
-        let producer: FutureProducer = config
+        let producer: FutureProducer<ClientLog> = config
             .producer()
             // Many records are in flight at once: a failure that could leave a hole before
             // later, acknowledged trades must stop the producer instead (a restart resumes from
             // the topic's tail and refetches from Deribit), never skip a trade silently.
             .set("enable.gapless.guarantee", "true")
-            .create()
+            .create_with_context(ClientLog)
             .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
         Ok(KafkaTradeSink {
             producer,

@@ -34,6 +34,16 @@ pub fn code_needs_operator(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Whether `code` says another producer with our transactional id took over.
+pub fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,10 +21,10 @@ use app_agg::config::{AggConfig, Settings};
 use app_agg::duration::parse_millis;
 use app_agg::probe::AggProbe;
 use app_agg::replay::{ReplayError, replay};
-use app_agg::service::Service;
+use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
 use domain::{AggregatorConfig, WindowSize};
-use ports::SystemClock;
+use ports::{CommitError, SystemClock};
 
 /// Windowed trade aggregates (OHLC, volume, VWAP, EWMA) per instrument.
 #[derive(Debug, Parser)]
@@ -91,7 +91,27 @@ fn main() -> ExitCode {
 }
 
 fn serve_from_env() -> ExitCode {
-    telemetry::service::run_service("app-agg", AggConfig::settings_from_env(), serve)
+    telemetry::service::run_service_with(
+        "app-agg",
+        AggConfig::settings_from_env(),
+        serve,
+        exit_code,
+    )
+}
+
+/// Fenced (another instance took over) exits with its own code; any other failure with 1.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    let fenced = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ServiceError>(),
+            Some(ServiceError::Commit(CommitError::Fenced(_)))
+        )
+    });
+    if fenced {
+        telemetry::service::EXIT_FENCED
+    } else {
+        1
+    }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -33,10 +33,10 @@ const LOG_RETRY: Duration = Duration::from_millis(500);
 pub enum ServiceError {
     /// The log failed for good.
     #[error("reading trades: {0}")]
-    Log(#[from] LogError),
+    Log(LogError),
     /// Committing failed for good (fenced, misconfigured).
     #[error("committing: {0}")]
-    Commit(#[from] CommitError),
+    Commit(CommitError),
     /// A restored state does not fit the configuration (window or half-lives changed).
     #[error("restoring partition {partition}: {reason}")]
     Restore {
@@ -45,6 +45,20 @@ pub enum ServiceError {
         /// Why.
         reason: String,
     },
+}
+
+// By hand, not `#[from]`: that would also make the cause a `source`, and `{:#}` would print it
+// twice.
+impl From<LogError> for ServiceError {
+    fn from(e: LogError) -> Self {
+        ServiceError::Log(e)
+    }
+}
+
+impl From<CommitError> for ServiceError {
+    fn from(e: CommitError) -> Self {
+        ServiceError::Commit(e)
+    }
 }
 
 /// Counters of the service.

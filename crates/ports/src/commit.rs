@@ -47,9 +47,13 @@ pub enum CommitError {
     /// caller restores state and rewinds to the last commit.
     #[error("commit aborted, rewind to the last commit: {0}")]
     Aborted(String),
-    /// The committer cannot go on (fenced, misconfigured); the process should restart.
+    /// The committer cannot go on (misconfigured, broker refused); the process should restart.
     #[error("commit failed fatally: {0}")]
     Fatal(String),
+    /// Another instance with the same transactional id took over (it fenced this one): this
+    /// instance must stop, and restarting it would only fence the other.
+    #[error("fenced: another instance with this transactional id took over ({0})")]
+    Fenced(String),
 }
 
 /// Makes aggregator output and state durable.

@@ -329,7 +329,14 @@ pub fn init(
             )
     });
     let (text, json) = match config.log_format {
-        LogFormat::Text => (Some(tracing_subscriber::fmt::layer()), None),
+        // Colour only for a person at a terminal: files and pipes get plain lines.
+        LogFormat::Text => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
+            ),
+            None,
+        ),
         LogFormat::Json => (
             None,
             Some(tracing_subscriber::fmt::layer().event_format(JsonLines)),

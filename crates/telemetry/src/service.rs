@@ -10,6 +10,10 @@ use crate::{TelemetryConfig, init};
 /// Exit code for configuration the service refuses (the one line on stderr says why).
 pub const EXIT_BAD_CONFIG: u8 = 2;
 
+/// Exit code for an instance another one took over (Kafka fenced its transactional producer):
+/// restarting it as it is would only fence the other, so supervisors should tell it apart.
+pub const EXIT_FENCED: u8 = 3;
+
 /// Runs `serve(settings)` as a service: the settings and the telemetry variables validated
 /// first (one line and exit code 2 if not), a multi-threaded runtime (the OTLP exporter must
 /// never wait on a blocked lone worker), telemetry installed inside it, spans flushed at the end
@@ -18,6 +22,22 @@ pub fn run_service<S, E, F, Fut, R>(
     service: &'static str,
     settings: Result<S, E>,
     serve: F,
+) -> ExitCode
+where
+    E: Display,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = Result<(), R>>,
+    R: Display,
+{
+    run_service_with(service, settings, serve, |_| 1)
+}
+
+/// As [`run_service`], with the exit code for an error of `serve` chosen by `exit_code`.
+pub fn run_service_with<S, E, F, Fut, R>(
+    service: &'static str,
+    settings: Result<S, E>,
+    serve: F,
+    exit_code: impl FnOnce(&R) -> u8,
 ) -> ExitCode
 where
     E: Display,
@@ -62,10 +82,9 @@ where
         let _runtime = runtime.enter();
         telemetry.shutdown();
     }
-    if outcome.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    match &outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => ExitCode::from(exit_code(reason)),
     }
 }
 

@@ -128,36 +128,46 @@ pub fn spawn_instance(
     http: &str,
     instance: &str,
 ) -> Child {
-    Command::new(BIN)
-        .env_clear()
-        .envs([
-            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
-            ("AGG_TRANSACTIONAL_ID", format!("app-agg-test-{instance}")),
-            ("AGG_WINDOW", "1s".into()),
-            ("AGG_GRACE", "0s".into()),
-            ("AGG_MAX_DELAY", "24h".into()),
-            ("AGG_HALFLIVES", "2s,30s".into()),
-            ("AGG_COMMIT_INTERVAL", "50ms".into()),
-            ("KAFKA_SESSION_TIMEOUT", "3s".into()),
-            ("HTTP_ADDR", http.to_owned()),
-            (
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
-            ),
-            ("OTEL_SDK_DISABLED", "true".into()),
-        ])
-        .stdout(match std::env::var("CHILD_LOG_DIR") {
-            Ok(dir) => Stdio::from(
-                std::fs::File::create(format!("{dir}/app-agg-{}.log", http.replace(':', "_")))
-                    .unwrap(),
-            ),
-            Err(_) => Stdio::null(),
-        })
+    let stdout = match std::env::var("CHILD_LOG_DIR") {
+        Ok(dir) => Stdio::from(
+            std::fs::File::create(format!("{dir}/app-agg-{}.log", http.replace(':', "_"))).unwrap(),
+        ),
+        Err(_) => Stdio::null(),
+    };
+    command(broker, stub, http, instance)
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// The command [`spawn_instance`] runs, output not yet directed.
+pub fn command(
+    broker: &TestBroker,
+    stub: &SchemaRegistryStub,
+    http: &str,
+    instance: &str,
+) -> Command {
+    let mut command = Command::new(BIN);
+    command.env_clear().envs([
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("SCHEMA_REGISTRY_URL", stub.url()),
+        ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
+        ("AGG_TRANSACTIONAL_ID", format!("app-agg-test-{instance}")),
+        ("AGG_WINDOW", "1s".into()),
+        ("AGG_GRACE", "0s".into()),
+        ("AGG_MAX_DELAY", "24h".into()),
+        ("AGG_HALFLIVES", "2s,30s".into()),
+        ("AGG_COMMIT_INTERVAL", "50ms".into()),
+        ("KAFKA_SESSION_TIMEOUT", "3s".into()),
+        ("HTTP_ADDR", http.to_owned()),
+        (
+            "RUST_LOG",
+            std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
+        ),
+        ("OTEL_SDK_DISABLED", "true".into()),
+    ]);
+    command
 }
 
 /// Every record of the aggregates topic, raw, as a `read_committed` reader sees it.

@@ -1,0 +1,96 @@
+//! A zombie is fenced: instance A is frozen (SIGSTOP) right after trades arrive, a replacement B
+//! with the same transactional id starts and takes A's partitions over, then A is resumed. Kafka
+//! has fenced A's producer: A exits with its own code and one ERROR line saying so, and a
+//! `read_committed` reader sees every aggregate exactly once, equal to an uninterrupted run.
+//! Apache Kafka only: the mock cluster never fences.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::{BIN, RAW, spawn_instance};
+use ports::{TradeBatch, TradeSink};
+use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+
+const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
+/// telemetry::service::EXIT_FENCED, as a supervisor sees it.
+const EXIT_FENCED: i32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
+    let broker = TestBroker::from_env().await.unwrap();
+    if broker.is_mock() {
+        eprintln!("skipped: the mock cluster never fences; this runs on Apache Kafka");
+        return;
+    }
+    common::create_topics(&broker, 2).await;
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let sink =
+        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
+            .await
+            .unwrap();
+    let batches = common::stream(&INSTRUMENTS, 30, 60);
+    let expected = common::uninterrupted(&batches);
+    let mut batches = batches.into_iter();
+    let mut publish = async |count: usize| {
+        for trades in batches.by_ref().take(count) {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let batch = TradeBatch {
+                trades,
+                trace: None,
+            };
+            sink.publish(batch).await.unwrap();
+        }
+    };
+
+    let log_dir = tempfile::tempdir().unwrap();
+    let a_log = log_dir.path().join("a.log");
+    let a_http = free_http_addr();
+    let mut a = common::command(&broker, &stub, &a_http, "z")
+        .stdout(Stdio::from(std::fs::File::create(&a_log).unwrap()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &a_http)).await);
+    publish(10).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    signal(&a, "STOP");
+
+    // The replacement fences A's producer as it starts, and gets A's partitions once A's
+    // session has expired.
+    let b_http = free_http_addr();
+    let mut b = spawn_instance(&broker, &stub, &b_http, "z");
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &b_http)).await);
+    publish(10).await;
+
+    signal(&a, "CONT");
+    let fenced = wait_for(Duration::from_secs(60), || a.try_wait().unwrap().is_some()).await;
+    publish(usize::MAX).await;
+    let records = common::wait_for_aggregates(&broker, expected.len()).await;
+    signal(&b, "TERM");
+    assert_eq!(b.wait().unwrap().code(), Some(0), "B stops cleanly");
+    if !fenced {
+        let _ = a.kill();
+    }
+    let log = std::fs::read_to_string(&a_log).unwrap();
+    assert!(
+        fenced,
+        "the resumed zombie stops by itself; its log:\n{log}"
+    );
+    assert_eq!(a.wait().unwrap().code(), Some(EXIT_FENCED), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "one ERROR line: {errors:#?}");
+    assert!(errors[0].contains("fenced"), "{}", errors[0]);
+
+    let (union, repeats) = common::union_of(&records);
+    assert_eq!(union, expected, "no aggregate lost or changed");
+    assert_eq!(repeats, 0, "read_committed: nothing committed twice");
+}
