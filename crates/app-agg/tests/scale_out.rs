@@ -1,6 +1,7 @@
 //! Two app-agg instances in one consumer group share the partitions; one is stopped mid-run and
-//! the other takes its partitions over from the changelog: the output is still complete, and any
-//! aggregate written twice is byte-identical.
+//! the other takes its partitions over from the changelog; then a new instance joins and takes
+//! half back (2 → 1 → 2): the output is still complete, any aggregate written twice is
+//! byte-identical, and on Apache Kafka (one transaction per cycle) none is written twice.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -36,7 +37,7 @@ fn held_partitions(http: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_the_work_and_survive_one_stopping() {
+async fn instances_share_the_work_through_two_to_one_to_two() {
     let broker = TestBroker::from_env().await.unwrap();
     common::create_topics(&broker, 4).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
@@ -64,36 +65,44 @@ async fn two_instances_share_the_work_and_survive_one_stopping() {
         held_partitions(&b_http)
     );
 
-    let half = batches.len() / 2;
+    let third = batches.len() / 3;
     let mut batches = batches.into_iter();
-    for batch in batches.by_ref().take(half) {
-        sink.publish(TradeBatch {
-            trades: batch,
-            trace: None,
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
+    let mut publish = async |count: usize| {
+        for trades in batches.by_ref().take(count) {
+            let batch = TradeBatch {
+                trades,
+                trace: None,
+            };
+            sink.publish(batch).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    };
+    publish(third).await;
     // B stops (SIGTERM: it finishes its cycle and leaves the group); A takes everything over.
     signal(&b, "TERM");
     assert_eq!(b.wait().unwrap().code(), Some(0));
-    for batch in batches {
-        sink.publish(TradeBatch {
-            trades: batch,
-            trace: None,
-        })
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
-    }
+    publish(third).await;
     assert!(
         wait_for(Duration::from_secs(30), || held_partitions(&a_http) == 4).await,
         "the survivor holds every partition"
     );
+    // A new instance joins (B's transactional id again, as a restarted B would) and takes half.
+    let c_http = free_http_addr();
+    let mut c = spawn_instance(&broker, &stub, &c_http, "b");
+    publish(usize::MAX).await;
+    assert!(
+        wait_for(Duration::from_secs(30), || held_partitions(&a_http) == 2
+            && held_partitions(&c_http) == 2)
+        .await,
+        "split 2/2 again: a {}, c {}",
+        held_partitions(&a_http),
+        held_partitions(&c_http)
+    );
     let records = common::wait_for_aggregates(&broker, expected.len()).await;
-    signal(&a, "TERM");
-    assert_eq!(a.wait().unwrap().code(), Some(0));
+    for instance in [&mut a, &mut c] {
+        signal(instance, "TERM");
+        assert_eq!(instance.wait().unwrap().code(), Some(0));
+    }
 
     let (union, repeats) = common::union_of(&records);
     eprintln!(
@@ -113,5 +122,8 @@ async fn two_instances_share_the_work_and_survive_one_stopping() {
             expected.len(),
             union.len()
         );
+    }
+    if !broker.is_mock() {
+        assert_eq!(repeats, 0, "read_committed: each aggregate once");
     }
 }
