@@ -1,0 +1,134 @@
+//! Three Apache Kafka brokers, the raw topic with three replicas and `min.insync.replicas=2`:
+//! the leader of the busiest partition is killed (SIGKILL) while the market trades and started
+//! again later. app-raw keeps running and the raw topic holds every trade once, in order.
+//! Apache Kafka only: the mock cluster has no replication to fail over.
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use common::{BIN, TOPIC, generated, spawn};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::{
+    FakeDeribit, FakeInstrument, KafkaCluster, KafkaOptions, SchemaRegistryStub, TestBroker,
+    wait_for,
+};
+
+/// (partition, leader node id, high watermark) of every partition of `topic`; asked again while
+/// the client happens to ask the dead node.
+fn partitions(bootstrap: &str, topic: &str) -> Vec<(i32, i32, i64)> {
+    let ask = || -> Result<Vec<(i32, i32, i64)>, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5))?;
+                Ok((p.id(), p.leader(), high))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match ask() {
+            Ok(partitions) => return partitions,
+            Err(e) if Instant::now() < deadline => eprintln!("metadata, again: {e}"),
+            Err(e) => panic!("metadata of {topic}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_partition_leader_loses_and_duplicates_nothing() {
+    if TestBroker::from_env().await.unwrap().is_mock() {
+        eprintln!("skipped: the mock cluster has no replication; this runs on Apache Kafka");
+        return;
+    }
+    let mut broker = TestBroker::Kafka(
+        KafkaCluster::start_nodes(3, KafkaOptions::default())
+            .await
+            .unwrap(),
+    );
+    broker
+        .create_topic_with(TOPIC, 3, 3, &[("min.insync.replicas", "2")])
+        .await
+        .unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let fake = FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap();
+    fake.send_test_requests_every(Duration::from_millis(300));
+    let market = async |rounds: usize| {
+        for _ in 0..rounds {
+            fake.trade_all(1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    let http = free_http_addr();
+    let mut child = spawn(&broker, &stub, &fake, &http);
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
+    market(40).await;
+
+    let bootstrap = broker.bootstrap_servers();
+    let (partition, leader, _) = partitions(&bootstrap, TOPIC)
+        .into_iter()
+        .max_by_key(|&(_, _, high)| high)
+        .unwrap();
+    eprintln!("killing node {leader}, leader of busy partition {partition}");
+    let kafka = broker.kafka_mut().unwrap();
+    kafka.kill(usize::try_from(leader).unwrap());
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(10) {
+        market(1).await;
+    }
+    let new_leader = partitions(&bootstrap, TOPIC)
+        .into_iter()
+        .find(|&(p, _, _)| p == partition)
+        .map(|(_, l, _)| l);
+    assert_ne!(new_leader, Some(leader), "another replica leads");
+    kafka
+        .start_node(usize::try_from(leader).unwrap())
+        .await
+        .unwrap();
+    market(40).await;
+
+    let want = generated(&fake);
+    let total: usize = want.values().map(Vec::len).sum();
+    let mut got = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        got = common::topic_seqs(&broker, &registry, TOPIC, 3, total).await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "app-raw runs through the failover"
+    );
+    signal(&child, "TERM");
+    assert!(
+        wait_for(Duration::from_secs(15), || child
+            .try_wait()
+            .unwrap()
+            .is_some())
+        .await,
+        "no exit within 15 s of SIGTERM"
+    );
+    assert_eq!(
+        got, want,
+        "every trade once, in order per instrument, across the leader's death"
+    );
+    eprintln!("{total} trades across a leader failover");
+}
