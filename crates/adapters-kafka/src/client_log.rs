@@ -4,16 +4,43 @@
 //! error that matters also reaches the caller of the failed call, which logs it with context
 //! (a broker outage once per outage, fencing as the service's one ERROR line). So its log lines
 //! pass through capped at WARN, the error callback is debug, and the one configuration warning
-//! we cause on purpose (`enable.gapless.guarantee` is "experimental") is debug too.
+//! we cause on purpose (`enable.gapless.guarantee` is "experimental") is debug too. The last
+//! refusal that needs a person (failed login, TLS handshake) is kept, so a caller waiting for
+//! the broker can stop at once with the broker's reason instead of timing out.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use tracing::{debug, info, warn};
 
+use crate::weather;
+
 /// Client context for our producers: librdkafka's reports as described above.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientLog;
+#[derive(Debug, Clone, Default)]
+pub struct ClientLog {
+    refusal: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientLog {
+    /// The last error librdkafka reported, whatever it was (e.g. a failed TLS handshake).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The last error that needs a person (e.g. `Authentication failed …`), if any.
+    pub fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
 
 impl ClientContext for ClientLog {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -22,6 +49,13 @@ impl ClientContext for ClientLog {
 
     fn error(&self, error: KafkaError, reason: &str) {
         debug!(target: "librdkafka", error = %error, reason, "librdkafka error callback.");
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+        if weather::needs_operator(&error) {
+            *self.refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.to_owned());
+        }
     }
 }
 

@@ -107,7 +107,7 @@ impl KafkaCommitter {
             producer_config.set("transactional.id", id);
         }
         let producer: FutureProducer<ClientLog> = producer_config
-            .create_with_context(ClientLog)
+            .create_with_context(ClientLog::default())
             .map_err(|e| kafka("creating the producer", &e))?;
         if commit.transactional_id.is_some() {
             // Some brokers accept InitProducerId but not EndTxn (Tansu, some proxies): commit one probe

@@ -210,7 +210,7 @@ impl KafkaTradeLog {
             .map_err(|e| Error::Kafka(format!("subscribing to {}: {e}", log.topic)))?;
         let dlq: FutureProducer<ClientLog> = config
             .producer()
-            .create_with_context(ClientLog)
+            .create_with_context(ClientLog::default())
             .map_err(|e| Error::Kafka(format!("creating the DLQ producer: {e}")))?;
         Ok(KafkaTradeLog {
             consumer: Arc::new(consumer),

@@ -34,6 +34,8 @@ pub const DEFAULT_LOOKBACK: i64 = 50_000;
 /// The raw-topic producer.
 pub struct KafkaTradeSink {
     producer: FutureProducer<ClientLog>,
+    /// The producer's context, to read refusals (e.g. a failed login) while waiting.
+    client_log: ClientLog,
     reader: ClientConfig,
     registry: Arc<Registry>,
     topic: String,
@@ -65,23 +67,71 @@ impl KafkaTradeSink {
         let schema_id = registry
             .register(&value_subject(topic), TRADE_SCHEMA_JSON)
             .await?;
+        let client_log = ClientLog::default();
         let producer: FutureProducer<ClientLog> = config
             .producer()
             // Many records are in flight at once: a failure that could leave a hole before
             // later, acknowledged trades must stop the producer instead (a restart resumes from
             // the topic's tail and refetches from Deribit), never skip a trade silently.
             .set("enable.gapless.guarantee", "true")
-            .create_with_context(ClientLog)
+            .create_with_context(client_log.clone())
             .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
-        Ok(KafkaTradeSink {
+        let sink = KafkaTradeSink {
             producer,
+            client_log,
             reader: config.reader(),
             registry,
             topic: topic.to_owned(),
             schema_id,
             lookback: DEFAULT_LOOKBACK,
             timeout: Duration::from_secs(30),
-        })
+        };
+        sink.await_topic().await?;
+        Ok(sink)
+    }
+
+    /// Waits until a broker describes the topic: a refused login or TLS handshake, or a topic
+    /// that does not exist, fails at once with the broker's reason; silence fails after the
+    /// timeout.
+    async fn await_topic(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            let (producer, topic) = (self.producer.clone(), self.topic.clone());
+            let described = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(1))
+            })
+            .await
+            .map_err(|e| Error::Kafka(format!("metadata task: {e}")))?;
+            match described {
+                Ok(metadata) => {
+                    let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
+                    return match topic {
+                        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                        _ => Err(Error::Kafka(format!(
+                            "topic {} does not exist; create it (see README, Topics)",
+                            self.topic
+                        ))),
+                    };
+                }
+                Err(e) => {
+                    if let Some(reason) = self.client_log.refusal() {
+                        return Err(Error::Kafka(format!("the broker refused us: {reason}")));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        let last = self
+                            .client_log
+                            .last_error()
+                            .unwrap_or_else(|| e.to_string());
+                        return Err(Error::Kafka(format!(
+                            "no broker answered within {:?}; last error: {last}",
+                            self.timeout
+                        )));
+                    }
+                }
+            }
+        }
     }
 
     /// The registry id of the schema records are written with.

@@ -84,8 +84,8 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
     /// A second client listener, e.g. `SASL_SSL`; see [`ExtraListener`].
     pub extra_listener: Option<ExtraListener>,
-    /// Commands run once against the formatted storage before the first start, as
-    /// `kafka-storage format --add-scram` arguments (e.g. `SCRAM-SHA-256=[name=u,password=p]`).
+    /// SCRAM users created when the storage is formatted, as `kafka-storage format --add-scram`
+    /// arguments (see [`crate::tls::scram_user`]).
     pub scram_users: Vec<String>,
 }
 

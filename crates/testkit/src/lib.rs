@@ -7,6 +7,7 @@
 //! * [`registry`]: [`SchemaRegistryStub`], a Confluent-compatible Schema Registry stand-in.
 //! * [`otlp`]: [`OtlpCollector`], an in-process OTLP/gRPC trace collector.
 //! * [`process`]: helpers for tests that run the service binaries (ports, signals, probes).
+//! * [`tls`]: [`tls::TestTls`], a throw-away CA and broker certificate for TLS listeners.
 //! * [`wait`]: polling helpers with deadlines (no bare sleeps in tests).
 
 pub mod broker;
@@ -15,6 +16,7 @@ pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod registry;
+pub mod tls;
 pub mod wait;
 
 pub use broker::TestBroker;
