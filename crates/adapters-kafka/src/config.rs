@@ -80,6 +80,36 @@ impl KafkaConfig {
     }
 }
 
+/// SASL mechanisms this build of librdkafka has (GSSAPI would need Cyrus SASL).
+pub const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+
+impl KafkaConfig {
+    /// Checks every client setting with librdkafka itself, connecting to nothing: an unknown
+    /// property, a value it refuses, or a feature this build lacks is an error naming it.
+    ///
+    /// # Errors
+    /// The reason, e.g. `Invalid value "brotli" for configuration property "compression.codec"`.
+    pub fn validate(&self) -> Result<(), String> {
+        for key in ["sasl.mechanism", "sasl.mechanisms"] {
+            if let Some(mechanism) = self.properties.get(key)
+                && !SASL_MECHANISMS.contains(&mechanism.to_ascii_uppercase().as_str())
+            {
+                return Err(format!(
+                    "{key}={mechanism}: this build has SASL {}; {} is not built in",
+                    SASL_MECHANISMS.join(", "),
+                    mechanism.to_ascii_uppercase()
+                ));
+            }
+        }
+        for (client, config) in [("producer", self.producer()), ("reader", self.reader())] {
+            config
+                .create_native_config()
+                .map_err(|e| format!("{client} settings: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether a property's value must not be shown.
 pub fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -111,6 +141,33 @@ impl fmt::Debug for KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_this_build_cannot_do_is_refused_with_the_property() {
+        let with = |key: &str, value: &str| {
+            let mut config = KafkaConfig::new("k:9092");
+            config.properties.insert(key.into(), value.into());
+            config.validate()
+        };
+        assert_eq!(with("security.protocol", "SASL_SSL"), Ok(()));
+        assert_eq!(with("sasl.mechanism", "SCRAM-SHA-512"), Ok(()));
+        assert_eq!(with("compression.type", "zstd"), Ok(()));
+        let refused = [
+            ("sasl.mechanism", "GSSAPI", "GSSAPI"),
+            ("sasl.mechanisms", "gssapi", "GSSAPI"),
+            ("compression.type", "brotli", "brotli"),
+            ("no.such.property", "1", "no.such.property"),
+            (
+                "sasl.oauthbearer.method",
+                "oidc",
+                "not supported in this build",
+            ),
+        ];
+        for (key, value, says) in refused {
+            let error = with(key, value).unwrap_err();
+            assert!(error.contains(says), "{key}={value}: {error}");
+        }
+    }
 
     #[test]
     fn env_properties_pass_through_and_secrets_stay_hidden() {

@@ -149,6 +149,11 @@ impl AggConfig {
             "host:port[,host:port…]",
         )?;
         let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
+        kafka.validate().map_err(|reason| ConfigError {
+            variable: "KAFKA_PROPERTY_*",
+            value: String::new(),
+            accepted: reason,
+        })?;
         let url = non_empty(
             "SCHEMA_REGISTRY_URL",
             &self.schema_registry_url,

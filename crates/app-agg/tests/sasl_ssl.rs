@@ -1,7 +1,8 @@
 //! The whole pipeline over a `SASL_SSL` listener (TLS with a CA the test made, SCRAM-SHA-256
-//! logins) on Apache Kafka, both services configured only through `KAFKA_PROPERTY_*`: every
-//! trade reaches the raw topic and aggregates come out. A wrong password stops app-raw at start
-//! with a line that says so, instead of hanging. Apache Kafka only.
+//! logins) on Apache Kafka, both services configured only through `KAFKA_PROPERTY_*`, app-raw
+//! compressing with zstd: every trade reaches the raw topic and aggregates come out. A wrong
+//! password stops app-raw at start with a line that says so, instead of hanging. Apache Kafka
+//! only.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -40,12 +41,13 @@ fn secure_env(bootstrap: &str, tls: &TestTls, password: &str) -> Vec<(String, St
 }
 
 fn raw_command(
+    binary: &std::path::Path,
     broker_env: &[(String, String)],
     stub: &SchemaRegistryStub,
     fake: &FakeDeribit,
     http: &str,
 ) -> Command {
-    let mut command = Command::new(sibling_binary(AGG_BIN, "app-raw"));
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .envs(broker_env.iter().map(|(k, v)| (k, v)))
@@ -54,6 +56,8 @@ fn raw_command(
             ("DERIBIT_URL", fake.url()),
             ("DERIBIT_CHANNELS", "trades.future.BTC.100ms".to_owned()),
             ("HTTP_ADDR", http.to_owned()),
+            // zstd is built in too: the broker must accept what it compresses.
+            ("KAFKA_COMPRESSION", "zstd".to_owned()),
             ("OTEL_SDK_DISABLED", "true".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ]);
@@ -88,8 +92,10 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
     fake.send_test_requests_every(Duration::from_millis(300));
 
     // A wrong password: a clear start-up error, not a hang.
+    let raw_bin = sibling_binary(AGG_BIN, "app-raw");
     let started = Instant::now();
     let refused = raw_command(
+        &raw_bin,
         &secure_env(&secure, &tls, "wrong"),
         &stub,
         &fake,
@@ -117,7 +123,7 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
     // The right one: trades in, aggregates out, over TLS + SCRAM only.
     let env = secure_env(&secure, &tls, PASSWORD);
     let raw_http = free_http_addr();
-    let mut raw = raw_command(&env, &stub, &fake, &raw_http)
+    let mut raw = raw_command(&raw_bin, &env, &stub, &fake, &raw_http)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -130,11 +136,13 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let raw_bin = sibling_binary(AGG_BIN, "app-raw");
-    let raw_bin = raw_bin.to_string_lossy();
+    let raw_path = raw_bin.to_string_lossy();
     assert!(
-        wait_for(Duration::from_secs(60), || healthcheck(&raw_bin, &raw_http)
-            && healthcheck(AGG_BIN, &agg_http))
+        wait_for(Duration::from_secs(60), || healthcheck(
+            &raw_path, &raw_http
+        ) && healthcheck(
+            AGG_BIN, &agg_http
+        ))
         .await,
         "both services ready over SASL_SSL"
     );

@@ -176,6 +176,11 @@ impl RawConfig {
             });
         }
         kafka.compression = self.kafka_compression;
+        kafka.validate().map_err(|reason| ConfigError {
+            variable: "KAFKA_PROPERTY_*",
+            value: String::new(),
+            accepted: reason,
+        })?;
         let topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
         let registry_url = non_empty(
             "SCHEMA_REGISTRY_URL",
