@@ -10,12 +10,50 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use std::time::{Duration, Instant};
+
 use rdkafka::ClientContext;
+use rdkafka::client::Client;
 use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
 use tracing::{debug, info, warn};
 
+use crate::error::{Error, Result};
 use crate::weather;
+
+/// Asks `client` for metadata (of `topic`, or of every topic) until a broker answers. A refusal
+/// that needs a person (failed login) fails at once with the broker's reason; silence fails
+/// after `timeout` naming the last error librdkafka reported (e.g. a TLS handshake failure).
+/// Blocking: call it off the async workers.
+///
+/// # Errors
+/// [`Error::Kafka`] with the reason.
+pub fn await_metadata<C: ClientContext>(
+    client: &Client<C>,
+    log: &ClientLog,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<Metadata> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match client.fetch_metadata(topic, Duration::from_secs(1)) {
+            Ok(metadata) => return Ok(metadata),
+            Err(e) => {
+                if let Some(reason) = log.refusal() {
+                    return Err(Error::Kafka(format!("the broker refused us: {reason}")));
+                }
+                if Instant::now() > deadline {
+                    let last = log.last_error().unwrap_or_else(|| e.to_string());
+                    return Err(Error::Kafka(format!(
+                        "no broker answered within {timeout:?}; last error: {last}"
+                    )));
+                }
+            }
+        }
+    }
+}
 
 /// Client context for our producers: librdkafka's reports as described above.
 #[derive(Debug, Clone, Default)]
@@ -41,6 +79,9 @@ impl ClientLog {
             .clone()
     }
 }
+
+/// Also fit for plain readers (metadata, topic checks): no rebalance handling needed.
+impl ConsumerContext for ClientLog {}
 
 impl ClientContext for ClientLog {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {

@@ -80,6 +80,13 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// Settings for an admin client (topic checks and creation).
+    pub fn admin(&self) -> ClientConfig {
+        self.with_properties(self.base())
+    }
+}
+
 /// SASL mechanisms this build of librdkafka has (GSSAPI would need Cyrus SASL).
 pub const SASL_MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
 

@@ -134,6 +134,11 @@ impl ConsumerContext for LogContext {
     }
 }
 
+/// The dead-letter topic of `topic`.
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
 /// Settings of the trade log.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -218,7 +223,7 @@ impl KafkaTradeLog {
             registry,
             dlq,
             topic: log.topic.clone(),
-            dlq_topic: format!("{}.dlq", log.topic),
+            dlq_topic: dlq_topic(&log.topic),
             caught_up: HashSet::new(),
             dead_lettered: Arc::new(AtomicU64::new(0)),
             stash: VecDeque::new(),

@@ -46,6 +46,14 @@ pub enum Error {
     /// A Kafka client operation failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A topic the service needs is missing or set up wrongly; the reason says how to fix it.
+    #[error("topic {topic} {reason}")]
+    Topic {
+        /// The topic.
+        topic: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
     /// A decoded trade breaks a domain rule (e.g. NaN or negative price).
     #[error("decoded trade is invalid: {0}")]
     InvalidTrade(#[from] domain::Error),

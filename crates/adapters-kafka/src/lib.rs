@@ -10,6 +10,7 @@
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
+//! * [`topics`]: the topics a service needs, checked (and created if allowed) at start.
 //! * [`weather`]: which Kafka errors are outages to wait out and which need a person.
 //! * [`error`]: the crate's error type.
 
@@ -23,6 +24,7 @@ pub mod framing;
 pub mod headers;
 pub mod producer;
 pub mod registry;
+pub mod topics;
 pub mod weather;
 
 pub use error::{Error, Result};

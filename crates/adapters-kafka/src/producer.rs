@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::avro::{TRADE_SCHEMA_JSON, decode_trade, encode_trade};
-use crate::client_log::ClientLog;
+use crate::client_log::{ClientLog, await_metadata};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::{split_frame, start_frame};
@@ -94,43 +94,19 @@ impl KafkaTradeSink {
     /// that does not exist, fails at once with the broker's reason; silence fails after the
     /// timeout.
     async fn await_topic(&self) -> Result<()> {
-        let deadline = std::time::Instant::now() + self.timeout;
-        loop {
-            let (producer, topic) = (self.producer.clone(), self.topic.clone());
-            let described = tokio::task::spawn_blocking(move || {
-                producer
-                    .client()
-                    .fetch_metadata(Some(&topic), Duration::from_secs(1))
-            })
-            .await
-            .map_err(|e| Error::Kafka(format!("metadata task: {e}")))?;
-            match described {
-                Ok(metadata) => {
-                    let topic = metadata.topics().iter().find(|t| t.name() == self.topic);
-                    return match topic {
-                        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
-                        _ => Err(Error::Kafka(format!(
-                            "topic {} does not exist; create it (see README, Topics)",
-                            self.topic
-                        ))),
-                    };
-                }
-                Err(e) => {
-                    if let Some(reason) = self.client_log.refusal() {
-                        return Err(Error::Kafka(format!("the broker refused us: {reason}")));
-                    }
-                    if std::time::Instant::now() > deadline {
-                        let last = self
-                            .client_log
-                            .last_error()
-                            .unwrap_or_else(|| e.to_string());
-                        return Err(Error::Kafka(format!(
-                            "no broker answered within {:?}; last error: {last}",
-                            self.timeout
-                        )));
-                    }
-                }
-            }
+        let (producer, log) = (self.producer.clone(), self.client_log.clone());
+        let (topic, timeout) = (self.topic.clone(), self.timeout);
+        let metadata = tokio::task::spawn_blocking(move || {
+            await_metadata(producer.client(), &log, Some(&topic), timeout)
+        })
+        .await
+        .map_err(|e| Error::Kafka(format!("metadata task: {e}")))??;
+        match metadata.topics().iter().find(|t| t.name() == self.topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            _ => Err(Error::Topic {
+                topic: self.topic.clone(),
+                reason: "does not exist; create it or set KAFKA_CREATE_TOPICS=true".to_owned(),
+            }),
         }
     }
 

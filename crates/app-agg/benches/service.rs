@@ -125,6 +125,10 @@ async fn main() {
         .create_topic("deribit.trades.agg.state", 3, true)
         .await
         .unwrap();
+    broker
+        .create_topic("deribit.trades.dlq", 1, false)
+        .await
+        .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     let schema_id = registry

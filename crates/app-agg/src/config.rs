@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use adapters_kafka::commit::CommitConfig;
 use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::consumer::LogConfig;
+use adapters_kafka::consumer::{LogConfig, dlq_topic};
 use adapters_kafka::registry::RegistryConfig;
+use adapters_kafka::topics::TopicSpec;
 use domain::{AggregatorConfig, WindowSize};
 use envconfig::Envconfig;
-use telemetry::config::{from_envconfig, http_addr, non_empty};
+use telemetry::config::{flag, from_envconfig, http_addr, non_empty};
 
 use crate::duration::{parse_millis, parse_millis_list};
 
@@ -29,6 +30,9 @@ pub struct AggConfig {
     /// Schema Registry basic-auth password (never logged).
     #[envconfig(from = "SCHEMA_REGISTRY_PASSWORD")]
     pub schema_registry_password: Option<String>,
+    /// Create missing topics at start instead of refusing to start.
+    #[envconfig(from = "KAFKA_CREATE_TOPICS", default = "false")]
+    pub kafka_create_topics: String,
     /// Topic with the raw trades.
     #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
     pub raw_topic: String,
@@ -92,7 +96,27 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// Where the health and metrics endpoint listens.
     pub http_addr: std::net::SocketAddr,
+    /// Create missing topics at start.
+    pub create_topics: bool,
 }
+
+impl Settings {
+    /// The topics app-agg needs: the raw topic, its changelog (compacted, partitioned like
+    /// it), the aggregates and the dead-letter topic; created with these partition counts.
+    pub fn topics(&self) -> Vec<TopicSpec> {
+        vec![
+            TopicSpec::new(&self.log.topic, DEFAULT_PARTITIONS),
+            TopicSpec::compacted_like(&self.commit.changelog_topic, &self.log.topic),
+            TopicSpec::new(&self.commit.aggregates_topic, AGGREGATE_PARTITIONS),
+            TopicSpec::new(dlq_topic(&self.log.topic), 1),
+        ]
+    }
+}
+
+/// Partitions of a raw topic app-agg creates (`KAFKA_CREATE_TOPICS`), as in compose.
+pub const DEFAULT_PARTITIONS: i32 = 6;
+/// Partitions of an aggregates topic app-agg creates.
+pub const AGGREGATE_PARTITIONS: i32 = 3;
 
 fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
     parse_millis(value).map_err(|accepted| ConfigError {
@@ -190,17 +214,16 @@ impl AggConfig {
                     accepted: e.to_string(),
                 }
             })?;
-        let transactions = match self.agg_transactions.trim() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => {
-                return Err(ConfigError {
-                    variable: "AGG_TRANSACTIONS",
-                    value: self.agg_transactions,
-                    accepted: "true or false (false for brokers without transactions)".into(),
-                });
-            }
-        };
+        let transactions = flag(
+            "AGG_TRANSACTIONS",
+            &self.agg_transactions,
+            "true or false (false for brokers without transactions)",
+        )?;
+        let create_topics = flag(
+            "KAFKA_CREATE_TOPICS",
+            &self.kafka_create_topics,
+            "true or false",
+        )?;
         let transactional_id = transactions.then(|| {
             self.agg_transactional_id
                 .unwrap_or_else(|| format!("app-agg-{}", self.hostname.as_deref().unwrap_or("0")))
@@ -232,6 +255,7 @@ impl AggConfig {
             aggregator,
             commit_interval,
             http_addr,
+            create_topics,
         })
     }
 }

@@ -115,6 +115,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    adapters_kafka::topics::ensure(&settings.kafka, &settings.topics(), settings.create_topics)
+        .await
+        .context("checking topics")?;
     let registry = Arc::new(
         Registry::new(settings.registry).context("configuring the schema registry client")?,
     );

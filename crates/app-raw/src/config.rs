@@ -10,7 +10,7 @@ use adapters_deribit::{Channel, Credentials, DeribitConfig};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
-use telemetry::config::{from_envconfig, http_addr, non_empty};
+use telemetry::config::{flag, from_envconfig, http_addr, non_empty};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -39,6 +39,9 @@ pub struct RawConfig {
     /// Topic the trades go to.
     #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
     pub raw_topic: String,
+    /// Create the raw topic at start if it is missing, instead of refusing to start.
+    #[envconfig(from = "KAFKA_CREATE_TOPICS", default = "false")]
+    pub kafka_create_topics: String,
     /// Producer compression.
     #[envconfig(from = "KAFKA_COMPRESSION", default = "lz4")]
     pub kafka_compression: String,
@@ -76,7 +79,12 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where the health and metrics endpoint listens.
     pub http_addr: std::net::SocketAddr,
+    /// Create the raw topic at start if it is missing.
+    pub create_topics: bool,
 }
+
+/// Partitions of a raw topic app-raw creates (`KAFKA_CREATE_TOPICS`), as in compose.
+pub const DEFAULT_PARTITIONS: i32 = 6;
 
 fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
@@ -182,6 +190,11 @@ impl RawConfig {
             accepted: reason,
         })?;
         let topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
+        let create_topics = flag(
+            "KAFKA_CREATE_TOPICS",
+            &self.kafka_create_topics,
+            "true or false",
+        )?;
         let registry_url = non_empty(
             "SCHEMA_REGISTRY_URL",
             &self.schema_registry_url,
@@ -206,6 +219,7 @@ impl RawConfig {
             registry,
             shutdown_timeout,
             http_addr,
+            create_topics,
         })
     }
 }

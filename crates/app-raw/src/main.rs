@@ -6,8 +6,9 @@ use std::sync::Arc;
 use adapters_deribit::DeribitFeed;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::Registry;
+use adapters_kafka::topics::TopicSpec;
 use anyhow::Context;
-use app_raw::config::{RawConfig, Settings};
+use app_raw::config::{DEFAULT_PARTITIONS, RawConfig, Settings};
 use app_raw::probe::RawProbe;
 use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let topics = [TopicSpec::new(&settings.topic, DEFAULT_PARTITIONS)];
+    adapters_kafka::topics::ensure(&settings.kafka, &topics, settings.create_topics)
+        .await
+        .context("checking topics")?;
     let registry = Arc::new(
         Registry::new(settings.registry).context("configuring the schema registry client")?,
     );

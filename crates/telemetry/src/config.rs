@@ -12,6 +12,22 @@ pub struct ConfigError {
     pub accepted: String,
 }
 
+/// `true`/`false` (also `1`/`0`, `yes`/`no`), or an error naming `variable`.
+///
+/// # Errors
+/// [`ConfigError`] with `accepted` as the explanation.
+pub fn flag(variable: &'static str, value: &str, accepted: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError {
+            variable,
+            value: value.to_owned(),
+            accepted: accepted.to_owned(),
+        }),
+    }
+}
+
 /// `value` trimmed, or an error naming `variable` when it is blank.
 ///
 /// # Errors

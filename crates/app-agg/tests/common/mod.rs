@@ -32,11 +32,16 @@ pub const AGG: &str = "deribit.trades.agg";
 /// See [`RAW`].
 pub const STATE: &str = "deribit.trades.agg.state";
 
-/// Creates the three topics: raw and changelog with `partitions`, aggregates with one.
+/// The dead-letter topic (the service's default).
+pub const DLQ: &str = "deribit.trades.dlq";
+
+/// Creates the four topics app-agg checks at start: raw and changelog with `partitions`,
+/// aggregates and dead letters with one.
 pub async fn create_topics(broker: &TestBroker, partitions: i32) {
     broker.create_topic(RAW, partitions, false).await.unwrap();
     broker.create_topic(AGG, 1, false).await.unwrap();
     broker.create_topic(STATE, partitions, true).await.unwrap();
+    broker.create_topic(DLQ, 1, false).await.unwrap();
 }
 
 /// A deterministic stream an hour old, in `batches` of `per_batch` trades over `instruments`,

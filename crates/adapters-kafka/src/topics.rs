@@ -1,0 +1,196 @@
+//! The topics a service needs, checked with the admin API before it starts, and created when
+//! allowed (`KAFKA_CREATE_TOPICS=true`).
+//!
+//! Checked: each topic exists; one that must be partitioned like another has as many
+//! partitions (app-agg keeps source partition p's state in changelog partition p); one that
+//! must be compacted has `cleanup.policy` with `compact`. A broker that does not answer
+//! DescribeConfigs in time (librdkafka's mock cluster) gets a warning for the compaction check,
+//! not a refusal. Missing topics are created with broker-default replication.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tracing::{info, warn};
+
+use crate::client_log::{ClientLog, await_metadata};
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// How long to wait for a broker to list the topics.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the broker may take to describe topic configs before the check is skipped.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One topic a service needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Partitions when created (if not [`TopicSpec::partitioned_like`]).
+    pub partitions: i32,
+    /// Must have exactly as many partitions as this topic.
+    pub partitioned_like: Option<String>,
+    /// Must be compacted (`cleanup.policy=compact`).
+    pub compacted: bool,
+}
+
+impl TopicSpec {
+    /// A plain topic created with `partitions` partitions.
+    pub fn new(name: impl Into<String>, partitions: i32) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions,
+            partitioned_like: None,
+            compacted: false,
+        }
+    }
+
+    /// A compacted topic partitioned like `other`.
+    pub fn compacted_like(name: impl Into<String>, other: impl Into<String>) -> Self {
+        TopicSpec {
+            name: name.into(),
+            partitions: 0,
+            partitioned_like: Some(other.into()),
+            compacted: true,
+        }
+    }
+
+    fn how_to_create(&self) -> String {
+        let mut how = match &self.partitioned_like {
+            Some(other) => format!("with as many partitions as {other}"),
+            None => format!("with {} partitions", self.partitions),
+        };
+        if self.compacted {
+            how.push_str(", cleanup.policy=compact");
+        }
+        how
+    }
+}
+
+/// Checks `specs` in order (a topic another is partitioned like comes first), creating missing
+/// ones when `create` is set.
+///
+/// # Errors
+/// [`Error::Topic`] naming the topic and the fix; [`Error::Kafka`] if the broker cannot be asked.
+pub async fn ensure(config: &KafkaConfig, specs: &[TopicSpec], create: bool) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = config
+        .admin()
+        .create()
+        .map_err(|e| Error::Kafka(format!("creating the admin client: {e}")))?;
+    let mut partitions = partition_counts(config).await?;
+    for spec in specs {
+        let want = match &spec.partitioned_like {
+            Some(other) => partitions.get(other).copied(),
+            None => Some(spec.partitions),
+        };
+        match (partitions.get(&spec.name).copied(), want) {
+            (Some(have), Some(want)) if spec.partitioned_like.is_some() && have != want => {
+                return Err(Error::Topic {
+                    topic: spec.name.clone(),
+                    reason: format!(
+                        "has {have} partitions, {} has {want}; they must match",
+                        spec.partitioned_like.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
+            (Some(_), _) => {}
+            (None, Some(want)) if create => {
+                create_topic(&admin, spec, want).await?;
+                partitions.insert(spec.name.clone(), want);
+                continue;
+            }
+            (None, _) => {
+                return Err(Error::Topic {
+                    topic: spec.name.clone(),
+                    reason: format!(
+                        "does not exist; create it ({}) or set KAFKA_CREATE_TOPICS=true",
+                        spec.how_to_create()
+                    ),
+                });
+            }
+        }
+        if spec.compacted {
+            check_compacted(&admin, &spec.name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Partitions per existing topic (metadata is a blocking call: off the async workers).
+async fn partition_counts(config: &KafkaConfig) -> Result<HashMap<String, i32>> {
+    let reader = config.reader();
+    tokio::task::spawn_blocking(move || {
+        let log = ClientLog::default();
+        let client: BaseConsumer<ClientLog> = reader
+            .create_with_context(log.clone())
+            .map_err(|e| Error::Kafka(format!("creating a metadata client: {e}")))?;
+        let metadata = await_metadata(client.client(), &log, None, METADATA_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| {
+                let count = i32::try_from(t.partitions().len()).unwrap_or(i32::MAX);
+                (t.name().to_owned(), count)
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| Error::Kafka(format!("metadata task: {e}")))?
+}
+
+async fn create_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    spec: &TopicSpec,
+    partitions: i32,
+) -> Result<()> {
+    let mut topic = NewTopic::new(&spec.name, partitions, TopicReplication::Fixed(-1));
+    if spec.compacted {
+        topic = topic.set("cleanup.policy", "compact");
+    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| Error::Kafka(format!("creating topic {}: {e}", spec.name)))?;
+    for result in results {
+        if let Err((topic, code)) = result {
+            return Err(Error::Topic {
+                topic,
+                reason: format!("cannot be created: {code}"),
+            });
+        }
+    }
+    info!(topic = %spec.name, partitions, compacted = spec.compacted, "Topic created.");
+    Ok(())
+}
+
+async fn check_compacted(admin: &AdminClient<DefaultClientContext>, topic: &str) -> Result<()> {
+    let options = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+        .await;
+    let policy = match described.as_ref().map(|all| all.first()) {
+        Ok(Some(Ok(resource))) => resource
+            .get("cleanup.policy")
+            .and_then(|entry| entry.value.clone()),
+        other => {
+            warn!(topic, answer = ?other.map(|_| ()), "The broker did not describe the topic's configuration; cannot check that it is compacted.");
+            return Ok(());
+        }
+    };
+    match policy {
+        Some(policy) if policy.split(',').any(|p| p.trim() == "compact") => Ok(()),
+        policy => Err(Error::Topic {
+            topic: topic.to_owned(),
+            reason: format!(
+                "is not compacted (cleanup.policy={}); set cleanup.policy=compact",
+                policy.unwrap_or_else(|| "unknown".to_owned())
+            ),
+        }),
+    }
+}

@@ -1,0 +1,161 @@
+//! app-agg checks its topics at start: a missing topic, a changelog partitioned unlike the raw
+//! topic or not compacted stops it with one line naming the topic and the fix; with
+//! `KAFKA_CREATE_TOPICS=true` missing topics are created (Apache Kafka: the mock cluster has no
+//! CreateTopics or topic configs).
+#![allow(clippy::unwrap_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{AGG, BIN, DLQ, RAW, STATE};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+
+/// Runs app-agg until it exits (at most 60 s); its exit code and ERROR lines.
+fn refused(broker: &TestBroker, stub: &SchemaRegistryStub) -> (Option<i32>, Vec<String>) {
+    let out = common::command(broker, stub, &free_http_addr(), "topics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = wait_with_deadline(out, Duration::from_secs(60));
+    let errors = out
+        .1
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    (out.0, errors)
+}
+
+fn wait_with_deadline(child: Child, deadline: Duration) -> (Option<i32>, String) {
+    let pid = child.id();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(deadline);
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(killer);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn assert_refused_naming(broker: &TestBroker, stub: &SchemaRegistryStub, says: &[&str]) {
+    let (code, errors) = refused(broker, stub);
+    assert_eq!(code, Some(1), "{errors:#?}");
+    assert_eq!(errors.len(), 1, "one ERROR line: {errors:#?}");
+    for part in says {
+        assert!(errors[0].contains(part), "{part:?} in {}", errors[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_mispartitioned_topic_stops_start_up_naming_it() {
+    let broker = TestBroker::from_env().await.unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    broker.create_topic(RAW, 3, false).await.unwrap();
+    broker.create_topic(AGG, 1, false).await.unwrap();
+    broker.create_topic(DLQ, 1, false).await.unwrap();
+    assert_refused_naming(
+        &broker,
+        &stub,
+        &[
+            &format!("topic {STATE} does not exist"),
+            "cleanup.policy=compact",
+            "KAFKA_CREATE_TOPICS=true",
+        ],
+    );
+    broker.create_topic(STATE, 2, true).await.unwrap();
+    assert_refused_naming(
+        &broker,
+        &stub,
+        &[&format!("topic {STATE} has 2 partitions, {RAW} has 3")],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_that_is_not_compacted_stops_start_up() {
+    let broker = TestBroker::from_env().await.unwrap();
+    if broker.is_mock() {
+        eprintln!("skipped: the mock cluster has no topic configs; this runs on Apache Kafka");
+        return;
+    }
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    broker.create_topic(RAW, 2, false).await.unwrap();
+    broker.create_topic(STATE, 2, false).await.unwrap();
+    broker.create_topic(AGG, 1, false).await.unwrap();
+    broker.create_topic(DLQ, 1, false).await.unwrap();
+    assert_refused_naming(
+        &broker,
+        &stub,
+        &[&format!(
+            "topic {STATE} is not compacted (cleanup.policy=delete)"
+        )],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_topics_are_created_when_allowed() {
+    let broker = TestBroker::from_env().await.unwrap();
+    if broker.is_mock() {
+        eprintln!("skipped: the mock cluster has no CreateTopics; this runs on Apache Kafka");
+        return;
+    }
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let http = free_http_addr();
+    let mut child = common::command(&broker, &stub, &http, "create")
+        .env("KAFKA_CREATE_TOPICS", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await,
+        "ready once its topics exist"
+    );
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let metadata = client
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let partitions = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().len())
+    };
+    assert_eq!(partitions(RAW), Some(6));
+    assert_eq!(partitions(STATE), Some(6), "partitioned like the raw topic");
+    assert_eq!(partitions(AGG), Some(3));
+    assert_eq!(partitions(DLQ), Some(1));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(STATE)], &AdminOptions::new())
+        .await
+        .unwrap();
+    let policy = described[0]
+        .as_ref()
+        .unwrap()
+        .get("cleanup.policy")
+        .unwrap();
+    assert_eq!(policy.value.as_deref(), Some("compact"));
+}
