@@ -7,7 +7,7 @@
 //! any delivery error reaches the caller.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use ports::{Position, SinkError, StartPositions, TradeBatch, TradeSink};
@@ -33,7 +33,9 @@ pub const DEFAULT_LOOKBACK: i64 = 50_000;
 
 /// The raw-topic producer.
 pub struct KafkaTradeSink {
-    producer: FutureProducer<ClientLog>,
+    /// Replaced by a new one when it fails fatally (see [`KafkaTradeSink::replace_if_fatal`]).
+    producer: RwLock<FutureProducer<ClientLog>>,
+    producer_config: ClientConfig,
     /// The producer's context, to read refusals (e.g. a failed login) while waiting.
     client_log: ClientLog,
     reader: ClientConfig,
@@ -68,16 +70,17 @@ impl KafkaTradeSink {
             .register(&value_subject(topic), TRADE_SCHEMA_JSON)
             .await?;
         let client_log = ClientLog::default();
-        let producer: FutureProducer<ClientLog> = config
-            .producer()
-            // Many records are in flight at once: a failure that could leave a hole before
-            // later, acknowledged trades must stop the producer instead (a restart resumes from
-            // the topic's tail and refetches from Deribit), never skip a trade silently.
-            .set("enable.gapless.guarantee", "true")
+        let mut producer_config = config.producer();
+        // Many records are in flight at once: a failure that could leave a hole before later,
+        // acknowledged trades must stop the producer instead (it is replaced, and the caller
+        // re-sends what the topic's tail does not have), never skip a trade silently.
+        producer_config.set("enable.gapless.guarantee", "true");
+        let producer: FutureProducer<ClientLog> = producer_config
             .create_with_context(client_log.clone())
             .map_err(|e| Error::Kafka(format!("creating the producer: {e}")))?;
         let sink = KafkaTradeSink {
-            producer,
+            producer: RwLock::new(producer),
+            producer_config,
             client_log,
             reader: config.reader(),
             registry,
@@ -94,7 +97,7 @@ impl KafkaTradeSink {
     /// that does not exist, fails at once with the broker's reason; silence fails after the
     /// timeout.
     async fn await_topic(&self) -> Result<()> {
-        let (producer, log) = (self.producer.clone(), self.client_log.clone());
+        let (producer, log) = (self.current(), self.client_log.clone());
         let (topic, timeout) = (self.topic.clone(), self.timeout);
         let metadata = tokio::task::spawn_blocking(move || {
             await_metadata(producer.client(), &log, Some(&topic), timeout)
@@ -108,6 +111,93 @@ impl KafkaTradeSink {
                 reason: "does not exist; create it or set KAFKA_CREATE_TOPICS=true".to_owned(),
             }),
         }
+    }
+
+    /// The producer in use.
+    fn current(&self) -> FutureProducer<ClientLog> {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A producer that failed fatally (e.g. a sequence error after a broker restart: with the
+    /// gapless guarantee librdkafka stops rather than risk a hole) is replaced by a new one, and
+    /// the failure becomes retryable: the caller reads the topic's tail back and re-sends only
+    /// what is missing, in order, so nothing is lost or doubled. Other errors pass unchanged.
+    fn replace_if_fatal(&self, used: &FutureProducer<ClientLog>, error: SinkError) -> SinkError {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return error;
+        };
+        let mut slot = self
+            .producer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.client().fatal_error().is_none() {
+            // Another call replaced it already.
+            return SinkError::Retryable(format!("producer replaced after: {reason}"));
+        }
+        match self
+            .producer_config
+            .create_with_context(self.client_log.clone())
+        {
+            Ok(fresh) => {
+                *slot = fresh;
+                warn!(error = %reason, code = ?code, "The Kafka producer failed fatally; replaced it. Unacknowledged trades are sent again after reading the topic's tail.");
+                SinkError::Retryable(format!("producer replaced after: {reason}"))
+            }
+            Err(e) => SinkError::Fatal(format!(
+                "the producer failed fatally ({reason}) and a new one cannot be created: {e}"
+            )),
+        }
+    }
+
+    /// Enqueues every batch's records in order on `producer`, then awaits their
+    /// acknowledgements together: one round trip for the group.
+    async fn publish_with(
+        &self,
+        producer: &FutureProducer<ClientLog>,
+        batches: &[TradeBatch],
+    ) -> std::result::Result<(), SinkError> {
+        let trades = batches.iter().map(|b| b.trades.len()).sum();
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(trades);
+        let mut buf = Vec::with_capacity(256);
+        for batch in batches {
+            let headers = headers::inject(batch.trace.as_ref());
+            for trade in &batch.trades {
+                start_frame(&mut buf, self.schema_id);
+                encode_trade(&mut buf, trade).map_err(|e| SinkError::Fatal(e.to_string()))?;
+                let mut record = FutureRecord::to(&self.topic)
+                    .key(trade.instrument_name.as_str())
+                    .payload(buf.as_slice())
+                    .timestamp(trade.timestamp)
+                    .headers(headers.clone());
+                loop {
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push_back(delivery);
+                            break;
+                        }
+                        Err((
+                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                            returned,
+                        )) => {
+                            // Back-pressure, never a drop: wait for room, then enqueue again.
+                            record = returned;
+                            match pending.pop_front() {
+                                Some(oldest) => acknowledged(oldest.await)?,
+                                None => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                        Err((e, _)) => return Err(sink_error(&e)),
+                    }
+                }
+            }
+        }
+        for delivery in pending {
+            acknowledged(delivery.await)?;
+        }
+        Ok(())
     }
 
     /// The registry id of the schema records are written with.
@@ -160,52 +250,16 @@ impl TradeSink for KafkaTradeSink {
         self.publish_all(vec![batch]).await
     }
 
-    /// Enqueues every batch's records in order, then awaits their acknowledgements together:
-    /// one round trip for the group.
+    /// As [`KafkaTradeSink::publish_with`] on the current producer; a producer that failed
+    /// fatally is replaced and the error made retryable.
     async fn publish_all(&self, batches: Vec<TradeBatch>) -> std::result::Result<(), SinkError> {
-        let trades = batches.iter().map(|b| b.trades.len()).sum();
-        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(trades);
-        let mut buf = Vec::with_capacity(256);
-        for batch in &batches {
-            let headers = headers::inject(batch.trace.as_ref());
-            for trade in &batch.trades {
-                start_frame(&mut buf, self.schema_id);
-                encode_trade(&mut buf, trade).map_err(|e| SinkError::Fatal(e.to_string()))?;
-                let mut record = FutureRecord::to(&self.topic)
-                    .key(trade.instrument_name.as_str())
-                    .payload(buf.as_slice())
-                    .timestamp(trade.timestamp)
-                    .headers(headers.clone());
-                loop {
-                    match self.producer.send_result(record) {
-                        Ok(delivery) => {
-                            pending.push_back(delivery);
-                            break;
-                        }
-                        Err((
-                            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                            returned,
-                        )) => {
-                            // Back-pressure, never a drop: wait for room, then enqueue again.
-                            record = returned;
-                            match pending.pop_front() {
-                                Some(oldest) => acknowledged(oldest.await)?,
-                                None => tokio::time::sleep(Duration::from_millis(10)).await,
-                            }
-                        }
-                        Err((e, _)) => return Err(sink_error(&e)),
-                    }
-                }
-            }
-        }
-        for delivery in pending {
-            acknowledged(delivery.await)?;
-        }
-        Ok(())
+        let producer = self.current();
+        let published = self.publish_with(&producer, &batches).await;
+        published.map_err(|e| self.replace_if_fatal(&producer, e))
     }
 
     async fn flush(&self) -> std::result::Result<(), SinkError> {
-        let producer = self.producer.clone();
+        let producer = self.current();
         let timeout = self.timeout;
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await

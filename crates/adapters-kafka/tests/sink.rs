@@ -355,3 +355,46 @@ async fn a_broker_restart_loses_nothing_acknowledged() {
     let positions = sink.last_positions().await.unwrap();
     assert!(positions.values().all(|p| p.trade_seq == 100));
 }
+
+/// A producer that fails fatally (an out-of-order sequence, as after a broker lost its
+/// state) is replaced; the caller, as app-raw's loop does, reads the tail back and re-sends what
+/// is missing: the topic holds every trade once, in order.
+#[tokio::test]
+async fn a_fatally_failed_producer_is_replaced_and_nothing_is_lost_or_doubled() {
+    let s = setup().await;
+    let Some(cluster) = mock(&s) else { return };
+    let sink = KafkaTradeSink::connect(&kafka(&s), Arc::clone(&s.registry), &s.topic)
+        .await
+        .unwrap();
+    sink.publish(batch(1..=5)).await.unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let mut pending = batch(6..=10);
+    let mut failures = 0;
+    while let Err(e) = sink.publish(pending.clone()).await {
+        assert!(e.is_retryable(), "never fatal for the caller: {e}");
+        failures += 1;
+        assert!(failures < 5, "recovers: {e}");
+        let positions = sink.last_positions().await.unwrap();
+        pending.trades.retain(|t| {
+            positions
+                .get(&t.instrument_name)
+                .is_none_or(|p| t.trade_seq > p.trade_seq)
+        });
+    }
+    sink.publish(batch(11..=15)).await.unwrap();
+    let records = read_all(&s, 75);
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (_, key, frame, _, _) in &records {
+        let (id, datum) = split_frame(frame).unwrap();
+        let trade = decode_trade(id, &s.registry.schema(id).await.unwrap(), datum).unwrap();
+        assert_eq!(&trade.instrument_name, key);
+        seqs.entry(key.clone()).or_default().push(trade.trade_seq);
+    }
+    assert!(failures > 0, "the injected error was met");
+    for (instrument, seqs) in seqs {
+        assert_eq!(seqs, (1..=15).collect::<Vec<u64>>(), "{instrument}");
+    }
+}

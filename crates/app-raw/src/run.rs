@@ -50,7 +50,7 @@ pub const MAX_TRADES_PER_PUBLISH: usize = 20_000;
 /// flushes. Batches that are ready together go out as one group (in order), so the broker round
 /// trip is paid per group, not per notification. A group that fails in a retryable way is
 /// retried with backoff; before each retry the sink's positions are read back so trades that did
-/// land are not sent twice.
+/// land are not sent twice (while they cannot be read, nothing is re-sent).
 ///
 /// # Errors
 /// [`RunError`] when the feed or the sink fails for good.
@@ -88,12 +88,21 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
                     stats.retries += 1;
                     counters.retries.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, trades = count, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "Publishing failed; retrying.");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = &mut shutdown => return Err(RunError::Sink(e)),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    pending = unpublished(sink, pending).await;
+                    // Re-send only what the topic lacks; until its tail can be read, wait:
+                    // re-sending blindly could double trades that did land.
+                    pending = loop {
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = &mut shutdown => return Err(RunError::Sink(e)),
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        match unpublished(sink, &pending).await {
+                            Ok(rest) => break rest,
+                            Err(read) => {
+                                warn!(error = %read, "Cannot read the topic's tail back; waiting before re-sending.");
+                            }
+                        }
+                    };
                 }
                 Err(e) => return Err(RunError::Sink(e)),
             }
@@ -132,22 +141,22 @@ fn gather<F: TradeFeed>(feed: &mut F, first: TradeBatch) -> (Vec<TradeBatch>, Op
     (group, None)
 }
 
-/// The part of `group` the sink does not have yet (all of it if positions cannot be read).
-async fn unpublished<S: TradeSink>(sink: &S, mut group: Vec<TradeBatch>) -> Vec<TradeBatch> {
-    match sink.last_positions().await {
-        Ok(positions) => {
-            for batch in &mut group {
-                batch.trades.retain(|t| {
-                    positions
-                        .get(&t.instrument_name)
-                        .is_none_or(|p| t.trade_seq > p.trade_seq)
-                });
-            }
-            group.retain(|b| !b.trades.is_empty());
-        }
-        Err(e) => warn!(error = %e, "Cannot read positions back; retrying the whole group."),
+/// The part of `group` the sink does not have yet, by the positions read back from it.
+async fn unpublished<S: TradeSink>(
+    sink: &S,
+    group: &[TradeBatch],
+) -> Result<Vec<TradeBatch>, SinkError> {
+    let positions = sink.last_positions().await?;
+    let mut rest = group.to_vec();
+    for batch in &mut rest {
+        batch.trades.retain(|t| {
+            positions
+                .get(&t.instrument_name)
+                .is_none_or(|p| t.trade_seq > p.trade_seq)
+        });
     }
-    group
+    rest.retain(|b| !b.trades.is_empty());
+    Ok(rest)
 }
 
 #[cfg(test)]
@@ -178,6 +187,8 @@ mod tests {
         publishes: AtomicU64,
         fail_at: Vec<u64>,
         broken: AtomicBool,
+        /// Position reads that fail before one succeeds (a broker still down).
+        unreadable_positions: AtomicU64,
     }
 
     impl TradeSink for FlakySink {
@@ -214,6 +225,14 @@ mod tests {
         }
 
         async fn last_positions(&self) -> Result<StartPositions, SinkError> {
+            let unreadable = self.unreadable_positions.load(Ordering::SeqCst);
+            if unreadable > 0 {
+                self.unreadable_positions
+                    .store(unreadable - 1, Ordering::SeqCst);
+                // Like a replaced producer, the sink takes writes again: a blind re-send lands.
+                self.broken.store(false, Ordering::SeqCst);
+                return Err(SinkError::Retryable("tail unreadable".to_owned()));
+            }
             self.broken.store(false, Ordering::SeqCst);
             let mut positions = StartPositions::new();
             for (instrument, seq) in self.topic.lock().unwrap().iter() {
@@ -261,6 +280,8 @@ mod tests {
             .collect();
         let sink = FlakySink {
             fail_at: vec![3, 40, 41, 120],
+            // Re-sending before the tail can be read would double the half that landed.
+            unreadable_positions: AtomicU64::new(2),
             ..FlakySink::default()
         };
         let counters = RunCounters::default();
