@@ -37,14 +37,15 @@ lint:
 fmt:
     cargo fmt --all
 
-# Benchmarks (heavy: minutes). Throughput is printed as elem/s = trades per second.
-bench:
+# Benchmarks (heavy: minutes). Throughput is printed as elem/s = trades per second; the Kafka
+# benches run on Apache Kafka and print the bare-rdkafka reference beside their figure.
+bench: kafka
     cargo bench -p domain --bench aggregator
     cargo bench -p adapters-deribit --bench parse
     cargo bench -p adapters-kafka --bench encode
-    cargo bench -p adapters-kafka --bench sink
-    cargo bench -p app-raw --bench pipeline
-    cargo bench -p app-agg --bench service
+    TEST_BROKER=kafka cargo bench -p adapters-kafka --bench sink
+    TEST_BROKER=kafka cargo bench -p app-raw --bench pipeline
+    TEST_BROKER=kafka cargo bench -p app-agg --bench service
 
 # Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
 up *ARGS:

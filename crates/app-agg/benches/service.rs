@@ -1,6 +1,9 @@
 //! app-agg end to end: the real binary consumes a raw topic (`BENCH_INSTRUMENTS`, default 10k,
-//! `BENCH_TRADES` trades, default 10 M) on the mock cluster (or Apache Kafka with TEST_BROKER=kafka),
-//! aggregates and commits. Prints trades/s and the process's resident memory as it goes.
+//! `BENCH_TRADES` trades, default 10 M) on the mock cluster (or Apache Kafka with
+//! TEST_BROKER=kafka, one transaction per cycle), aggregates and commits. Prints trades/s, the
+//! process's resident memory as it goes and its trades per CPU-second, then, side by side, a bare
+//! rdkafka consumer reading the same topic (same reader settings): its records per CPU-second.
+//! Target: app-agg ≥ 0.5× the bare consumer.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -136,27 +139,31 @@ async fn main() {
         .await
         .unwrap();
 
+    let spawn = |http: &str| {
+        Command::new(env!("CARGO_BIN_EXE_app-agg"))
+            .env_clear()
+            .envs([
+                ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+                ("SCHEMA_REGISTRY_URL", stub.url()),
+                ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
+                ("AGG_TRANSACTIONAL_ID", "app-agg-bench".to_owned()),
+                ("AGG_WINDOW", "1m".to_owned()),
+                ("AGG_MAX_DELAY", "24h".to_owned()),
+                ("HTTP_ADDR", http.to_owned()),
+                ("RUST_LOG", "warn".to_owned()),
+                ("OTEL_SDK_DISABLED", "true".to_owned()),
+            ])
+            // Allocator and librdkafka knobs pass through for comparison runs.
+            .envs(
+                std::env::vars()
+                    .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("KAFKA_PROPERTY_")),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
     let http = free_http_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_app-agg"))
-        .env_clear()
-        .envs([
-            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("AGG_TRANSACTIONS", "false".to_owned()),
-            ("AGG_WINDOW", "1m".to_owned()),
-            ("AGG_MAX_DELAY", "24h".to_owned()),
-            ("HTTP_ADDR", http.clone()),
-            ("RUST_LOG", "warn".to_owned()),
-            ("OTEL_SDK_DISABLED", "true".to_owned()),
-        ])
-        // Allocator and librdkafka knobs pass through for comparison runs.
-        .envs(
-            std::env::vars()
-                .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("KAFKA_PROPERTY_")),
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn(&http);
     while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -238,6 +245,16 @@ async fn main() {
         "app_agg_windows_emitted_total",
     );
     let cpu = cpu_seconds(pid);
+    // Restart with every instrument's state in the changelog: SIGKILL, start, until ready.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let http = free_http_addr();
+    let restarted = Instant::now();
+    let mut child = spawn(&http);
+    while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let restart = restarted.elapsed();
     signal(&child, "TERM");
     let _ = child.wait();
     let from = first_trade_at;
@@ -249,6 +266,10 @@ async fn main() {
     println!(
         "app-agg used {cpu:.1} CPU-seconds: {:.0} trades per CPU-second (this machine's 2 cores also run the broker and the producer)",
         done as f64 / cpu
+    );
+    println!(
+        "restart with {instruments} instruments' state: SIGKILL → /readyz 200 in {:.2} s (target ≤ 2 s)",
+        restart.as_secs_f64()
     );
     println!("resident memory (MiB) by progress:");
     let mut next = 0.0;
@@ -265,4 +286,51 @@ async fn main() {
     }
     let max = samples.iter().map(|s| s.2).fold(0.0, f64::max);
     println!("  max {max:.1} MiB (target ≤ 64 MiB)");
+
+    let (read, bare_cpu, bare_wall) = bare_consumer(&broker.bootstrap_servers(), total);
+    println!(
+        "bare rdkafka consumer: {read} records in {bare_wall:.1} s, {bare_cpu:.1} CPU-seconds = {:.0} records per CPU-second",
+        read as f64 / bare_cpu
+    );
+    println!(
+        "ratio app-agg/bare per CPU-second: {:.2} (target >= 0.5)",
+        (done as f64 / cpu) / (read as f64 / bare_cpu)
+    );
+}
+
+/// Reads the whole raw topic with a plain consumer (the reader settings app-agg uses, no
+/// decoding): records read, CPU-seconds this process spent, wall seconds.
+fn bare_consumer(bootstrap: &str, total: usize) -> (usize, f64, f64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = KafkaConfig::new(bootstrap)
+        .reader()
+        .set("group.id", "bench-bare")
+        .set("enable.partition.eof", "true")
+        .set("queued.max.messages.kbytes", "8192")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset(RAW, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let (cpu_before, started) = (cpu_seconds(std::process::id()), Instant::now());
+    let (mut read, mut eof, mut bytes) = (0usize, 0, 0usize);
+    while read < total && eof < 3 && started.elapsed() < Duration::from_secs(600) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                read += 1;
+                bytes += rdkafka::Message::payload(&m).map_or(0, <[u8]>::len);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            _ => {}
+        }
+    }
+    std::hint::black_box(bytes);
+    (
+        read,
+        cpu_seconds(std::process::id()) - cpu_before,
+        started.elapsed().as_secs_f64(),
+    )
 }

@@ -25,9 +25,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// Trace contexts linked from one commit span, at most.
 pub const MAX_LINKS: usize = 32;
 
-/// Pause between reads while the log is unreachable (librdkafka reconnects meanwhile).
-const LOG_RETRY: Duration = Duration::from_millis(500);
-
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -171,7 +168,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         self.log_reachable();
                         self.on_event(event).await?;
                     }
-                    Err(LogError::Retryable(reason)) => self.log_unreachable(&reason).await,
+                    Err(LogError::Retryable(reason)) => self.log_unreachable(&reason),
                     Err(fatal) => return Err(fatal.into()),
                 },
             }
@@ -185,8 +182,11 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         Ok(self.stats)
     }
 
-    /// A broker outage is weather: say so once, report not ready, wait a little, try again.
-    async fn log_unreachable(&mut self, reason: &str) {
+    /// A broker outage is weather: say so once, report not ready, read on. No pause here:
+    /// librdkafka queues its outage errors with the records and paces them itself; pausing per
+    /// error left a backlog of them that kept the service not ready long after the broker was
+    /// back (found on Apache Kafka).
+    fn log_unreachable(&mut self, reason: &str) {
         if !self.metrics.log_unreachable.swap(true, Ordering::Relaxed) {
             self.metrics.log_outages.fetch_add(1, Ordering::Relaxed);
             warn!(
@@ -194,7 +194,6 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 "Cannot read the raw topic; waiting for the broker (not ready meanwhile)."
             );
         }
-        tokio::time::sleep(LOG_RETRY).await;
     }
 
     fn log_reachable(&mut self) {

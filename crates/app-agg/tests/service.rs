@@ -74,6 +74,8 @@ struct FakeLog {
     cursors: BTreeMap<Partition, usize>,
     assigned: bool,
     turn: usize,
+    /// Retryable errors queued after the assignment, as librdkafka queues outage errors.
+    outage_errors: usize,
 }
 
 impl FakeLog {
@@ -84,6 +86,7 @@ impl FakeLog {
             cursors,
             assigned: false,
             turn: 0,
+            outage_errors: 0,
         }
     }
 
@@ -101,6 +104,10 @@ impl TradeLog for FakeLog {
             return Ok(LogEvent::Assigned(
                 self.partitions.keys().copied().collect(),
             ));
+        }
+        if self.outage_errors > 0 {
+            self.outage_errors -= 1;
+            return Err(LogError::Retryable("AllBrokersDown".to_owned()));
         }
         let keys: Vec<Partition> = self.partitions.keys().copied().collect();
         for i in 0..keys.len() {
@@ -279,4 +286,38 @@ async fn killed_at_any_point_and_restarted_it_produces_the_uninterrupted_output(
         let (got, _) = union(&store.lock().unwrap());
         assert_eq!(got, expected, "killed at step {kill_at}");
     }
+}
+
+/// Outage errors queued in the log are read through at once: the service reaches the records
+/// behind them and reports ready again (it used to pause 500 ms per error, which on Apache Kafka
+/// kept it not ready long after the broker was back).
+#[tokio::test]
+async fn queued_outage_errors_are_read_through_without_pausing() {
+    let store = Arc::new(Mutex::new(Store::default()));
+    let mut log = FakeLog::new(market());
+    log.outage_errors = 200;
+    let mut service = Service::new(
+        log,
+        FakeCommitter(Arc::clone(&store)),
+        FixedClock(T0 + 1_000_000),
+        config(),
+    );
+    let metrics = service.metrics();
+    let stop = tokio::time::sleep(std::time::Duration::from_secs(2));
+    service
+        .run(std::time::Duration::from_millis(50), stop)
+        .await
+        .unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        metrics.trades.load(Relaxed),
+        500,
+        "every trade behind the errors"
+    );
+    assert_eq!(
+        metrics.log_outages.load(Relaxed),
+        1,
+        "one outage, reported once"
+    );
+    assert!(!metrics.log_unreachable.load(Relaxed), "reachable again");
 }
