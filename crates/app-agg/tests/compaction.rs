@@ -7,14 +7,9 @@
 mod common;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{AGG, BIN, DLQ, RAW, STATE};
-use ports::{TradeBatch, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -76,24 +71,10 @@ async fn the_changelog_compacts_and_a_restart_still_restores_exactly() {
         .await
         .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let sink =
-        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
-            .await
-            .unwrap();
     let batches = common::stream(&INSTRUMENTS, 40, 30);
     let expected = common::uninterrupted(&batches);
-    let mut batches = batches.into_iter();
-    let mut publish = async |count: usize| {
-        for trades in batches.by_ref().take(count) {
-            let batch = TradeBatch {
-                trades,
-                trace: None,
-            };
-            sink.publish(batch).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
+    let mut feeder =
+        common::Feeder::start(&broker, &stub, batches, Duration::from_millis(100)).await;
 
     let without_transactions = |http: &str| {
         common::command(&broker, &stub, http, "compaction")
@@ -106,7 +87,7 @@ async fn the_changelog_compacts_and_a_restart_still_restores_exactly() {
     let http = free_http_addr();
     let mut first = without_transactions(&http);
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
-    publish(25).await;
+    feeder.publish(25).await;
     signal(&first, "TERM");
     assert_eq!(first.wait().unwrap().code(), Some(0));
 
@@ -127,7 +108,7 @@ async fn the_changelog_compacts_and_a_restart_still_restores_exactly() {
     let http = free_http_addr();
     let mut second = without_transactions(&http);
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
-    publish(usize::MAX).await;
+    feeder.publish(usize::MAX).await;
     let records = common::wait_for_aggregates(&broker, expected.len()).await;
     signal(&second, "TERM");
     assert_eq!(second.wait().unwrap().code(), Some(0));

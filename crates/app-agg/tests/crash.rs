@@ -10,14 +10,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
-use common::{BIN, RAW, spawn};
-use ports::{TradeBatch, TradeSink};
+use common::{BIN, spawn};
 use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
@@ -29,11 +24,6 @@ async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly
     let broker = TestBroker::from_env().await.unwrap();
     common::create_topics(&broker, 1).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let sink =
-        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
-            .await
-            .unwrap();
 
     let batches = common::stream(&INSTRUMENTS, 4 * KILLS, 60);
     let expected = common::uninterrupted(&batches);
@@ -41,17 +31,8 @@ async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly
 
     // Trades flow while app-agg is killed and restarted; each kill comes a few ms after a
     // batch was published, when the cycle that writes its closed windows is likely running.
-    let mut batches = batches.into_iter();
-    let mut publish = async |count: usize| {
-        for trades in batches.by_ref().take(count) {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let batch = TradeBatch {
-                trades,
-                trace: None,
-            };
-            sink.publish(batch).await.unwrap();
-        }
-    };
+    let mut feeder =
+        common::Feeder::start(&broker, &stub, batches, Duration::from_millis(150)).await;
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     for _ in 0..KILLS {
         let http = free_http_addr();
@@ -61,7 +42,7 @@ async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly
             wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await,
             "never ready"
         );
-        publish(3).await;
+        feeder.publish(3).await;
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
@@ -69,7 +50,7 @@ async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
     }
-    publish(usize::MAX).await;
+    feeder.publish(usize::MAX).await;
 
     // A last run to the end.
     let mut child = spawn(&broker, &stub, &free_http_addr());

@@ -8,14 +8,9 @@
 mod common;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
-use common::{BIN, RAW, spawn_instance};
-use ports::{TradeBatch, TradeSink};
+use common::{BIN, spawn_instance};
 use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
@@ -32,24 +27,10 @@ async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
     }
     common::create_topics(&broker, 2).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let sink =
-        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
-            .await
-            .unwrap();
     let batches = common::stream(&INSTRUMENTS, 30, 60);
     let expected = common::uninterrupted(&batches);
-    let mut batches = batches.into_iter();
-    let mut publish = async |count: usize| {
-        for trades in batches.by_ref().take(count) {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let batch = TradeBatch {
-                trades,
-                trace: None,
-            };
-            sink.publish(batch).await.unwrap();
-        }
-    };
+    let mut feeder =
+        common::Feeder::start(&broker, &stub, batches, Duration::from_millis(150)).await;
 
     let log_dir = tempfile::tempdir().unwrap();
     let a_log = log_dir.path().join("a.log");
@@ -60,7 +41,7 @@ async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
         .spawn()
         .unwrap();
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &a_http)).await);
-    publish(10).await;
+    feeder.publish(10).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     signal(&a, "STOP");
 
@@ -69,11 +50,11 @@ async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
     let b_http = free_http_addr();
     let mut b = spawn_instance(&broker, &stub, &b_http, "z");
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &b_http)).await);
-    publish(10).await;
+    feeder.publish(10).await;
 
     signal(&a, "CONT");
     let fenced = wait_for(Duration::from_secs(60), || a.try_wait().unwrap().is_some()).await;
-    publish(usize::MAX).await;
+    feeder.publish(usize::MAX).await;
     let records = common::wait_for_aggregates(&broker, expected.len()).await;
     signal(&b, "TERM");
     assert_eq!(b.wait().unwrap().code(), Some(0), "B stops cleanly");

@@ -5,14 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
-use common::{BIN, RAW, spawn};
-use ports::{TradeBatch, TradeSink};
+use common::{BIN, spawn};
 use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
@@ -28,31 +23,15 @@ async fn a_broker_outage_is_waited_out_and_changes_no_aggregate() {
     };
     common::create_topics(&broker, 2).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let sink =
-        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
-            .await
-            .unwrap();
-    let mut batches = common::stream(&INSTRUMENTS, 20, 60);
+    let batches = common::stream(&INSTRUMENTS, 20, 60);
     let expected = common::uninterrupted(&batches);
-    let second_half = batches.split_off(batches.len() / 2);
-    let publish = |batches: Vec<Vec<domain::Trade>>| {
-        let sink = &sink;
-        async move {
-            for trades in batches {
-                let batch = TradeBatch {
-                    trades,
-                    trace: None,
-                };
-                sink.publish(batch).await.unwrap();
-            }
-        }
-    };
+    let half = batches.len() / 2;
+    let mut feeder = common::Feeder::start(&broker, &stub, batches, Duration::ZERO).await;
 
     let http = free_http_addr();
     let mut child = spawn(&broker, &stub, &http);
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
-    publish(batches).await;
+    feeder.publish(half).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     broker.take_down().unwrap();
@@ -66,7 +45,7 @@ async fn a_broker_outage_is_waited_out_and_changes_no_aggregate() {
     );
     assert!(not_ready, "not ready while the broker is down");
     broker.bring_up().await.unwrap();
-    publish(second_half).await;
+    feeder.publish(usize::MAX).await;
     assert!(
         wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await,
         "ready again once the broker is back"

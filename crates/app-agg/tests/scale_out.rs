@@ -6,14 +6,9 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_kafka::config::KafkaConfig;
-use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::{Registry, RegistryConfig};
-use common::{BIN, RAW, spawn_instance};
-use ports::{TradeBatch, TradeSink};
+use common::{BIN, spawn_instance};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
@@ -41,11 +36,6 @@ async fn instances_share_the_work_through_two_to_one_to_two() {
     let broker = TestBroker::from_env().await.unwrap();
     common::create_topics(&broker, 4).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let sink =
-        KafkaTradeSink::connect(&KafkaConfig::new(broker.bootstrap_servers()), registry, RAW)
-            .await
-            .unwrap();
     let batches = common::stream(&INSTRUMENTS, 30, 80);
     let expected = common::uninterrupted(&batches);
 
@@ -66,22 +56,13 @@ async fn instances_share_the_work_through_two_to_one_to_two() {
     );
 
     let third = batches.len() / 3;
-    let mut batches = batches.into_iter();
-    let mut publish = async |count: usize| {
-        for trades in batches.by_ref().take(count) {
-            let batch = TradeBatch {
-                trades,
-                trace: None,
-            };
-            sink.publish(batch).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(60)).await;
-        }
-    };
-    publish(third).await;
+    let mut feeder =
+        common::Feeder::start(&broker, &stub, batches, Duration::from_millis(60)).await;
+    feeder.publish(third).await;
     // B stops (SIGTERM: it finishes its cycle and leaves the group); A takes everything over.
     signal(&b, "TERM");
     assert_eq!(b.wait().unwrap().code(), Some(0));
-    publish(third).await;
+    feeder.publish(third).await;
     assert!(
         wait_for(Duration::from_secs(30), || held_partitions(&a_http) == 4).await,
         "the survivor holds every partition"
@@ -89,7 +70,7 @@ async fn instances_share_the_work_through_two_to_one_to_two() {
     // A new instance joins (B's transactional id again, as a restarted B would) and takes half.
     let c_http = free_http_addr();
     let mut c = spawn_instance(&broker, &stub, &c_http, "b");
-    publish(usize::MAX).await;
+    feeder.publish(usize::MAX).await;
     assert!(
         wait_for(Duration::from_secs(30), || held_partitions(&a_http) == 2
             && held_partitions(&c_http) == 2)

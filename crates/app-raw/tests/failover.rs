@@ -13,7 +13,7 @@ use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{BIN, TOPIC, generated, spawn};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::process::{free_http_addr, healthcheck};
 use testkit::{
     FakeDeribit, FakeInstrument, KafkaCluster, KafkaOptions, SchemaRegistryStub, TestBroker,
     wait_for,
@@ -104,28 +104,8 @@ async fn killing_a_partition_leader_loses_and_duplicates_nothing() {
 
     let want = generated(&fake);
     let total: usize = want.values().map(Vec::len).sum();
-    let mut got = Default::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        got = common::topic_seqs(&broker, &registry, TOPIC, 3, total).await;
-        if got == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "app-raw runs through the failover"
-    );
-    signal(&child, "TERM");
-    assert!(
-        wait_for(Duration::from_secs(15), || child
-            .try_wait()
-            .unwrap()
-            .is_some())
-        .await,
-        "no exit within 15 s of SIGTERM"
-    );
+    let got = common::wait_for_topic(&broker, &registry, &want).await;
+    common::assert_running_then_stop(&mut child).await;
     assert_eq!(
         got, want,
         "every trade once, in order per instrument, across the leader's death"

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{BIN, TOPIC, generated, spawn};
-use testkit::process::{free_http_addr, healthcheck, http_get, signal};
+use testkit::process::{free_http_addr, healthcheck, http_get};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,29 +57,9 @@ async fn a_broker_outage_loses_duplicates_and_reorders_nothing() {
 
     let want = generated(&fake);
     let total: usize = want.values().map(Vec::len).sum();
-    let mut got = Default::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        got = common::topic_seqs(&broker, &registry, TOPIC, 3, total).await;
-        if got == want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let got = common::wait_for_topic(&broker, &registry, &want).await;
     let metrics = http_get(&http, "/metrics");
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "app-raw still runs after the outage"
-    );
-    signal(&child, "TERM");
-    assert!(
-        wait_for(Duration::from_secs(15), || child
-            .try_wait()
-            .unwrap()
-            .is_some())
-        .await,
-        "no exit within 15 s of SIGTERM"
-    );
+    common::assert_running_then_stop(&mut child).await;
     assert_eq!(
         got, want,
         "every trade once, in order per instrument, after {down_for:?} without a broker\n{metrics}"

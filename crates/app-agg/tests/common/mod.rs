@@ -11,13 +11,18 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
+use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::framing::split_frame;
+use adapters_kafka::producer::KafkaTradeSink;
+use adapters_kafka::registry::{Registry, RegistryConfig};
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
 };
+use ports::{TradeBatch, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -173,6 +178,46 @@ pub fn command(
         ("OTEL_SDK_DISABLED", "true".into()),
     ]);
     command
+}
+
+/// The raw topic's producer in a test: publishes a stream's batches in order, a pause before
+/// each (so a kill right after `publish` returns lands while app-agg works on the last one).
+pub struct Feeder {
+    sink: KafkaTradeSink,
+    batches: std::vec::IntoIter<Vec<Trade>>,
+    pause: Duration,
+}
+
+impl Feeder {
+    /// A producer on the raw topic (its schema registered in `stub`) for `batches`.
+    pub async fn start(
+        broker: &TestBroker,
+        stub: &SchemaRegistryStub,
+        batches: Vec<Vec<Trade>>,
+        pause: Duration,
+    ) -> Feeder {
+        let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+        let kafka = KafkaConfig::new(broker.bootstrap_servers());
+        Feeder {
+            sink: KafkaTradeSink::connect(&kafka, registry, RAW)
+                .await
+                .unwrap(),
+            batches: batches.into_iter(),
+            pause,
+        }
+    }
+
+    /// Publishes the next `count` batches (`usize::MAX`: all that are left).
+    pub async fn publish(&mut self, count: usize) {
+        for trades in self.batches.by_ref().take(count) {
+            tokio::time::sleep(self.pause).await;
+            let batch = TradeBatch {
+                trades,
+                trace: None,
+            };
+            self.sink.publish(batch).await.unwrap();
+        }
+    }
 }
 
 /// Every record of the aggregates topic, raw, as a `read_committed` reader sees it.

@@ -127,3 +127,34 @@ pub async fn topic_seqs(
     }
     seqs
 }
+
+/// Polls the topic until it holds exactly `want` (per instrument, in topic order) or a minute
+/// passes; what it held last.
+pub async fn wait_for_topic(
+    broker: &TestBroker,
+    registry: &Registry,
+    want: &BTreeMap<String, Vec<u64>>,
+) -> BTreeMap<String, Vec<u64>> {
+    let total = want.values().map(Vec::len).sum();
+    let mut got = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        got = topic_seqs(broker, registry, TOPIC, 3, total).await;
+        if &got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    got
+}
+
+/// Asserts the service still runs, then stops it with SIGTERM and asserts it exits within 15 s.
+pub async fn assert_running_then_stop(child: &mut Child) {
+    assert!(child.try_wait().unwrap().is_none(), "app-raw still runs");
+    testkit::process::signal(child, "TERM");
+    let exited = testkit::wait_for(Duration::from_secs(15), || {
+        child.try_wait().unwrap().is_some()
+    })
+    .await;
+    assert!(exited, "no exit within 15 s of SIGTERM");
+}
