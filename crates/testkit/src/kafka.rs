@@ -472,7 +472,8 @@ fn java_error(e: &std::io::Error) -> String {
     format!("starting java ({e}); Apache Kafka needs a Java 17+ runtime on PATH or in JAVA_HOME")
 }
 
-/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding.
+/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting with
+/// `-` (the storage tool would read it as an option; Kafka's own ids avoid it the same way).
 fn random_cluster_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
@@ -487,10 +488,17 @@ fn random_cluster_id() -> String {
         );
         h.finish()
     };
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&word(1).to_le_bytes());
-    bytes[8..].copy_from_slice(&word(2).to_le_bytes());
-    base64_url(&bytes)
+    let mut salt = 0;
+    loop {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&word(salt).to_le_bytes());
+        bytes[8..].copy_from_slice(&word(salt + 1).to_le_bytes());
+        let id = base64_url(&bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+        salt += 2;
+    }
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -532,13 +540,17 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_id_is_22_url_safe_characters() {
-        let id = random_cluster_id();
-        assert_eq!(id.len(), 22, "{id}");
-        assert!(
-            id.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
+    fn a_cluster_id_is_22_url_safe_characters_never_led_by_a_dash() {
+        // One id in 64 would start with '-' if nothing prevented it.
+        for _ in 0..2_000 {
+            let id = random_cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(!id.starts_with('-'), "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+        }
         assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
     }
 }
