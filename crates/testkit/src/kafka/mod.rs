@@ -15,57 +15,19 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::process::{free_port, signal};
 
-/// The command that fetches the broker.
-pub const KAFKA_FETCH: &str = "just kafka";
+mod cluster_id;
+mod install;
 
-/// The Maven project `just kafka` resolves; its `kafka.version` is the version used everywhere.
-const POM: &str = include_str!("../../../tools/kafka/pom.xml");
+use cluster_id::random_cluster_id;
+pub use install::{KAFKA_FETCH, kafka_installed, kafka_libs, kafka_version};
+use install::{java, java_error};
 
 /// How long a node may take from spawn to "Kafka Server started".
 const START_DEADLINE: Duration = Duration::from_secs(60);
-
-/// The Apache Kafka version `tools/kafka/pom.xml` fetches (e.g. `4.1.1`).
-pub fn kafka_version() -> &'static str {
-    POM.split_once("<kafka.version>")
-        .and_then(|(_, rest)| rest.split_once("</kafka.version>"))
-        .map_or("unknown", |(version, _)| version.trim())
-}
-
-/// Where `just kafka` puts the broker's jars.
-pub fn kafka_libs() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KAFKA_LIBS") {
-        return Some(PathBuf::from(dir));
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
-    Some(
-        cache
-            .join("deribit-pipeline")
-            .join(format!("kafka-{}", kafka_version()))
-            .join("libs"),
-    )
-}
-
-/// Whether the broker's jars are in place (`just kafka` has run).
-pub fn kafka_installed() -> bool {
-    kafka_libs().is_some_and(|libs| {
-        libs.join(format!("kafka_2.13-{}.jar", kafka_version()))
-            .is_file()
-    })
-}
-
-fn java() -> PathBuf {
-    std::env::var_os("JAVA_HOME")
-        .map(|home| PathBuf::from(home).join("bin").join("java"))
-        .filter(|java| java.is_file())
-        .unwrap_or_else(|| PathBuf::from("java"))
-}
 
 /// JVM flags for a test broker: small heap, quick start.
 const JVM_FLAGS: [&str; 6] = [
@@ -468,54 +430,6 @@ impl Drop for KafkaCluster {
     }
 }
 
-fn java_error(e: &std::io::Error) -> String {
-    format!("starting java ({e}); Apache Kafka needs a Java 17+ runtime on PATH or in JAVA_HOME")
-}
-
-/// A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting with
-/// `-` (the storage tool would read it as an option; Kafka's own ids avoid it the same way).
-fn random_cluster_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    let state = SEED.get_or_init(std::collections::hash_map::RandomState::new);
-    let word = |salt: u64| {
-        let mut h = state.build_hasher();
-        h.write_u64(salt);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.finish()
-    };
-    let mut salt = 0;
-    loop {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&word(salt).to_le_bytes());
-        bytes[8..].copy_from_slice(&word(salt + 1).to_le_bytes());
-        let id = base64_url(&bytes);
-        if !id.starts_with('-') {
-            return id;
-        }
-        salt += 2;
-    }
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
-
 /// Broker log: INFO to the node's log file (stdout is redirected there), noisy loggers quieter.
 const LOG4J2: &str = "\
 rootLogger.level=INFO
@@ -529,28 +443,3 @@ logger.kafka.level=INFO
 logger.apache.name=org.apache.kafka
 logger.apache.level=INFO
 ";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_version_comes_from_the_pom() {
-        assert!(kafka_version().starts_with("4."), "{}", kafka_version());
-    }
-
-    #[test]
-    fn a_cluster_id_is_22_url_safe_characters_never_led_by_a_dash() {
-        // One id in 64 would start with '-' if nothing prevented it.
-        for _ in 0..2_000 {
-            let id = random_cluster_id();
-            assert_eq!(id.len(), 22, "{id}");
-            assert!(!id.starts_with('-'), "{id}");
-            assert!(
-                id.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            );
-        }
-        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
-    }
-}
