@@ -26,19 +26,24 @@ use crate::weather;
 /// Asks `client` for metadata (of `topic`, or of every topic) until a broker answers. A refusal
 /// that needs a person (failed login) fails at once with the broker's reason; silence fails
 /// after `timeout` naming the last error librdkafka reported (e.g. a TLS handshake failure).
-/// Blocking: call it off the async workers.
+/// `serve` hands librdkafka's queued events to the context: a producer's own thread does that,
+/// a plain consumer only when polled, so its caller polls it there. Blocking: call it off the
+/// async workers.
 ///
 /// # Errors
 /// [`Error::Kafka`] with the reason.
 pub fn await_metadata<C: ClientContext>(
     client: &Client<C>,
+    serve: impl Fn(),
     log: &ClientLog,
     topic: Option<&str>,
     timeout: Duration,
 ) -> Result<Metadata> {
     let deadline = Instant::now() + timeout;
     loop {
-        match client.fetch_metadata(topic, Duration::from_secs(1)) {
+        let answer = client.fetch_metadata(topic, Duration::from_secs(1));
+        serve();
+        match answer {
             Ok(metadata) => return Ok(metadata),
             Err(e) => {
                 if let Some(reason) = log.refusal() {

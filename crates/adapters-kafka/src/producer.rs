@@ -100,7 +100,7 @@ impl KafkaTradeSink {
         let (producer, log) = (self.current(), self.client_log.clone());
         let (topic, timeout) = (self.topic.clone(), self.timeout);
         let metadata = tokio::task::spawn_blocking(move || {
-            await_metadata(producer.client(), &log, Some(&topic), timeout)
+            await_metadata(producer.client(), || {}, &log, Some(&topic), timeout)
         })
         .await
         .map_err(|e| Error::Kafka(format!("metadata task: {e}")))??;

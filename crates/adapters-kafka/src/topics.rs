@@ -128,7 +128,11 @@ async fn partition_counts(config: &KafkaConfig) -> Result<HashMap<String, i32>> 
         let client: BaseConsumer<ClientLog> = reader
             .create_with_context(log.clone())
             .map_err(|e| Error::Kafka(format!("creating a metadata client: {e}")))?;
-        let metadata = await_metadata(client.client(), &log, None, METADATA_TIMEOUT)?;
+        // Polling serves the error callbacks that tell a refused login from silence.
+        let serve = || {
+            let _ = client.poll(Duration::ZERO);
+        };
+        let metadata = await_metadata(client.client(), serve, &log, None, METADATA_TIMEOUT)?;
         Ok(metadata
             .topics()
             .iter()
