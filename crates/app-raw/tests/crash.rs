@@ -5,24 +5,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{BIN, TOPIC, dedup, generated, spawn};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
-use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
+use testkit::{TestBroker, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_and_restart_lose_no_trade_and_keep_order() {
     let broker = TestBroker::from_env().await.unwrap();
     broker.create_topic(TOPIC, 3, false).await.unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    fake.send_test_requests_every(Duration::from_millis(300));
+    let (stub, registry, fake) = common::stand_ins().await;
 
     let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
     for run in 0..8 {

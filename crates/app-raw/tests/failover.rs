@@ -6,18 +6,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{BIN, TOPIC, generated, spawn};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use testkit::process::{free_http_addr, healthcheck};
-use testkit::{
-    FakeDeribit, FakeInstrument, KafkaCluster, KafkaOptions, SchemaRegistryStub, TestBroker,
-    wait_for,
-};
+use testkit::{KafkaCluster, KafkaOptions, TestBroker, wait_for};
 
 /// (partition, leader node id, high watermark) of every partition of `topic`; asked again while
 /// the client happens to ask the dead node.
@@ -61,23 +56,12 @@ async fn killing_a_partition_leader_loses_and_duplicates_nothing() {
         .create_topic_with(TOPIC, 3, 3, &[("min.insync.replicas", "2")])
         .await
         .unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    fake.send_test_requests_every(Duration::from_millis(300));
-    let market = async |rounds: usize| {
-        for _ in 0..rounds {
-            fake.trade_all(1);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let (stub, registry, fake) = common::stand_ins().await;
 
     let http = free_http_addr();
     let mut child = spawn(&broker, &stub, &fake, &http);
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
-    market(40).await;
+    common::trade_rounds(&fake, 40).await;
 
     let bootstrap = broker.bootstrap_servers();
     let (partition, leader, _) = partitions(&bootstrap, TOPIC)
@@ -89,7 +73,7 @@ async fn killing_a_partition_leader_loses_and_duplicates_nothing() {
     kafka.kill(usize::try_from(leader).unwrap());
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(10) {
-        market(1).await;
+        common::trade_rounds(&fake, 1).await;
     }
     let new_leader = partitions(&bootstrap, TOPIC)
         .into_iter()
@@ -100,7 +84,7 @@ async fn killing_a_partition_leader_loses_and_duplicates_nothing() {
         .start_node(usize::try_from(leader).unwrap())
         .await
         .unwrap();
-    market(40).await;
+    common::trade_rounds(&fake, 40).await;
 
     let want = generated(&fake);
     let total: usize = want.values().map(Vec::len).sum();

@@ -5,13 +5,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use adapters_kafka::registry::{Registry, RegistryConfig};
 use common::{BIN, TOPIC, generated, spawn};
 use testkit::process::{free_http_addr, healthcheck, http_get};
-use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
+use testkit::{TestBroker, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_duplicates_and_reorders_nothing() {
@@ -22,38 +20,24 @@ async fn a_broker_outage_loses_duplicates_and_reorders_nothing() {
         Duration::from_secs(30)
     };
     broker.create_topic(TOPIC, 3, false).await.unwrap();
-    let stub = SchemaRegistryStub::start().await.unwrap();
-    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    fake.send_test_requests_every(Duration::from_millis(300));
+    let (stub, registry, fake) = common::stand_ins().await;
 
     let http = free_http_addr();
     let mut child = spawn(&broker, &stub, &fake, &http);
     assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
-    let market = |rounds: usize| {
-        let fake = &fake;
-        async move {
-            for _ in 0..rounds {
-                fake.trade_all(1);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    market(20).await;
+    common::trade_rounds(&fake, 20).await;
 
     broker.take_down().unwrap();
     let down = Instant::now();
     while down.elapsed() < down_for {
-        market(1).await;
+        common::trade_rounds(&fake, 1).await;
     }
     assert!(
         child.try_wait().unwrap().is_none(),
         "app-raw runs through the outage"
     );
     broker.bring_up().await.unwrap();
-    market(20).await;
+    common::trade_rounds(&fake, 20).await;
 
     let want = generated(&fake);
     let total: usize = want.values().map(Vec::len).sum();

@@ -3,15 +3,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_kafka::avro::decode_trade;
 use adapters_kafka::framing::split_frame;
-use adapters_kafka::registry::Registry;
+use adapters_kafka::registry::{Registry, RegistryConfig};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::{FakeDeribit, SchemaRegistryStub, TestBroker};
+use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_app-raw");
@@ -157,4 +158,24 @@ pub async fn assert_running_then_stop(child: &mut Child) {
     })
     .await;
     assert!(exited, "no exit within 15 s of SIGTERM");
+}
+
+/// The stand-ins every app-raw process test runs against: a registry stub (and a client of it)
+/// and a fake Deribit market that sends `public/test` requests like the real one.
+pub async fn stand_ins() -> (SchemaRegistryStub, Arc<Registry>, FakeDeribit) {
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
+    let fake = FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap();
+    fake.send_test_requests_every(Duration::from_millis(300));
+    (stub, registry, fake)
+}
+
+/// `rounds` rounds of one trade per instrument, 50 ms apart.
+pub async fn trade_rounds(fake: &FakeDeribit, rounds: usize) {
+    for _ in 0..rounds {
+        fake.trade_all(1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
