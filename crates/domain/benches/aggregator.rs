@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use domain::{Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing};
+use domain::{
+    Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WatermarkRule, WindowSize, testing,
+};
 
 const INSTRUMENTS: usize = 1_000;
 const TRADES: u64 = 10_000_000;
@@ -124,8 +126,15 @@ impl Market {
 
 fn config() -> AggregatorConfig {
     let minute = WindowSize::from_millis(60_000).unwrap_or_else(|e| unreachable!("{e}"));
-    AggregatorConfig::new(minute, 1_000, 5_000, vec![30_000, 300_000, 3_600_000])
-        .unwrap_or_else(|e| unreachable!("{e}"))
+    AggregatorConfig::new(
+        minute,
+        1_000,
+        WatermarkRule::TradeTime {
+            max_delay_ms: 5_000,
+        },
+        vec![30_000, 300_000, 3_600_000],
+    )
+    .unwrap_or_else(|e| unreachable!("{e}"))
 }
 
 fn ten_million_trades(c: &mut Criterion) {

@@ -2,99 +2,29 @@
 //!
 //! One [`Aggregator`] holds everything a consumer needs for one source partition: per instrument
 //! the last `trade_seq`, the continuous EWMA sums and the open windows, plus the partition's
-//! watermark. It is driven by three calls: [`ingest`](Aggregator::ingest) for each trade in log
-//! order, [`advance_wall_clock`](Aggregator::advance_wall_clock) when the caller knows it is caught
-//! up, and [`drain_closed`](Aggregator::drain_closed) to collect the windows the watermark closed.
+//! watermark. It is driven by [`ingest`](Aggregator::ingest) for each trade in log order,
+//! [`observe_progress`](Aggregator::observe_progress) for each progress marker (the default rule:
+//! only the source's word on completeness closes windows), and
+//! [`drain_closed`](Aggregator::drain_closed) to collect the windows the watermark closed. Under
+//! the fallback rule for sources without markers ([`WatermarkRule::TradeTime`]) trades move the
+//! watermark, and [`advance_wall_clock`](Aggregator::advance_wall_clock) does when caught up.
 //! Windows leave the state only when drained, so a snapshot taken at any moment restores into an
 //! aggregator that produces exactly the output the original would have.
 
 use smallvec::SmallVec;
 
 use crate::aggregate::Aggregate;
+pub use crate::config::{AggregatorConfig, WatermarkRule};
 use crate::error::{Error, Result};
 use crate::ewma::{DecayTable, EwmaSums, EwmaValue};
 use crate::instruments::{InstrumentIds, NameKey};
 use crate::open_windows::OpenWindows;
-use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot};
+use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
 use crate::trade::Trade;
-use crate::window::WindowSize;
 
-/// How windows are cut and closed, and which EWMAs are kept.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AggregatorConfig {
-    window: WindowSize,
-    grace_ms: i64,
-    max_delay_ms: i64,
-    halflives_ms: Vec<i64>,
-}
-
-impl AggregatorConfig {
-    /// A validated configuration.
-    ///
-    /// * `window`: tumbling window size.
-    /// * `grace_ms`: a window `[s, e)` closes once the watermark reaches `e + grace_ms`.
-    /// * `max_delay_ms`: when caught up, the watermark follows wall-clock time minus this.
-    /// * `halflives_ms`: one EWMA pair per half-life, reported in this order.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a negative grace or delay, a non-positive or repeated
-    /// half-life.
-    pub fn new(
-        window: WindowSize,
-        grace_ms: i64,
-        max_delay_ms: i64,
-        halflives_ms: Vec<i64>,
-    ) -> Result<Self> {
-        if grace_ms < 0 {
-            return Err(Error::InvalidConfig(format!(
-                "grace must be ≥ 0 ms, got {grace_ms}"
-            )));
-        }
-        if max_delay_ms < 0 {
-            return Err(Error::InvalidConfig(format!(
-                "max delay must be ≥ 0 ms, got {max_delay_ms}"
-            )));
-        }
-        for (i, &h) in halflives_ms.iter().enumerate() {
-            if h <= 0 {
-                return Err(Error::InvalidConfig(format!(
-                    "half-life must be > 0 ms, got {h}"
-                )));
-            }
-            if halflives_ms[..i].contains(&h) {
-                return Err(Error::InvalidConfig(format!(
-                    "half-life {h} ms is listed twice"
-                )));
-            }
-        }
-        Ok(AggregatorConfig {
-            window,
-            grace_ms,
-            max_delay_ms,
-            halflives_ms,
-        })
-    }
-
-    /// The window size.
-    pub fn window(&self) -> WindowSize {
-        self.window
-    }
-
-    /// Grace period in ms.
-    pub fn grace_ms(&self) -> i64 {
-        self.grace_ms
-    }
-
-    /// Wall-clock lag in ms used when caught up.
-    pub fn max_delay_ms(&self) -> i64 {
-        self.max_delay_ms
-    }
-
-    /// Configured half-lives in ms, in report order.
-    pub fn halflives_ms(&self) -> &[i64] {
-        &self.halflives_ms
-    }
-}
+/// Writers of progress markers tracked per partition, at most; markers of further writers are
+/// ignored (a hostile or misconfigured topic must not grow the state without bound).
+pub const MAX_WRITERS: usize = 64;
 
 /// What happened to one ingested trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +87,8 @@ pub struct Aggregator {
     config: AggregatorConfig,
     decay: Vec<DecayTable>,
     watermark: Option<i64>,
+    /// Latest completeness time per marker writer (a handful at most, so a list).
+    writers: Vec<WriterProgress>,
     /// Instrument names and their dense ids; `states[id]` is the instrument's state.
     ids: InstrumentIds,
     states: Vec<InstrumentState>,
@@ -178,6 +110,7 @@ impl Aggregator {
                 .collect(),
             config,
             watermark: None,
+            writers: Vec::new(),
             ids: InstrumentIds::default(),
             states: Vec::new(),
             earliest_open_end: None,
@@ -191,9 +124,14 @@ impl Aggregator {
         &self.config
     }
 
-    /// The partition's watermark: the largest trade timestamp seen, or the wall-clock advance.
+    /// The partition's watermark (see [`WatermarkRule`]); it never moves back.
     pub fn watermark(&self) -> Option<i64> {
         self.watermark
+    }
+
+    /// Each marker writer's latest completeness time.
+    pub fn writers(&self) -> &[WriterProgress] {
+        &self.writers
     }
 
     /// Counters since creation.
@@ -208,9 +146,9 @@ impl Aggregator {
 
     /// Folds one trade in, in log order.
     ///
-    /// The watermark moves to the trade's timestamp even for a duplicate: replaying the log
-    /// after a restore then moves it exactly as the first pass did, so late/not-late decisions
-    /// repeat and the output is identical.
+    /// Under [`WatermarkRule::TradeTime`] the watermark moves to the trade's timestamp, even for
+    /// a duplicate: replaying the log after a restore then moves it exactly as the first pass
+    /// did, so late/not-late decisions repeat and the output is identical.
     pub fn ingest(&mut self, trade: &Trade) -> Ingested {
         let outcome = self.classify_and_fold(trade);
         match outcome {
@@ -218,11 +156,41 @@ impl Aggregator {
             Ingested::Duplicate => self.stats.duplicates += 1,
             Ingested::Late => self.stats.late += 1,
         }
-        self.watermark = Some(
-            self.watermark
-                .map_or(trade.timestamp, |w| w.max(trade.timestamp)),
-        );
+        if let WatermarkRule::TradeTime { .. } = self.config.rule {
+            self.watermark = Some(
+                self.watermark
+                    .map_or(trade.timestamp, |w| w.max(trade.timestamp)),
+            );
+        }
         outcome
+    }
+
+    /// Takes in a progress marker of `writer`: every trade up to `completeness_ms` precedes it
+    /// in the partition. Under [`WatermarkRule::Markers`] the watermark becomes the minimum
+    /// over the writers (never lower than before); returns whether it moved. Ignored under
+    /// [`WatermarkRule::TradeTime`], and from writers beyond [`MAX_WRITERS`].
+    pub fn observe_progress(&mut self, writer: &str, completeness_ms: i64) -> bool {
+        if self.config.rule != WatermarkRule::Markers {
+            return false;
+        }
+        if let Some(known) = self.writers.iter_mut().find(|w| w.writer == writer) {
+            known.completeness_ms = known.completeness_ms.max(completeness_ms);
+        } else if self.writers.len() < MAX_WRITERS {
+            self.writers.push(WriterProgress {
+                writer: writer.to_owned(),
+                completeness_ms,
+            });
+        } else {
+            return false;
+        }
+        let Some(slowest) = self.writers.iter().map(|w| w.completeness_ms).min() else {
+            return false;
+        };
+        if self.watermark.is_some_and(|w| w >= slowest) {
+            return false;
+        }
+        self.watermark = Some(slowest);
+        true
     }
 
     fn classify_and_fold(&mut self, trade: &Trade) -> Ingested {
@@ -310,12 +278,16 @@ impl Aggregator {
         Ingested::Accepted
     }
 
-    /// Moves the watermark to `now_ms − max_delay` if the caller is caught up on the partition
-    /// (its position equals the end of the log). Never moves it back. A consumer replaying a
-    /// backlog passes `caught_up = false`, so wall time cannot close windows early.
+    /// Under [`WatermarkRule::TradeTime`], moves the watermark to `now_ms − max_delay` if the
+    /// caller is caught up on the partition (its position equals the end of the log). Never
+    /// moves it back. A consumer replaying a backlog passes `caught_up = false`, so wall time
+    /// cannot close windows early. Under [`WatermarkRule::Markers`] the wall clock closes
+    /// nothing.
     pub fn advance_wall_clock(&mut self, now_ms: i64, caught_up: bool) {
-        if caught_up {
-            let candidate = now_ms.saturating_sub(self.config.max_delay_ms);
+        if let WatermarkRule::TradeTime { max_delay_ms } = self.config.rule
+            && caught_up
+        {
+            let candidate = now_ms.saturating_sub(max_delay_ms);
             self.watermark = Some(self.watermark.map_or(candidate, |w| w.max(candidate)));
         }
     }
@@ -402,6 +374,7 @@ impl Aggregator {
         instruments.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
         PartitionSnapshot {
             watermark: self.watermark,
+            writers: self.writers.clone(),
             instruments,
         }
     }
@@ -414,6 +387,8 @@ impl Aggregator {
     pub fn restore(config: AggregatorConfig, snapshot: PartitionSnapshot) -> Result<Self> {
         let mut aggregator = Aggregator::new(config);
         aggregator.watermark = snapshot.watermark;
+        aggregator.writers = snapshot.writers;
+        aggregator.writers.truncate(MAX_WRITERS);
         for instrument in snapshot.instruments {
             aggregator.restore_instrument(instrument)?;
         }

@@ -6,13 +6,15 @@
 //! * [`window`]: epoch-aligned tumbling windows.
 //! * [`ewma`]: time-decayed EWMA of price and amount-weighted price, O(1) per trade.
 //! * [`aggregate`]: the [`Aggregate`] record and its running accumulator.
-//! * [`aggregator`]: the per-partition [`Aggregator`]: dedup by `trade_seq`, watermark, grace,
-//!   late trades, closing windows.
+//! * [`aggregator`]: the per-partition [`Aggregator`]: dedup by `trade_seq`, watermark (from
+//!   progress markers, or trade time), grace, late trades, closing windows.
+//! * [`config`]: [`AggregatorConfig`]: window, grace, watermark rule, half-lives.
 //! * [`snapshot`]: its serialisable state for changelogs.
 //! * `testing` (feature `testing`): trade fixtures for tests and benchmarks.
 
 pub mod aggregate;
 pub mod aggregator;
+pub mod config;
 pub mod error;
 pub mod ewma;
 mod fxhash;
@@ -25,9 +27,11 @@ pub mod trade;
 pub mod window;
 
 pub use aggregate::{Aggregate, WindowAccumulator};
-pub use aggregator::{Aggregator, AggregatorConfig, AggregatorStats, Ingested};
+pub use aggregator::{
+    Aggregator, AggregatorConfig, AggregatorStats, Ingested, MAX_WRITERS, WatermarkRule,
+};
 pub use error::{Error, Result};
 pub use ewma::{EwmaSums, EwmaValue};
-pub use snapshot::{InstrumentSnapshot, PartitionSnapshot};
+pub use snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
 pub use trade::{Direction, Liquidation, Trade, TradeFields};
 pub use window::WindowSize;

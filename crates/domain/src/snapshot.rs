@@ -1,7 +1,8 @@
 //! Serialisable state of one partition's aggregator.
 //!
 //! These are plain serde values: the Kafka adapter writes one [`InstrumentSnapshot`] per changed
-//! instrument to a compacted changelog and the watermark to a marker; restore folds them back
+//! instrument to a compacted changelog and the watermark (with each marker writer's progress)
+//! to a marker; restore folds them back
 //! into a [`PartitionSnapshot`]. Floats travel as exact bits, so a restored aggregator continues
 //! bit-identically.
 
@@ -27,11 +28,24 @@ pub struct InstrumentSnapshot {
     pub windows: Vec<WindowAccumulator>,
 }
 
+/// The last completeness time one writer of progress markers announced on a partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterProgress {
+    /// The writer's id (one app-raw deployment).
+    pub writer: String,
+    /// Its latest completeness time, ms.
+    pub completeness_ms: i64,
+}
+
 /// State of a whole partition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionSnapshot {
     /// The partition's watermark.
     pub watermark: Option<i64>,
+    /// Progress per marker writer; the watermark follows their minimum. Absent in state written
+    /// before markers existed.
+    #[serde(default)]
+    pub writers: Vec<WriterProgress>,
     /// Every instrument seen on the partition, sorted by name.
     pub instruments: Vec<InstrumentSnapshot>,
 }

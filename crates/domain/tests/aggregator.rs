@@ -7,7 +7,7 @@
 
 use domain::{
     Aggregate, Aggregator, AggregatorConfig, Direction, Error, Ingested, PartitionSnapshot, Trade,
-    TradeFields, WindowSize, testing,
+    TradeFields, WatermarkRule, WindowSize, testing,
 };
 use proptest::prelude::*;
 
@@ -37,7 +37,9 @@ fn config(window_ms: i64, grace_ms: i64, halflives: &[i64]) -> AggregatorConfig 
     AggregatorConfig::new(
         WindowSize::from_millis(window_ms).unwrap(),
         grace_ms,
-        5_000,
+        WatermarkRule::TradeTime {
+            max_delay_ms: 5_000,
+        },
         halflives.to_vec(),
     )
     .unwrap()
