@@ -233,6 +233,10 @@ pub struct DeribitConfig {
     pub backoff: BackoffConfig,
     /// Sent in `public/hello`.
     pub client_name: String,
+    /// How often Deribit's clock is read to advance the completeness time.
+    pub progress_interval: Duration,
+    /// Subtracted from Deribit's clock for its notification batching (`100ms` channels).
+    pub completeness_margin: Duration,
 }
 
 impl DeribitConfig {
@@ -251,6 +255,8 @@ impl DeribitConfig {
             max_backfill_in_flight: 4,
             backoff: BackoffConfig::default(),
             client_name: "deribit-kafka".into(),
+            progress_interval: Duration::from_secs(1),
+            completeness_margin: Duration::from_secs(1),
         }
     }
 
@@ -295,6 +301,12 @@ impl DeribitConfig {
             return Err(Error::Config(
                 "queue capacity, hold limit and in-flight limit must be > 0".into(),
             ));
+        }
+        if self.progress_interval < Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "progress interval {:?} is below 100 ms (each one costs a request)",
+                self.progress_interval
+            )));
         }
         if self.backoff.initial.is_zero() || self.backoff.initial > self.backoff.max {
             return Err(Error::Config(format!(

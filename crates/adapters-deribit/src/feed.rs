@@ -3,16 +3,18 @@
 //! A supervisor task runs sessions one after another: connect, handshake, stream, and on any
 //! failure reconnect with jittered backoff, forever, until shutdown or a fatal error. The
 //! sequencer lives in the supervisor, so positions survive reconnects and every reconnect
-//! backfills from them.
+//! backfills from them; so does the completeness clock, which holds through a reconnect and its
+//! backfill and jumps once they are done.
 
 use std::sync::Arc;
 
-use ports::{FeedError, StartPositions, TraceContext, TradeBatch, TradeFeed};
+use ports::{FeedError, FeedEvent, StartPositions, TraceContext, TradeFeed};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::backoff::Backoff;
+use crate::completeness::CompletenessClock;
 use crate::config::DeribitConfig;
 use crate::error::Result;
 use crate::metrics::FeedMetrics;
@@ -22,8 +24,8 @@ use crate::session::{self, Context, SessionEnd};
 /// How far before our latest trade instrument discovery starts searching.
 const DISCOVERY_MARGIN_MS: i64 = 5_000;
 
-/// What the session hands the consumer: a batch, or the error that stopped the feed.
-pub(crate) type FeedItem = Result<TradeBatch, FeedError>;
+/// What the session hands the consumer: a batch or progress, or the error that stopped the feed.
+pub(crate) type FeedItem = Result<FeedEvent, FeedError>;
 
 /// Turns the span that received a batch into the trace context sent downstream (supplied by
 /// the telemetry layer; the adapter itself stays free of OpenTelemetry).
@@ -83,7 +85,7 @@ impl DeribitFeed {
     }
 
     /// Asks the feed to stop: the connection is closed, batches already queued are still
-    /// returned, then `next_batch` returns `Ok(None)`.
+    /// returned, then `next_event` returns `Ok(None)`.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
     }
@@ -104,9 +106,9 @@ impl Drop for DeribitFeed {
 }
 
 impl TradeFeed for DeribitFeed {
-    async fn next_batch(&mut self) -> Result<Option<TradeBatch>, FeedError> {
+    async fn next_event(&mut self) -> Result<Option<FeedEvent>, FeedError> {
         match self.rx.recv().await {
-            Some(Ok(batch)) => Ok(Some(batch)),
+            Some(Ok(event)) => Ok(Some(event)),
             Some(Err(e)) => Err(e),
             None => Ok(None),
         }
@@ -124,6 +126,7 @@ async fn supervise(
     let mut sequencer = Sequencer::new(config.max_held_per_instrument);
     sequencer.seed(&seed);
     let mut backoff = Backoff::new(config.backoff);
+    let mut clock = CompletenessClock::new(config.completeness_margin);
     let mut recover = !seed.is_empty();
     let started_ms = session::now_ms();
     loop {
@@ -145,6 +148,7 @@ async fn supervise(
             metrics: &metrics,
             trace: trace.as_ref(),
             sequencer: &mut sequencer,
+            clock: &mut clock,
             tx: &tx,
             shutdown: &mut shutdown,
             recover,

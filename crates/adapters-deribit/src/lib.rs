@@ -9,9 +9,11 @@
 //!
 //! * [`feed`]: [`DeribitFeed`], the `TradeFeed`: supervisor with reconnect and backoff.
 //! * `session`: one connection: handshake, heartbeat, subscriptions, backfill, discovery.
+//! * [`completeness`]: the time up to which the feed's stream is complete (progress).
 //! * [`credits`], [`metrics`]: rate-limit pacing and counters.
 
 pub mod backoff;
+pub mod completeness;
 pub mod config;
 pub mod credits;
 pub mod error;

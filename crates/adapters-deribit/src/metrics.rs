@@ -1,6 +1,6 @@
 //! Counters the feed keeps; the service reads them to render `/metrics`.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 /// Upper bounds (ms) of the receive-minus-trade-time latency histogram buckets.
 pub const LATENCY_BUCKETS_MS: [u64; 8] = [10, 25, 50, 100, 250, 500, 1_000, 5_000];
@@ -40,6 +40,10 @@ pub struct FeedMetrics {
     pub rate_limit_hits: AtomicU64,
     /// Batches not delivered because the consumer's queue was full (re-fetched later).
     pub shed_batches: AtomicU64,
+    /// Gauge: the completeness time handed out last, ms (0 before the first).
+    pub complete_to_ms: AtomicI64,
+    /// Server clock readings refused as implausible (missing `usOut`, far from local time).
+    pub implausible_server_times: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
     latency_sum_ms: AtomicU64,
 }

@@ -16,6 +16,8 @@ pub enum Incoming<'a> {
         id: u64,
         /// `result` or `error`.
         outcome: Result<&'a RawValue, RpcError>,
+        /// Deribit's `usOut`: server time the answer left, µs (absent or unreadable: `None`).
+        us_out: Option<i64>,
     },
     /// A subscription notification (the whole frame, for the notification parser).
     Notification,
@@ -89,6 +91,9 @@ struct Frame<'a> {
     result: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<RpcError>,
+    /// Kept raw: an odd `usOut` must not spoil the answer it comes with.
+    #[serde(default, borrow, rename = "usOut")]
+    us_out: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -112,7 +117,12 @@ pub fn classify(text: &str) -> Result<Incoming<'_>, serde_json::Error> {
                 message: "response without result".into(),
             }),
         };
-        return Ok(Incoming::Response { id, outcome });
+        let us_out = frame.us_out.and_then(|raw| raw.get().parse::<i64>().ok());
+        return Ok(Incoming::Response {
+            id,
+            outcome,
+            us_out,
+        });
     }
     match frame.method.as_deref() {
         Some("subscription") => Ok(Incoming::Notification),
@@ -173,15 +183,30 @@ mod tests {
     fn classifies_every_frame_kind() {
         let response = classify(r#"{"jsonrpc":"2.0","id":42,"result":["trades.BTC-PERPETUAL.100ms"],"usIn":1,"usOut":2,"usDiff":1,"testnet":false}"#).unwrap();
         assert!(
-            matches!(response, Incoming::Response { id: 42, outcome: Ok(r) } if r.get().starts_with('['))
+            matches!(response, Incoming::Response { id: 42, outcome: Ok(r), us_out: Some(2) } if r.get().starts_with('['))
         );
         let error = classify(
             r#"{"jsonrpc":"2.0","id":7,"error":{"message":"too_many_requests","code":10028}}"#,
         )
         .unwrap();
         assert!(
-            matches!(&error, Incoming::Response { id: 7, outcome: Err(e) } if e.class() == ErrorClass::RateLimited)
+            matches!(&error, Incoming::Response { id: 7, outcome: Err(e), us_out: None } if e.class() == ErrorClass::RateLimited)
         );
+        // An odd usOut is dropped, the answer kept.
+        for odd in [r#""soon""#, "1e400", "-1.5", "null", "{}"] {
+            let frame = format!(r#"{{"jsonrpc":"2.0","id":3,"result":"ok","usOut":{odd}}}"#);
+            assert!(
+                matches!(
+                    classify(&frame).unwrap(),
+                    Incoming::Response {
+                        id: 3,
+                        outcome: Ok(_),
+                        us_out: None
+                    }
+                ),
+                "{odd}"
+            );
+        }
         let test =
             classify(r#"{"jsonrpc":"2.0","method":"heartbeat","params":{"type":"test_request"}}"#)
                 .unwrap();

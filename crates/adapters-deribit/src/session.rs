@@ -5,7 +5,9 @@
 //! chunks), recovers what was missed (per-instrument history, instrument discovery), and turns
 //! notifications into batches for the consumer. It never waits on the consumer: batches are
 //! offered with `try_send`; a full queue sheds the batch and rewinds the sequencer, so the shed
-//! trades are fetched again from history once the consumer catches up.
+//! trades are fetched again from history once the consumer catches up. Once subscribed it reads
+//! Deribit's clock every progress interval (`public/get_time`, its `usOut`) and, while nothing is
+//! missing, hands the consumer the new completeness time (see [`crate::completeness`]).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use domain::Trade;
 use futures::{SinkExt, StreamExt};
-use ports::{FeedError, Position, TradeBatch};
+use ports::{FeedError, FeedEvent, Position, TradeBatch};
 use serde_json::json;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +27,7 @@ use tokio_tungstenite::{
 };
 use tracing::{Span, debug, info, info_span, warn};
 
+use crate::completeness::{CompletenessClock, Reading};
 use crate::config::{Channel, DeribitConfig, chunk_channels};
 use crate::credits::CreditBucket;
 use crate::feed::{FeedItem, TraceExtractor};
@@ -66,6 +69,7 @@ pub(crate) struct Context<'a> {
     pub metrics: &'a FeedMetrics,
     pub trace: Option<&'a TraceExtractor>,
     pub sequencer: &'a mut Sequencer,
+    pub clock: &'a mut CompletenessClock,
     pub tx: &'a mpsc::Sender<FeedItem>,
     pub shutdown: &'a mut watch::Receiver<bool>,
     /// Fetch history for every known instrument once subscribed (after a reconnect or restart).
@@ -87,6 +91,8 @@ enum Pending {
     Step(Step),
     AuthRefresh,
     Test(Instant),
+    /// A clock reading for completeness.
+    Clock,
     Backfill {
         request: BackfillRequest,
         attempt: u32,
@@ -140,6 +146,8 @@ struct Session<'a> {
     wake_at: Option<Instant>,
     refresh_token: Option<String>,
     refresh_at: Option<Instant>,
+    /// When Deribit's clock is read next (set once subscribed).
+    clock_at: Option<Instant>,
 }
 
 /// Connects and runs one session until it ends.
@@ -175,6 +183,7 @@ pub(crate) async fn run(ctx: Context<'_>) -> SessionEnd {
         wake_at: None,
         refresh_token: None,
         refresh_at: None,
+        clock_at: None,
     };
     let end = session.run().await;
     session
@@ -256,11 +265,18 @@ impl Session<'_> {
         let far = Instant::now() + Duration::from_secs(3600);
         let pending = self.pending.values().map(|(_, deadline)| *deadline).min();
         let watchdog = self.watchdog.map(|w| self.last_frame + w);
-        [Some(far), pending, watchdog, self.wake_at, self.refresh_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        [
+            Some(far),
+            pending,
+            watchdog,
+            self.wake_at,
+            self.refresh_at,
+            self.clock_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
     }
 
     async fn send(
@@ -427,6 +443,14 @@ impl Session<'_> {
                     .await?;
             }
         }
+        if self.clock_at.is_some_and(|at| now >= at) {
+            self.clock_at = Some(now + self.ctx.config.progress_interval);
+            // A clock reading is worth a request only while credits last; the next one follows.
+            if self.request_credits.try_take().is_ok() {
+                self.send("public/get_time", json!({}), Pending::Clock)
+                    .await?;
+            }
+        }
         let expired: Vec<u64> = self
             .pending
             .iter()
@@ -445,7 +469,7 @@ impl Session<'_> {
         match what {
             Pending::Step(step) => Err(retry(format!("no answer to {step:?} in time"))),
             Pending::AuthRefresh => Err(retry("no answer to token refresh in time")),
-            Pending::Test(_) => Ok(()),
+            Pending::Test(_) | Pending::Clock => Ok(()),
             Pending::Backfill { request, attempt } => {
                 self.work_in_flight -= 1;
                 self.retry_backfill(request, attempt, "timed out");
@@ -500,11 +524,19 @@ impl Session<'_> {
             | Incoming::Other => Ok(()),
             Incoming::Notification => self.on_notification(&text),
             Incoming::OrphanError(error) => self.on_orphan_error(&error),
-            Incoming::Response { id, outcome } => {
+            Incoming::Response {
+                id,
+                outcome,
+                us_out,
+            } => {
                 let Some((what, _)) = self.pending.remove(&id) else {
                     debug!(id, "Answer to a request no longer pending.");
                     return Ok(());
                 };
+                if let Pending::Clock = what {
+                    self.on_clock(us_out);
+                    return Ok(());
+                }
                 let outcome = outcome.map(|raw| raw.get().to_owned());
                 self.on_response(what, outcome).await
             }
@@ -544,6 +576,7 @@ impl Session<'_> {
                 Ok(result) => self.on_auth(&result),
                 Err(error) => Err(retry(format!("token refresh failed: {error}"))),
             },
+            Pending::Clock => Ok(()),
             Pending::Test(sent) => {
                 let rtt = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.ctx
@@ -653,8 +686,52 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Whether nothing is missing: every channel subscribed, no backfill, discovery or refetch
+    /// pending, no live trade held back.
+    fn settled(&self) -> bool {
+        self.subscribed
+            && self.steps.is_empty()
+            && !self.step_in_flight
+            && self.work.is_empty()
+            && self.work_in_flight == 0
+            && self.discoveries_running == 0
+            && self.held_unknown.is_empty()
+            && self.shed.is_empty()
+            && !self.ctx.sequencer.is_backfilling()
+    }
+
+    /// A reading of Deribit's clock: hand out the new completeness time, if it advanced. A full
+    /// queue skips it (a later one supersedes it; nothing is lost).
+    fn on_clock(&mut self, us_out: Option<i64>) {
+        let settled = self.settled();
+        match self.ctx.clock.on_server_time(us_out, settled, now_ms()) {
+            Reading::Advanced(complete_to) => {
+                if self
+                    .ctx
+                    .tx
+                    .try_send(Ok(FeedEvent::Progress(complete_to)))
+                    .is_ok()
+                {
+                    self.ctx
+                        .metrics
+                        .complete_to_ms
+                        .store(complete_to, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Reading::Held => {}
+            Reading::Implausible => {
+                FeedMetrics::add(&self.ctx.metrics.implausible_server_times, 1);
+                warn!(
+                    us_out,
+                    "Deribit's clock reading is missing or far from ours; completeness holds."
+                );
+            }
+        }
+    }
+
     fn on_subscribed(&mut self) {
         self.subscribed = true;
+        self.clock_at = Some(Instant::now());
         self.ctx
             .metrics
             .subscribed
@@ -886,14 +963,18 @@ impl Session<'_> {
         }
         let count = trades.len() as u64;
         let trace = self.ctx.trace.and_then(|extract| extract(span));
-        match self.ctx.tx.try_send(Ok(TradeBatch { trades, trace })) {
+        match self
+            .ctx
+            .tx
+            .try_send(Ok(FeedEvent::Trades(TradeBatch { trades, trace })))
+        {
             Ok(()) => {
                 FeedMetrics::add(&self.ctx.metrics.trades_emitted, count);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(item)) => {
                 FeedMetrics::add(&self.ctx.metrics.shed_batches, 1);
-                if let Ok(batch) = item {
+                if let Ok(FeedEvent::Trades(batch)) = item {
                     warn!(
                         trades = batch.trades.len(),
                         "Consumer queue full: batch shed, it will be fetched again."

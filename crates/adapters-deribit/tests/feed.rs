@@ -2,116 +2,15 @@
 //! seeding, bad input, auth, rate limits, gaps.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use adapters_deribit::config::BackoffConfig;
-use adapters_deribit::{Channel, Credentials, DeribitConfig, DeribitFeed, FeedMetrics};
-use domain::Trade;
-use ports::{FeedError, Position, StartPositions, TradeFeed};
+use adapters_deribit::{Credentials, DeribitFeed, FeedMetrics};
+use common::{ALL, Collector, DEADLINE, config, expected, subscribed};
+use ports::{FeedError, FeedEvent, Position, StartPositions, TradeFeed};
 use testkit::{FakeDeribit, FakeInstrument, wait_for};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn config(fake: &FakeDeribit, channels: &str) -> DeribitConfig {
-    let mut config = DeribitConfig::new(fake.url(), Channel::parse_list(channels).unwrap());
-    config.request_timeout = Duration::from_secs(2);
-    config.silence_timeout = Some(Duration::from_millis(800));
-    config.backoff = BackoffConfig {
-        initial: Duration::from_millis(5),
-        max: Duration::from_millis(50),
-        stable_after: Duration::from_secs(60),
-        rate_limited: Duration::from_millis(100),
-        maintenance: Duration::from_millis(100),
-    };
-    config
-}
-
-const ALL: &str = "trades.future.BTC.100ms,trades.option.BTC.100ms,trades.ETH-PERPETUAL.100ms";
-
-/// Collects everything the feed yields, in order.
-struct Collector {
-    trades: Arc<Mutex<Vec<Trade>>>,
-    error: Arc<Mutex<Option<FeedError>>>,
-    metrics: Arc<FeedMetrics>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Collector {
-    fn start(mut feed: DeribitFeed) -> Self {
-        let trades = Arc::new(Mutex::new(Vec::new()));
-        let error = Arc::new(Mutex::new(None));
-        let metrics = feed.metrics();
-        let (t, e) = (Arc::clone(&trades), Arc::clone(&error));
-        let task = tokio::spawn(async move {
-            loop {
-                match feed.next_batch().await {
-                    Ok(Some(batch)) => t.lock().unwrap().extend(batch.trades),
-                    Ok(None) => break,
-                    Err(err) => {
-                        *e.lock().unwrap() = Some(err);
-                        break;
-                    }
-                }
-            }
-        });
-        Collector {
-            trades,
-            error,
-            metrics,
-            task,
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.trades.lock().unwrap().len()
-    }
-
-    fn seqs(&self) -> BTreeMap<String, Vec<u64>> {
-        let mut by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for t in self.trades.lock().unwrap().iter() {
-            by.entry(t.instrument_name.clone())
-                .or_default()
-                .push(t.trade_seq);
-        }
-        by
-    }
-
-    fn subscribed(&self) -> bool {
-        self.metrics
-            .subscribed
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn metric(&self, pick: impl Fn(&FeedMetrics) -> &std::sync::atomic::AtomicU64) -> u64 {
-        FeedMetrics::get(pick(&self.metrics))
-    }
-}
-
-/// Every trade the fake generated, per instrument, as `trade_seq`s.
-fn expected(fake: &FakeDeribit, instruments: &[&str]) -> BTreeMap<String, Vec<u64>> {
-    instruments
-        .iter()
-        .map(|i| {
-            (
-                i.to_string(),
-                fake.record(i)
-                    .iter()
-                    .map(|t| t["trade_seq"].as_u64().unwrap())
-                    .collect(),
-            )
-        })
-        .filter(|(_, v): &(String, Vec<u64>)| !v.is_empty())
-        .collect()
-}
-
-async fn subscribed(c: &Collector) {
-    assert!(
-        wait_for(DEADLINE, || c.subscribed()).await,
-        "never subscribed"
-    );
-}
 
 #[tokio::test]
 async fn handshake_runs_in_order_for_both_channel_forms_and_trades_flow() {
@@ -514,8 +413,8 @@ async fn a_stalled_consumer_costs_nothing_shed_batches_are_fetched_again() {
     );
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while got != want && tokio::time::Instant::now() < deadline {
-        if let Ok(Ok(Some(batch))) =
-            tokio::time::timeout(Duration::from_millis(200), feed.next_batch()).await
+        if let Ok(Ok(Some(FeedEvent::Trades(batch)))) =
+            tokio::time::timeout(Duration::from_millis(200), feed.next_event()).await
         {
             for t in batch.trades {
                 got.entry(t.instrument_name.clone())

@@ -1,9 +1,12 @@
 //! [`KafkaCommitter`]: app-agg's commit cycle, and restoring a partition's state.
 //!
-//! One cycle writes, in order: (a) the closed-window aggregates to the aggregates topic (Avro,
-//! key = instrument) and waits for their acks; (b) the state of every changed instrument to the
+//! One cycle writes, in order: (a) the trades that came after their window closed to the
+//! late-trades topic (Avro in the raw topic's schema, with the reason and source position in
+//! headers) and the closed-window aggregates to the aggregates topic (Avro, key = instrument),
+//! and waits for their acks; (b) the state of every changed instrument to the
 //! compacted changelog, key = instrument, in the partition number of its source partition;
-//! (c) one marker per source partition with the next offset and the watermark, in the same
+//! (c) one marker per source partition with the next offset, the watermark and each progress
+//! writer's completeness, in the same
 //! changelog partition; (d) the consumer group offsets. So state is never ahead of durable
 //! aggregates, and an instrument state ahead of its marker is harmless: its replayed trades are
 //! duplicates by `trade_seq`. With transactions the whole cycle is one Kafka transaction that
@@ -14,18 +17,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::{InstrumentSnapshot, PartitionSnapshot};
+use domain::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
 use ports::{AggregateCommitter, CommitBatch, CommitError, Partition, RestoredPartition};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::avro::{AGGREGATE_SCHEMA_JSON, encode_aggregate};
+use crate::avro::{AGGREGATE_SCHEMA_JSON, TRADE_SCHEMA_JSON, encode_aggregate, encode_trade};
 use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
 use crate::consumer::LogContext;
@@ -40,11 +43,26 @@ pub const MARKER_KEY: &str = "\u{0}marker";
 /// Changelog key of the start-up transaction probe (a tombstone, compacted away).
 const PROBE_KEY: &str = "\u{0}probe";
 
+/// Header on a late trade: why it is late.
+pub const LATE_REASON: &str = "late.reason";
+/// Header on a late trade: its source partition.
+pub const LATE_PARTITION: &str = "late.source.partition";
+/// Header on a late trade: its source offset.
+pub const LATE_OFFSET: &str = "late.source.offset";
+
+/// The late-trades topic of the raw topic `topic`.
+pub fn late_topic(topic: &str) -> String {
+    format!("{topic}.late")
+}
+
 /// Where a source partition stands after a cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Marker {
     next_offset: i64,
     watermark: Option<i64>,
+    /// Absent in markers written before progress markers existed.
+    #[serde(default)]
+    writers: Vec<WriterProgress>,
 }
 
 /// Topics and mode of the committer.
@@ -56,6 +74,8 @@ pub struct CommitConfig {
     pub changelog_topic: String,
     /// The source (raw) topic, for the group offsets.
     pub source_topic: String,
+    /// Where trades that came after their window closed are copied.
+    pub late_topic: String,
     /// `Some(id)`: one Kafka transaction per cycle with this `transactional.id`.
     pub transactional_id: Option<String>,
     /// Deadline of each blocking Kafka call.
@@ -69,6 +89,7 @@ pub struct KafkaCommitter {
     reader: ClientConfig,
     config: CommitConfig,
     schema_id: u32,
+    late_schema_id: u32,
 }
 
 impl std::fmt::Debug for KafkaCommitter {
@@ -101,6 +122,9 @@ impl KafkaCommitter {
                 &value_subject(&commit.aggregates_topic),
                 AGGREGATE_SCHEMA_JSON,
             )
+            .await?;
+        let late_schema_id = registry
+            .register(&value_subject(&commit.late_topic), TRADE_SCHEMA_JSON)
             .await?;
         let mut producer_config = config.producer();
         if let Some(id) = &commit.transactional_id {
@@ -144,6 +168,7 @@ impl KafkaCommitter {
             reader: config.reader(),
             config: commit,
             schema_id,
+            late_schema_id,
         })
     }
 
@@ -186,6 +211,32 @@ impl KafkaCommitter {
     ) -> std::result::Result<TopicPartitionList, CommitError> {
         let mut buf = Vec::with_capacity(512);
         let mut pending = Vec::new();
+        for late in &batch.late {
+            start_frame(&mut buf, self.late_schema_id);
+            encode_trade(&mut buf, &late.trade).map_err(|e| CommitError::Fatal(e.to_string()))?;
+            let (partition, offset) = (late.partition.to_string(), late.offset.to_string());
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: LATE_REASON,
+                    value: Some(late.reason.as_str()),
+                })
+                .insert(Header {
+                    key: LATE_PARTITION,
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: LATE_OFFSET,
+                    value: Some(offset.as_str()),
+                });
+            let record = FutureRecord::to(&self.config.late_topic)
+                .key(late.trade.instrument_name.as_str())
+                .payload(buf.as_slice())
+                .timestamp(late.trade.timestamp)
+                .headers(headers);
+            pending.push(self.producer.send_result(record).map_err(|(e, _)| {
+                CommitError::Aborted(format!("producing to {}: {e}", self.config.late_topic))
+            })?);
+        }
         for aggregate in &batch.aggregates {
             start_frame(&mut buf, self.schema_id);
             encode_aggregate(&mut buf, aggregate).map_err(|e| CommitError::Fatal(e.to_string()))?;
@@ -221,6 +272,7 @@ impl KafkaCommitter {
             let marker = Marker {
                 next_offset: m.next_offset,
                 watermark: m.watermark,
+                writers: m.writers.clone(),
             };
             let value = serde_json::to_vec(&marker)
                 .map_err(|e| CommitError::Fatal(format!("encoding marker: {e}")))?;
@@ -282,7 +334,11 @@ async fn await_all(
 impl KafkaCommitter {
     /// One cycle, as [`AggregateCommitter::commit`] describes it (errors not yet classified).
     async fn commit_cycle(&mut self, batch: CommitBatch) -> std::result::Result<(), CommitError> {
-        if batch.aggregates.is_empty() && batch.states.is_empty() && batch.markers.is_empty() {
+        if batch.aggregates.is_empty()
+            && batch.states.is_empty()
+            && batch.markers.is_empty()
+            && batch.late.is_empty()
+        {
             return Ok(());
         }
         if !self.transactional() {
@@ -397,13 +453,16 @@ impl AggregateCommitter for KafkaCommitter {
             }
         }
         instruments.sort_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
-        info!(partition, instruments = instruments.len(), next_offset = ?marker.map(|m| m.next_offset), "Partition state restored.");
+        info!(partition, instruments = instruments.len(), next_offset = ?marker.as_ref().map(|m| m.next_offset), "Partition state restored.");
+        let next_offset = marker.as_ref().map(|m| m.next_offset);
+        let (watermark, writers) = marker.map_or((None, Vec::new()), |m| (m.watermark, m.writers));
         Ok(RestoredPartition {
             snapshot: PartitionSnapshot {
-                watermark: marker.and_then(|m| m.watermark),
+                watermark,
+                writers,
                 instruments,
             },
-            next_offset: marker.map(|m| m.next_offset),
+            next_offset,
         })
     }
 }

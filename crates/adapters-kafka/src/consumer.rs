@@ -3,7 +3,9 @@
 //! Cooperative-sticky assignment, no auto-commit. Rebalance callbacks queue `Assigned` /
 //! `Revoked` events, and `next_event` hands queued events out before any record, so the app
 //! sees a partition's assignment (and can restore its state and seek) before any of its trades.
-//! A record that cannot be decoded goes to `{topic}.dlq` with its key, value and headers, plus
+//! A progress marker (no value, see [`crate::progress`]) is handed out as its own event, between
+//! the trades before and after it. A record that cannot be decoded (a marker with unreadable
+//! headers included) goes to `{topic}.dlq` with its key, value and headers, plus
 //! headers saying why and where it came from; it is acknowledged there before the consumer
 //! moves on, so nothing is lost and nothing blocks.
 
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
-use ports::{LogError, LogEvent, LoggedTrade, Partition, TradeLog};
+use ports::{LogError, LogEvent, LoggedProgress, LoggedTrade, Partition, TradeLog};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -28,6 +30,7 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::split_frame;
 use crate::headers;
+use crate::progress::{MarkerHeaders, read_marker};
 use crate::registry::Registry;
 use crate::weather;
 
@@ -42,6 +45,22 @@ pub const DLQ_OFFSET: &str = "dlq.source.offset";
 
 /// Records handed out per `Trades` event at most.
 const MAX_BATCH: usize = 1000;
+
+/// A decoded record waiting to be handed out.
+#[derive(Debug)]
+enum Decoded {
+    Trade(LoggedTrade),
+    Progress(LoggedProgress),
+}
+
+impl Decoded {
+    fn partition(&self) -> Partition {
+        match self {
+            Decoded::Trade(t) => t.partition,
+            Decoded::Progress(p) => p.partition,
+        }
+    }
+}
 
 /// Rebalance events queued by the consumer's callbacks.
 #[derive(Default)]
@@ -160,8 +179,8 @@ pub struct KafkaTradeLog {
     dlq_topic: String,
     caught_up: HashSet<Partition>,
     dead_lettered: Arc<AtomicU64>,
-    /// Decoded trades not yet handed out (an event came first, or the batch is full).
-    stash: VecDeque<LoggedTrade>,
+    /// Decoded records not yet handed out (an event came first, or the batch is full).
+    stash: VecDeque<Decoded>,
     /// Fetched records not yet decoded: kept here across awaits so that a cancelled
     /// `next_event` loses none of them.
     fetched: VecDeque<OwnedMessage>,
@@ -242,10 +261,26 @@ impl KafkaTradeLog {
         Arc::clone(&self.consumer)
     }
 
-    async fn decode(&self, message: &OwnedMessage) -> Result<LoggedTrade> {
-        let payload = message
-            .payload()
-            .ok_or_else(|| Error::Framing("record without a value".into()))?;
+    async fn decode(&self, message: &OwnedMessage) -> Result<Decoded> {
+        let Some(payload) = message.payload() else {
+            return match read_marker(message.headers()) {
+                MarkerHeaders::Marker {
+                    writer,
+                    completeness_ms,
+                } => Ok(Decoded::Progress(LoggedProgress {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    writer,
+                    completeness_ms,
+                })),
+                MarkerHeaders::Absent => Err(Error::Framing(
+                    "record without a value that is not a progress marker".into(),
+                )),
+                MarkerHeaders::Malformed(why) => {
+                    Err(Error::Framing(format!("unreadable progress marker: {why}")))
+                }
+            };
+        };
         let (id, datum) = split_frame(payload)?;
         let own = self
             .own_schema
@@ -269,12 +304,12 @@ impl KafkaTradeLog {
                 decode_foreign_trade(id, &writer, datum)?
             }
         };
-        Ok(LoggedTrade {
+        Ok(Decoded::Trade(LoggedTrade {
             partition: message.partition(),
             offset: message.offset(),
             trade,
             trace: message.headers().and_then(headers::extract),
-        })
+        }))
     }
 
     async fn dead_letter(
@@ -355,7 +390,7 @@ impl KafkaTradeLog {
     async fn decode_fetched(&mut self) -> std::result::Result<(), LogError> {
         while let Some(message) = self.fetched.front() {
             match self.decode(message).await {
-                Ok(trade) => self.stash.push_back(trade),
+                Ok(decoded) => self.stash.push_back(decoded),
                 Err(e) => {
                     let message = message.clone();
                     self.dead_letter(&message, &e).await?;
@@ -367,6 +402,35 @@ impl KafkaTradeLog {
     }
 }
 
+impl KafkaTradeLog {
+    /// The stash's next event: a marker alone, or the trades up to the next marker.
+    fn next_from_stash(&mut self) -> Option<LogEvent> {
+        if let Some(Decoded::Progress(_)) = self.stash.front() {
+            return match self.stash.pop_front() {
+                Some(Decoded::Progress(p)) => Some(LogEvent::Progress(p)),
+                _ => None,
+            };
+        }
+        let trades = self
+            .stash
+            .iter()
+            .take_while(|d| matches!(d, Decoded::Trade(_)))
+            .count();
+        if trades == 0 {
+            return None;
+        }
+        Some(LogEvent::Trades(
+            self.stash
+                .drain(..trades)
+                .filter_map(|d| match d {
+                    Decoded::Trade(t) => Some(t),
+                    Decoded::Progress(_) => None,
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl TradeLog for KafkaTradeLog {
     async fn next_event(&mut self) -> std::result::Result<LogEvent, LogError> {
         loop {
@@ -375,14 +439,14 @@ impl TradeLog for KafkaTradeLog {
                     for p in partitions {
                         self.caught_up.remove(p);
                     }
-                    self.stash.retain(|t| !partitions.contains(&t.partition));
+                    self.stash.retain(|d| !partitions.contains(&d.partition()));
                     self.fetched
                         .retain(|m| !partitions.contains(&m.partition()));
                 }
                 return Ok(event);
             }
-            if !self.stash.is_empty() {
-                return Ok(LogEvent::Trades(self.stash.drain(..).collect()));
+            if let Some(event) = self.next_from_stash() {
+                return Ok(event);
             }
             if self.fetched.is_empty() {
                 // `recv` is cancel-safe: a message is taken only when the future completes.
@@ -405,7 +469,7 @@ impl TradeLog for KafkaTradeLog {
     }
 
     fn seek(&mut self, partition: Partition, offset: i64) -> std::result::Result<(), LogError> {
-        self.stash.retain(|t| t.partition != partition);
+        self.stash.retain(|d| d.partition() != partition);
         self.fetched.retain(|m| m.partition() != partition);
         self.caught_up.remove(&partition);
         self.consumer

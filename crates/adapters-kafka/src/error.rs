@@ -43,6 +43,9 @@ pub enum Error {
         /// Whether trying again later can help.
         retryable: bool,
     },
+    /// A setting cannot work; the message names it.
+    #[error("configuration: {0}")]
+    Config(String),
     /// A Kafka client operation failed.
     #[error("kafka: {0}")]
     Kafka(String),

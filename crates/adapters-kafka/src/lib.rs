@@ -8,7 +8,8 @@
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
 //! * [`headers`]: W3C trace context in record headers.
-//! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`.
+//! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`, trades and progress markers.
+//! * [`progress`]: the progress marker record (no value; completeness time and writer in headers).
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * [`topics`]: the topics a service needs, checked (and created if allowed) at start.
 //! * [`weather`]: which Kafka errors are outages to wait out and which need a person.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod framing;
 pub mod headers;
 pub mod producer;
+pub mod progress;
 pub mod registry;
 pub mod topics;
 pub mod weather;

@@ -4,10 +4,11 @@
 //! producer is idempotent with `acks=all`, so librdkafka's own retries never duplicate. A full
 //! local queue is back-pressure: `publish` waits for earlier records to be acknowledged instead
 //! of dropping. `publish` resolves only when every record of the batch is acknowledged, and
-//! any delivery error reaches the caller.
+//! any delivery error reaches the caller. Progress markers (see [`crate::progress`]) go through
+//! the same producer, so in each partition a marker follows every trade published before it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use ports::{Position, SinkError, StartPositions, TradeBatch, TradeSink};
@@ -26,10 +27,14 @@ use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::{split_frame, start_frame};
 use crate::headers;
+use crate::progress::{MAX_WRITER_LEN, marker_headers};
 use crate::registry::{Registry, value_subject};
 
 /// How many records at the end of each partition `last_positions` reads.
 pub const DEFAULT_LOOKBACK: i64 = 50_000;
+
+/// Writer id on progress markers unless [`KafkaTradeSink::with_writer`] sets another.
+pub const DEFAULT_WRITER: &str = "app-raw";
 
 /// The raw-topic producer.
 pub struct KafkaTradeSink {
@@ -44,6 +49,10 @@ pub struct KafkaTradeSink {
     schema_id: u32,
     lookback: i64,
     timeout: Duration,
+    /// Id written on progress markers.
+    writer: String,
+    /// Partitions of the topic, as of start-up: where markers go.
+    partitions: Mutex<Vec<i32>>,
 }
 
 impl std::fmt::Debug for KafkaTradeSink {
@@ -88,15 +97,21 @@ impl KafkaTradeSink {
             schema_id,
             lookback: DEFAULT_LOOKBACK,
             timeout: Duration::from_secs(30),
+            writer: DEFAULT_WRITER.to_owned(),
+            partitions: Mutex::new(Vec::new()),
         };
-        sink.await_topic().await?;
+        let partitions = sink.await_topic().await?;
+        *sink
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = partitions;
         Ok(sink)
     }
 
     /// Waits until a broker describes the topic: a refused login or TLS handshake, or a topic
     /// that does not exist, fails at once with the broker's reason; silence fails after the
-    /// timeout.
-    async fn await_topic(&self) -> Result<()> {
+    /// timeout. Returns the topic's partitions.
+    async fn await_topic(&self) -> Result<Vec<i32>> {
         let (producer, log) = (self.current(), self.client_log.clone());
         let (topic, timeout) = (self.topic.clone(), self.timeout);
         let metadata = tokio::task::spawn_blocking(move || {
@@ -105,7 +120,9 @@ impl KafkaTradeSink {
         .await
         .map_err(|e| Error::Kafka(format!("metadata task: {e}")))??;
         match metadata.topics().iter().find(|t| t.name() == self.topic) {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(t.partitions().iter().map(|p| p.id()).collect())
+            }
             _ => Err(Error::Topic {
                 topic: self.topic.clone(),
                 reason: "does not exist; create it or set KAFKA_CREATE_TOPICS=true".to_owned(),
@@ -205,6 +222,21 @@ impl KafkaTradeSink {
         self.schema_id
     }
 
+    /// Signs progress markers with `writer` (one id per app-raw deployment writing the topic).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty id or one longer than [`MAX_WRITER_LEN`] bytes.
+    pub fn with_writer(mut self, writer: &str) -> Result<Self> {
+        if writer.is_empty() || writer.len() > MAX_WRITER_LEN {
+            return Err(Error::Config(format!(
+                "the progress writer id must be 1 to {MAX_WRITER_LEN} bytes, got {}",
+                writer.len()
+            )));
+        }
+        writer.clone_into(&mut self.writer);
+        Ok(self)
+    }
+
     /// Reads at most `records` records at the end of each partition in `last_positions`.
     #[must_use]
     pub fn with_lookback(mut self, records: i64) -> Self {
@@ -256,6 +288,31 @@ impl TradeSink for KafkaTradeSink {
         let producer = self.current();
         let published = self.publish_with(&producer, &batches).await;
         published.map_err(|e| self.replace_if_fatal(&producer, e))
+    }
+
+    async fn publish_progress(&self, completeness_ms: i64) -> std::result::Result<(), SinkError> {
+        let producer = self.current();
+        let partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let headers = marker_headers(completeness_ms, &self.writer);
+        let mut pending = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let record = FutureRecord::<(), ()>::to(&self.topic)
+                .partition(partition)
+                .timestamp(completeness_ms)
+                .headers(headers.clone());
+            match producer.send_result(record) {
+                Ok(delivery) => pending.push(delivery),
+                Err((e, _)) => return Err(self.replace_if_fatal(&producer, sink_error(&e))),
+            }
+        }
+        for delivery in pending {
+            acknowledged(delivery.await).map_err(|e| self.replace_if_fatal(&producer, e))?;
+        }
+        Ok(())
     }
 
     async fn flush(&self) -> std::result::Result<(), SinkError> {

@@ -11,19 +11,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
-use adapters_kafka::commit::{CommitConfig, KafkaCommitter};
+use adapters_kafka::avro::{aggregate_schema, decode_aggregate, decode_trade, trade_schema};
+use adapters_kafka::commit::{
+    CommitConfig, KafkaCommitter, LATE_OFFSET, LATE_PARTITION, LATE_REASON,
+};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{KafkaTradeLog, LogConfig};
 use adapters_kafka::framing::split_frame;
 use adapters_kafka::registry::Registry;
 use common::Stack;
 use domain::{
-    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
+    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WatermarkRule,
+    WindowSize, WriterProgress, testing,
 };
-use ports::{AggregateCommitter, CommitBatch, PartitionMarker};
+use ports::{AggregateCommitter, CommitBatch, LateTrade, PartitionMarker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testkit::{SchemaRegistryStub, TestBroker};
 
@@ -43,6 +46,7 @@ async fn setup(name: &str) -> Setup {
         (&format!("{name}.raw"), 3, false),
         (&format!("{name}.agg"), 1, false),
         (&format!("{name}.state"), 3, true),
+        (&format!("{name}.late"), 1, false),
     ])
     .await;
     Setup {
@@ -69,6 +73,7 @@ async fn committer(s: &Setup, transactional: bool) -> KafkaCommitter {
         aggregates_topic: format!("{}.agg", s.name),
         changelog_topic: format!("{}.state", s.name),
         source_topic: format!("{}.raw", s.name),
+        late_topic: format!("{}.late", s.name),
         transactional_id: transactional.then(|| format!("{}-agg-0", s.name)),
         timeout: Duration::from_secs(10),
     };
@@ -93,7 +98,9 @@ fn config() -> AggregatorConfig {
     AggregatorConfig::new(
         WindowSize::from_millis(60_000).unwrap(),
         1_000,
-        5_000,
+        WatermarkRule::TradeTime {
+            max_delay_ms: 5_000,
+        },
         vec![30_000, 300_000],
     )
     .unwrap()
@@ -129,6 +136,7 @@ async fn cycle(
         partition: 1,
         next_offset,
         watermark: agg.watermark(),
+        writers: agg.writers().to_vec(),
     }];
     committer
         .commit(CommitBatch {
@@ -136,6 +144,7 @@ async fn cycle(
             states,
             markers,
             links: Vec::new(),
+            late: Vec::new(),
         })
         .await
         .unwrap();
@@ -256,6 +265,7 @@ async fn crash_and_resume(crash: CrashAfter, name: &str) {
             states,
             markers: Vec::new(),
             links: Vec::new(),
+            late: Vec::new(),
         })
         .await
         .unwrap();
@@ -275,6 +285,7 @@ async fn crash_and_resume(crash: CrashAfter, name: &str) {
             states: Vec::new(),
             markers: Vec::new(),
             links: Vec::new(),
+            late: Vec::new(),
         })
         .await
         .unwrap();
@@ -322,4 +333,76 @@ async fn a_crash_after_writing_aggregates_repeats_them_identically() {
 #[tokio::test]
 async fn a_crash_after_writing_states_loses_and_changes_nothing() {
     crash_and_resume(CrashAfter::States, "crash-b").await;
+}
+
+/// Progress writers travel with the partition's marker; a late trade lands in the late-trades
+/// topic, decodable with the trade schema, with its reason and source position in headers.
+#[tokio::test]
+async fn writers_are_restored_and_late_trades_are_kept_with_their_reason() {
+    let s = setup("late").await;
+    let mut committer = committer(&s, false).await;
+    let writers = vec![
+        WriterProgress {
+            writer: "app-raw".into(),
+            completeness_ms: T0 + 5_000,
+        },
+        WriterProgress {
+            writer: "app-raw-eu".into(),
+            completeness_ms: T0 + 4_000,
+        },
+    ];
+    let late = trade("BTC-PERPETUAL", 9, T0 + 10, 67_000.0);
+    committer
+        .commit(CommitBatch {
+            aggregates: Vec::new(),
+            states: Vec::new(),
+            markers: vec![PartitionMarker {
+                partition: 2,
+                next_offset: 17,
+                watermark: Some(T0 + 4_000),
+                writers: writers.clone(),
+            }],
+            links: Vec::new(),
+            late: vec![LateTrade {
+                partition: 2,
+                offset: 16,
+                trade: late.clone(),
+                reason: "window [a, b) closed".into(),
+            }],
+        })
+        .await
+        .unwrap();
+    let restored = committer.restore(2).await.unwrap();
+    assert_eq!(restored.next_offset, Some(17));
+    assert_eq!(restored.snapshot.watermark, Some(T0 + 4_000));
+    assert_eq!(restored.snapshot.writers, writers);
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", s.broker.bootstrap_servers())
+        .set("group.id", "late-reader")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("late.late", 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let message = loop {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            break m;
+        }
+    };
+    assert_eq!(message.key(), Some(&b"BTC-PERPETUAL"[..]));
+    let (id, datum) = split_frame(message.payload().unwrap()).unwrap();
+    assert_eq!(
+        decode_trade(id, trade_schema().unwrap(), datum).unwrap(),
+        late
+    );
+    let header = |name: &str| {
+        let headers = message.headers().unwrap();
+        let h = headers.iter().find(|h| h.key == name).unwrap();
+        String::from_utf8(h.value.unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(header(LATE_REASON), "window [a, b) closed");
+    assert_eq!(header(LATE_PARTITION), "2");
+    assert_eq!(header(LATE_OFFSET), "16");
 }

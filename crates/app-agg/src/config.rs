@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use adapters_kafka::commit::CommitConfig;
+use adapters_kafka::commit::{CommitConfig, late_topic};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{LogConfig, dlq_topic};
 use adapters_kafka::registry::RegistryConfig;
 use adapters_kafka::topics::TopicSpec;
-use domain::{AggregatorConfig, WindowSize};
+use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use envconfig::Envconfig;
 use telemetry::config::{flag, from_envconfig, http_addr, non_empty};
 
@@ -51,10 +51,18 @@ pub struct AggConfig {
     /// EWMA half-lives, comma-separated.
     #[envconfig(from = "AGG_HALFLIVES", default = "30s,5m")]
     pub agg_halflives: String,
-    /// How long after its end a window still accepts trades.
-    #[envconfig(from = "AGG_GRACE", default = "2s")]
+    /// How long after its end a window still accepts trades (beyond the watermark).
+    #[envconfig(from = "AGG_GRACE", default = "0s")]
     pub agg_grace: String,
-    /// When caught up, the watermark follows wall-clock time minus this.
+    /// What closes windows: `markers` (app-raw's progress markers) or `trades` (for raw topics
+    /// without markers: trade time, and wall clock when caught up).
+    #[envconfig(from = "AGG_WATERMARK", default = "markers")]
+    pub agg_watermark: String,
+    /// With `AGG_WATERMARK=markers`: a partition without a marker this long is not ready.
+    #[envconfig(from = "AGG_MARKER_TIMEOUT", default = "30s")]
+    pub agg_marker_timeout: String,
+    /// With `AGG_WATERMARK=trades`: when caught up, the watermark follows wall-clock time minus
+    /// this.
     #[envconfig(from = "AGG_MAX_DELAY", default = "10s")]
     pub agg_max_delay: String,
     /// Commit cycle period.
@@ -90,8 +98,11 @@ pub struct Settings {
     pub log: LogConfig,
     /// The commit port (topics, transactions).
     pub commit: CommitConfig,
-    /// Windows, grace, wall-clock delay, half-lives.
+    /// Windows, grace, watermark rule, half-lives.
     pub aggregator: AggregatorConfig,
+    /// A partition without a progress marker this long makes the service not ready (markers
+    /// rule only).
+    pub marker_timeout: Option<Duration>,
     /// Commit cycle period.
     pub commit_interval: Duration,
     /// Where the health and metrics endpoint listens.
@@ -102,13 +113,15 @@ pub struct Settings {
 
 impl Settings {
     /// The topics app-agg needs: the raw topic, its changelog (compacted, partitioned like
-    /// it), the aggregates and the dead-letter topic; created with these partition counts.
+    /// it), the aggregates, the dead-letter and the late-trades topic; created with these
+    /// partition counts.
     pub fn topics(&self) -> Vec<TopicSpec> {
         vec![
             TopicSpec::new(&self.log.topic, DEFAULT_PARTITIONS),
             TopicSpec::compacted_like(&self.commit.changelog_topic, &self.log.topic),
             TopicSpec::new(&self.commit.aggregates_topic, AGGREGATE_PARTITIONS),
             TopicSpec::new(dlq_topic(&self.log.topic), 1),
+            TopicSpec::new(&self.commit.late_topic, 1),
         ]
     }
 }
@@ -205,14 +218,42 @@ impl AggConfig {
             accepted,
         })?;
         let grace = millis("AGG_GRACE", &self.agg_grace)?;
-        let max_delay = millis("AGG_MAX_DELAY", &self.agg_max_delay)?;
-        let aggregator =
-            AggregatorConfig::new(window, grace, max_delay, halflives).map_err(|e| {
-                ConfigError {
-                    variable: "AGG_HALFLIVES",
-                    value: self.agg_halflives.clone(),
-                    accepted: e.to_string(),
+        if grace < 0 {
+            return Err(ConfigError {
+                variable: "AGG_GRACE",
+                value: self.agg_grace,
+                accepted: "a duration ≥ 0 such as 0s or 2s".into(),
+            });
+        }
+        let (rule, marker_timeout) = match self.agg_watermark.trim() {
+            "markers" => (
+                WatermarkRule::Markers,
+                Some(positive("AGG_MARKER_TIMEOUT", &self.agg_marker_timeout)?),
+            ),
+            "trades" => {
+                let max_delay_ms = millis("AGG_MAX_DELAY", &self.agg_max_delay)?;
+                if max_delay_ms < 0 {
+                    return Err(ConfigError {
+                        variable: "AGG_MAX_DELAY",
+                        value: self.agg_max_delay,
+                        accepted: "a duration ≥ 0 such as 10s".into(),
+                    });
                 }
+                (WatermarkRule::TradeTime { max_delay_ms }, None)
+            }
+            _ => {
+                return Err(ConfigError {
+                    variable: "AGG_WATERMARK",
+                    value: self.agg_watermark,
+                    accepted: "markers (app-raw's progress markers close windows) or trades (for a raw topic without markers)".into(),
+                });
+            }
+        };
+        let aggregator =
+            AggregatorConfig::new(window, grace, rule, halflives).map_err(|e| ConfigError {
+                variable: "AGG_HALFLIVES",
+                value: self.agg_halflives.clone(),
+                accepted: e.to_string(),
             })?;
         let transactions = flag(
             "AGG_TRANSACTIONS",
@@ -241,6 +282,7 @@ impl AggConfig {
                 &self.agg_changelog_topic,
                 "a Kafka topic name",
             )?,
+            late_topic: late_topic(&raw_topic),
             source_topic: raw_topic,
             transactional_id,
             timeout: Duration::from_secs(30),
@@ -253,6 +295,7 @@ impl AggConfig {
             log,
             commit,
             aggregator,
+            marker_timeout,
             commit_interval,
             http_addr,
             create_topics,
@@ -274,8 +317,20 @@ mod tests {
         assert_eq!(s.aggregator.window().millis(), 60_000);
         assert_eq!(s.aggregator.halflives_ms(), &[30_000, 300_000]);
         assert_eq!(
-            (s.aggregator.grace_ms(), s.aggregator.max_delay_ms()),
-            (2_000, 10_000)
+            (s.aggregator.grace_ms(), s.aggregator.rule()),
+            (0, WatermarkRule::Markers)
+        );
+        assert_eq!(s.marker_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(s.commit.late_topic, "deribit.trades.late");
+        let trades = AggConfig::settings_from(&vars(&[("AGG_WATERMARK", "trades")])).unwrap();
+        assert_eq!(
+            (trades.aggregator.rule(), trades.marker_timeout),
+            (
+                WatermarkRule::TradeTime {
+                    max_delay_ms: 10_000
+                },
+                None
+            )
         );
         assert_eq!(s.commit_interval, Duration::from_secs(1));
         assert_eq!(s.commit.transactional_id.as_deref(), Some("app-agg-agg-7"));
@@ -287,7 +342,16 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
-        let cases: [(&[(&str, &str)], &str); 7] = [
+        let cases: [(&[(&str, &str)], &str); 10] = [
+            (
+                &[("AGG_WATERMARK", "wallclock")],
+                "AGG_WATERMARK=\"wallclock\": markers (app-raw's progress markers close windows) or trades",
+            ),
+            (
+                &[("AGG_MARKER_TIMEOUT", "0s")],
+                "AGG_MARKER_TIMEOUT=\"0s\": a positive duration",
+            ),
+            (&[("AGG_GRACE", "-1s")], "AGG_GRACE=\"-1s\": "),
             (
                 &[("AGG_WINDOW", "soon")],
                 "AGG_WINDOW=\"soon\": invalid duration",

@@ -23,7 +23,7 @@ use app_agg::probe::AggProbe;
 use app_agg::replay::{ReplayError, replay};
 use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
-use domain::{AggregatorConfig, WindowSize};
+use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use ports::{CommitError, SystemClock};
 
 /// Windowed trade aggregates (OHLC, volume, VWAP, EWMA) per instrument.
@@ -134,6 +134,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         dead_lettered,
         consumer,
         topic: settings.log.topic.clone(),
+        marker_timeout: settings.marker_timeout,
     });
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -160,7 +161,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
     let config = AggregatorConfig::new(
         WindowSize::from_millis(args.window)?,
         args.grace,
-        0,
+        // A file is complete: each instrument's own trades close its windows (see replay.rs).
+        WatermarkRule::TradeTime { max_delay_ms: 0 },
         args.halflife,
     )?;
     let input: Box<dyn io::BufRead> = if args.input.as_os_str() == "-" {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use adapters_kafka::consumer::LogContext;
+use ports::{Clock, SystemClock};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use telemetry::http::Probe;
 use telemetry::prometheus::Exposition;
@@ -21,6 +22,9 @@ pub struct AggProbe {
     pub consumer: Arc<StreamConsumer<LogContext>>,
     /// The raw topic.
     pub topic: String,
+    /// A partition without a progress marker this long makes the service not ready (`None`:
+    /// markers are not used).
+    pub marker_timeout: Option<Duration>,
 }
 
 impl AggProbe {
@@ -46,10 +50,42 @@ impl AggProbe {
 }
 
 impl Probe for AggProbe {
-    /// Ready once the assigned partitions are restored, and while the raw topic can be read.
+    /// Ready once the assigned partitions are restored, while the raw topic can be read, and
+    /// while every partition has had a progress marker within the timeout.
     fn ready(&self) -> bool {
-        self.service.ready.load(Ordering::Relaxed)
-            && !self.service.log_unreachable.load(Ordering::Relaxed)
+        self.not_ready_reason().is_none()
+    }
+
+    fn not_ready_reason(&self) -> Option<String> {
+        if !self.service.ready.load(Ordering::Relaxed) {
+            return Some("partitions not assigned and restored yet".into());
+        }
+        if self.service.log_unreachable.load(Ordering::Relaxed) {
+            return Some(format!(
+                "cannot read {} (broker down or unreachable)",
+                self.topic
+            ));
+        }
+        let timeout = self.marker_timeout?;
+        let silent = self
+            .service
+            .silent_partitions(SystemClock.now_ms(), timeout);
+        if silent.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = silent
+            .iter()
+            .map(|(p, age)| format!("{p} ({} s)", age / 1000))
+            .collect();
+        Some(format!(
+            "no progress marker on {} partition(s) of {} for over {:?}: {}; windows there stay \
+             open (is app-raw running and writing markers? a raw topic without them needs \
+             AGG_WATERMARK=trades)",
+            silent.len(),
+            self.topic,
+            timeout,
+            list.join(", ")
+        ))
     }
 
     fn metrics(&self) -> String {
@@ -64,6 +100,16 @@ impl Probe for AggProbe {
             .collect();
         #[allow(clippy::cast_precision_loss)]
         let cycle = get(&s.last_cycle_us) as f64 / 1e6;
+        let now = SystemClock.now_ms();
+        #[allow(clippy::cast_precision_loss)]
+        let watermark_lag: Vec<(Vec<(&str, String)>, f64)> = s
+            .partition_health()
+            .into_iter()
+            .filter_map(|(p, h)| {
+                let lag = now.saturating_sub(h.watermark?) as f64 / 1e3;
+                Some((vec![("partition", p.to_string())], lag))
+            })
+            .collect();
         let mut e = Exposition::new();
         e.counter(
             "app_agg_trades_total",
@@ -77,7 +123,7 @@ impl Probe for AggProbe {
         )
         .counter(
             "app_agg_trades_late_total",
-            "Trades dropped because their window had closed.",
+            "Trades that came after their window closed (copied to the late-trades topic).",
             get(&s.late),
         )
         .counter(
@@ -101,6 +147,11 @@ impl Probe for AggProbe {
             get(&s.log_outages),
         )
         .counter(
+            "app_agg_progress_markers_total",
+            "Progress markers read from the raw topic.",
+            get(&s.progress_markers),
+        )
+        .counter(
             "app_agg_dlq_records_total",
             "Records sent to the dead-letter topic.",
             get(&self.dead_lettered),
@@ -116,8 +167,13 @@ impl Probe for AggProbe {
             &lag,
         )
         .gauge(
+            "app_agg_watermark_lag_seconds",
+            "Wall clock minus the partition's watermark (how far behind completeness is).",
+            &watermark_lag,
+        )
+        .gauge(
             "app_agg_ready",
-            "1 once the assigned partitions are restored and the raw topic can be read.",
+            "1 once the assigned partitions are restored, the raw topic can be read and every partition has a recent progress marker.",
             &[(vec![], if self.ready() { 1.0 } else { 0.0 })],
         );
         telemetry::export_stats().write_to(&mut e);

@@ -1,11 +1,15 @@
 //! Offline replay: JSON lines of captured Deribit trades in, JSON lines of aggregates out.
 //!
 //! Each input line is either one trade object or one whole `trades.*` subscription notification.
-//! The trades run through one [`Aggregator`] (as a single partition, so no wall clock); windows
-//! are written as the watermark closes them, and every open window is flushed at the end.
-//! Bad lines and invalid trades are reported on the error writer with their line number,
-//! skipped and counted; they never stop the replay.
+//! A file is complete, so no progress markers are needed: each instrument runs through its own
+//! [`Aggregator`], and its own trades close its windows (its latest trade time, plus grace).
+//! The output therefore does not depend on how instruments interleave in the file (a dump in
+//! partition order replays like one in time order); it is written sorted by window end, then
+//! instrument, once the input is read (memory grows with the number of aggregates, not of
+//! trades). Bad lines and invalid trades, and duplicate and late trades, are reported on the
+//! error writer with their line number, skipped and counted; they never stop the replay.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, Write};
 
 use adapters_deribit::parse_json_line;
@@ -71,7 +75,11 @@ pub fn replay(
     mut diagnostics: impl Write,
     config: AggregatorConfig,
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut aggregator = Aggregator::new(config);
+    // Each instrument's aggregator starts as a copy of this one (its decay tables built once).
+    let template = Aggregator::new(config);
+    let window = template.config().window();
+    let mut aggregators: HashMap<String, Aggregator> = HashMap::new();
+    let mut closed: Vec<Aggregate> = Vec::new();
     let mut summary = ReplaySummary::default();
     let mut line = Vec::new();
     let mut report = |line_number: u64, message: &str| {
@@ -119,18 +127,49 @@ pub fn replay(
             );
         }
         for trade in &parsed.trades {
+            let aggregator = match aggregators.get_mut(&trade.instrument_name) {
+                Some(aggregator) => aggregator,
+                None => aggregators
+                    .entry(trade.instrument_name.clone())
+                    .or_insert_with(|| template.clone()),
+            };
             match aggregator.ingest(trade) {
                 Ingested::Accepted => summary.accepted += 1,
-                Ingested::Duplicate => summary.duplicates += 1,
-                Ingested::Late => summary.late += 1,
+                Ingested::Duplicate => {
+                    summary.duplicates += 1;
+                    report(
+                        number,
+                        &format!(
+                            "duplicate skipped: {} trade_seq {} already seen",
+                            trade.instrument_name, trade.trade_seq
+                        ),
+                    );
+                }
+                Ingested::Late => {
+                    summary.late += 1;
+                    let start = window.start_of(trade.timestamp);
+                    report(
+                        number,
+                        &format!(
+                            "late trade skipped: {} trade_seq {} at {} (window starting {start} closed by a later trade of the instrument)",
+                            trade.instrument_name, trade.trade_seq, trade.timestamp
+                        ),
+                    );
+                }
+            }
+            if aggregator.has_closed_windows() {
+                closed.extend(aggregator.drain_closed());
             }
         }
-        if aggregator.has_closed_windows() {
-            summary.aggregates += write_all(&mut output, &aggregator.drain_closed())?;
-        }
     }
-    summary.aggregates += write_all(&mut output, &aggregator.drain_closed())?;
-    summary.aggregates += write_all(&mut output, &aggregator.flush_all())?;
+    for aggregator in aggregators.values_mut() {
+        closed.extend(aggregator.flush_all());
+    }
+    // The order an aggregator drains in: window end, then instrument.
+    closed.sort_unstable_by(|a, b| {
+        (a.window_end, &a.instrument_name).cmp(&(b.window_end, &b.instrument_name))
+    });
+    summary.aggregates += write_all(&mut output, &closed)?;
     output.flush().map_err(ReplayError::Write)?;
     Ok(summary)
 }

@@ -2,28 +2,38 @@
 //!
 //! Per assigned source partition it keeps one [`Aggregator`]. On assignment the partition's
 //! state is restored from the committer before any of its trades is processed, and the log is
-//! moved to the restored position. Every commit interval (and at shutdown and revocation) it runs
-//! a cycle: advance watermarks by wall clock where the log is caught up, drain closed windows,
-//! collect changed instrument states and per-partition markers, commit them together. If a cycle
+//! moved to the restored position. Progress markers from the log move the partition's
+//! watermark (under the fallback rule, trades and the wall clock do). Every commit interval (and
+//! at shutdown and revocation) it runs a cycle: drain closed windows, collect late trades,
+//! changed instrument states and per-partition markers, commit them together. A trade for a
+//! closed window is never dropped in silence: a rate-limited WARN, a counter, and a copy in the
+//! late-trades topic. If a cycle
 //! is aborted, every partition is restored and rewound to its last commit, so the cycle repeats
 //! with identical output. A log that cannot be read (broker down) is waited out, not-ready
 //! meanwhile; only a failure that needs a person (configuration, credentials) stops the loop.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use domain::{Aggregator, AggregatorConfig, Ingested};
+use domain::{Aggregator, AggregatorConfig, Ingested, Trade, WatermarkRule};
 use ports::{
-    AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, Partition,
-    PartitionMarker, TraceContext, TradeLog,
+    AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
+    LoggedProgress, Partition, PartitionMarker, TraceContext, TradeLog,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Trace contexts linked from one commit span, at most.
 pub const MAX_LINKS: usize = 32;
+
+/// Late trades held for one cycle, at most: reaching it commits a cycle at once, so a flood of
+/// late trades cannot grow memory.
+pub const MAX_LATE_PER_CYCLE: usize = 10_000;
+
+/// At most one late-trade WARN per this many milliseconds; the rest are counted in the next one.
+const LATE_WARN_EVERY_MS: i64 = 5_000;
 
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +104,40 @@ pub struct ServiceMetrics {
     pub log_unreachable: AtomicBool,
     /// Times the log became unreachable.
     pub log_outages: AtomicU64,
+    /// Progress markers read.
+    pub progress_markers: AtomicU64,
+    /// Per assigned partition: watermark and when its last marker came (refreshed each cycle).
+    pub partitions: Mutex<BTreeMap<Partition, PartitionHealth>>,
+}
+
+/// How far one partition's watermark is, for readiness and the lag gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionHealth {
+    /// The partition's watermark, ms.
+    pub watermark: Option<i64>,
+    /// Wall time of its last progress marker (or of its assignment, before the first), ms.
+    pub last_marker_ms: i64,
+}
+
+impl ServiceMetrics {
+    /// The watermark and marker age of every assigned partition.
+    pub fn partition_health(&self) -> BTreeMap<Partition, PartitionHealth> {
+        self.partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Partitions whose last progress marker is older than `timeout` at `now_ms`, with its age
+    /// in ms (as of the last cycle's report).
+    pub fn silent_partitions(&self, now_ms: i64, timeout: Duration) -> Vec<(Partition, i64)> {
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        self.partition_health()
+            .into_iter()
+            .map(|(p, h)| (p, now_ms.saturating_sub(h.last_marker_ms)))
+            .filter(|&(_, age)| age > timeout_ms)
+            .collect()
+    }
 }
 
 struct PartitionState {
@@ -102,6 +146,8 @@ struct PartitionState {
     next_offset: Option<i64>,
     /// `next_offset` as of the last committed marker.
     committed_offset: Option<i64>,
+    /// Wall time of the last progress marker read (or of the assignment), ms.
+    last_marker_ms: i64,
 }
 
 /// The service over its ports.
@@ -112,6 +158,11 @@ pub struct Service<L, C, K> {
     config: AggregatorConfig,
     partitions: BTreeMap<Partition, PartitionState>,
     links: Vec<TraceContext>,
+    /// Late trades since the last cycle, for the late-trades topic.
+    late: Vec<LateTrade>,
+    /// Wall time of the last late-trade WARN, and late trades since then.
+    late_warned_ms: i64,
+    late_unwarned: u64,
     stats: ServiceStats,
     metrics: Arc<ServiceMetrics>,
 }
@@ -126,6 +177,9 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             config,
             partitions: BTreeMap::new(),
             links: Vec::new(),
+            late: Vec::new(),
+            late_warned_ms: i64::MIN,
+            late_unwarned: 0,
             stats: ServiceStats::default(),
             metrics: Arc::default(),
         }
@@ -220,8 +274,11 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 for partition in partitions {
                     self.partitions.remove(&partition);
                 }
+                self.publish_health();
             }
+            LogEvent::Progress(progress) => self.on_progress(&progress),
             LogEvent::Trades(trades) => {
+                let late_before = self.late.len();
                 for logged in trades {
                     let Some(state) = self.partitions.get_mut(&logged.partition) else {
                         warn!(
@@ -234,16 +291,23 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         // Transaction markers make small jumps normal; anything else is worth a look.
                         debug!(partition = logged.partition, offset = logged.offset, expected = ?state.next_offset, "Offset jump.");
                     }
-                    let counter = match state.aggregator.ingest(&logged.trade) {
+                    let outcome = state.aggregator.ingest(&logged.trade);
+                    state.next_offset = Some(logged.offset + 1);
+                    let counter = match outcome {
                         Ingested::Accepted => &self.metrics.trades,
                         Ingested::Duplicate => &self.metrics.duplicates,
                         Ingested::Late => {
-                            debug!(instrument = %logged.trade.instrument_name, trade_seq = logged.trade.trade_seq, "Late trade dropped.");
+                            let reason = late_reason(&state.aggregator, &logged.trade);
+                            self.late.push(LateTrade {
+                                partition: logged.partition,
+                                offset: logged.offset,
+                                reason,
+                                trade: logged.trade.clone(),
+                            });
                             &self.metrics.late
                         }
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    state.next_offset = Some(logged.offset + 1);
                     self.stats.trades += 1;
                     // One notification's trades share a context: link it once.
                     if let Some(trace) = logged.trace
@@ -253,9 +317,79 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         self.links.push(trace);
                     }
                 }
+                self.warn_late(late_before);
+                if self.late.len() >= MAX_LATE_PER_CYCLE {
+                    self.cycle(None).await?;
+                }
             }
         }
         Ok(())
+    }
+
+    fn on_progress(&mut self, progress: &LoggedProgress) {
+        let now = self.clock.now_ms();
+        let Some(state) = self.partitions.get_mut(&progress.partition) else {
+            warn!(
+                partition = progress.partition,
+                "Progress marker of a partition not assigned here; ignored."
+            );
+            return;
+        };
+        self.metrics
+            .progress_markers
+            .fetch_add(1, Ordering::Relaxed);
+        state
+            .aggregator
+            .observe_progress(&progress.writer, progress.completeness_ms);
+        state.next_offset = Some(progress.offset + 1);
+        state.last_marker_ms = now;
+    }
+
+    /// Counts the late trades from `self.late[first..]`; one WARN per [`LATE_WARN_EVERY_MS`]
+    /// names the first of them and how many came since the last WARN. Every late trade is
+    /// counted and copied regardless.
+    fn warn_late(&mut self, first: usize) {
+        let Some(newest) = self.late.get(first) else {
+            return;
+        };
+        self.late_unwarned += (self.late.len() - first) as u64;
+        let now = self.clock.now_ms();
+        if now.saturating_sub(self.late_warned_ms) < LATE_WARN_EVERY_MS {
+            return;
+        }
+        warn!(
+            instrument = %newest.trade.instrument_name,
+            trade_seq = newest.trade.trade_seq,
+            partition = newest.partition,
+            offset = newest.offset,
+            reason = %newest.reason,
+            late_since_last_warning = self.late_unwarned,
+            "Trade arrived after its window closed: not aggregated, copied to the late-trades topic (recompute with `app-agg replay`)."
+        );
+        self.late_warned_ms = now;
+        self.late_unwarned = 0;
+    }
+
+    /// Shares each partition's watermark and marker age with the probe.
+    fn publish_health(&self) {
+        let health = self
+            .partitions
+            .iter()
+            .map(|(&p, s)| {
+                (
+                    p,
+                    PartitionHealth {
+                        watermark: s.aggregator.watermark(),
+                        last_marker_ms: s.last_marker_ms,
+                    },
+                )
+            })
+            .collect();
+        *self
+            .metrics
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = health;
     }
 
     async fn restore(&mut self, partition: Partition) -> Result<(), ServiceError> {
@@ -280,8 +414,10 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 aggregator,
                 next_offset: restored.next_offset,
                 committed_offset: restored.next_offset,
+                last_marker_ms: self.clock.now_ms(),
             },
         );
+        self.publish_health();
         Ok(())
     }
 
@@ -291,7 +427,13 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
     /// As [`Service::run`].
     pub async fn cycle(&mut self, only: Option<&[Partition]>) -> Result<(), ServiceError> {
         let now = self.clock.now_ms();
+        self.publish_health();
         let mut batch = CommitBatch::default();
+        let (late, kept): (Vec<LateTrade>, Vec<LateTrade>) = std::mem::take(&mut self.late)
+            .into_iter()
+            .partition(|l| only.is_none_or(|o| o.contains(&l.partition)));
+        self.late = kept;
+        batch.late = late;
         for (&partition, state) in &mut self.partitions {
             if only.is_some_and(|o| !o.contains(&partition)) {
                 continue;
@@ -314,10 +456,15 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                     partition,
                     next_offset,
                     watermark: state.aggregator.watermark(),
+                    writers: state.aggregator.writers().to_vec(),
                 });
             }
         }
-        if batch.aggregates.is_empty() && batch.states.is_empty() && batch.markers.is_empty() {
+        if batch.aggregates.is_empty()
+            && batch.states.is_empty()
+            && batch.markers.is_empty()
+            && batch.late.is_empty()
+        {
             return Ok(());
         }
         batch.links = std::mem::take(&mut self.links);
@@ -389,4 +536,20 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             Err(fatal) => Err(ServiceError::Commit(fatal)),
         }
     }
+}
+
+/// Why `trade` is late on `aggregator`: its window and the watermark that closed it.
+fn late_reason(aggregator: &Aggregator, trade: &Trade) -> String {
+    let config = aggregator.config();
+    let start = config.window().start_of(trade.timestamp);
+    let end = config.window().end_of_window_starting(start);
+    let rule = match config.rule() {
+        WatermarkRule::Markers => "progress markers",
+        WatermarkRule::TradeTime { .. } => "trade time",
+    };
+    format!(
+        "window [{start}, {end}) closed: watermark {} ({rule}) >= end + grace {} ms",
+        aggregator.watermark().unwrap_or(i64::MIN),
+        config.grace_ms()
+    )
 }

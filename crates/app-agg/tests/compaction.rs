@@ -9,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{AGG, BIN, DLQ, RAW, STATE};
+use common::{AGG, BIN, DLQ, LATE, RAW, STATE};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -55,6 +55,7 @@ async fn the_changelog_compacts_and_a_restart_still_restores_exactly() {
     broker.create_topic(RAW, 1, false).await.unwrap();
     broker.create_topic(AGG, 1, false).await.unwrap();
     broker.create_topic(DLQ, 1, false).await.unwrap();
+    broker.create_topic(LATE, 1, false).await.unwrap();
     broker
         .create_topic_with(
             STATE,

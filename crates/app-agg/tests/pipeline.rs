@@ -1,5 +1,6 @@
 //! FakeDeribit → app-raw → Kafka → app-agg: the aggregates topic equals `app-agg replay` run
-//! on the same trades, field for field. Mock cluster, or Apache Kafka with `TEST_BROKER=kafka`.
+//! on the same trades, field for field, windows closed by app-raw's progress markers. Mock
+//! cluster, or Apache Kafka with `TEST_BROKER=kafka`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -16,16 +17,16 @@ use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use app_agg::replay::replay;
 use app_agg::service::Service;
-use common::{AGG, RAW, STATE, aggregates_topic, create_topics, decode};
-use domain::{Aggregate, AggregatorConfig, WindowSize};
+use common::{AGG, LATE, RAW, STATE, aggregates_topic, create_topics, decode};
+use domain::{Aggregate, AggregatorConfig, WatermarkRule, WindowSize};
 use ports::{StartPositions, SystemClock};
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
 
-fn aggregator_config() -> AggregatorConfig {
+fn aggregator_config(rule: WatermarkRule) -> AggregatorConfig {
     AggregatorConfig::new(
         WindowSize::from_millis(1_000).unwrap(),
         0,
-        5_000,
+        rule,
         vec![500, 5_000],
     )
     .unwrap()
@@ -61,6 +62,8 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         )
         .unwrap(),
     );
+    deribit.progress_interval = Duration::from_millis(200);
+    deribit.completeness_margin = Duration::from_millis(100);
     deribit.backoff = BackoffConfig {
         initial: Duration::from_millis(5),
         max: Duration::from_millis(50),
@@ -77,6 +80,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
                 let _ = raw_stopped.await;
             },
             &counters,
+            Duration::from_millis(200),
         )
         .await
         .unwrap()
@@ -97,6 +101,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         aggregates_topic: AGG.into(),
         changelog_topic: STATE.into(),
         source_topic: RAW.into(),
+        late_topic: LATE.into(),
         transactional_id: None,
         timeout: Duration::from_secs(10),
     };
@@ -105,7 +110,12 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         .unwrap();
     let (stop_agg, agg_stopped) = tokio::sync::oneshot::channel::<()>();
     let agg = tokio::spawn(async move {
-        let mut service = Service::new(log, committer, SystemClock, aggregator_config());
+        let mut service = Service::new(
+            log,
+            committer,
+            SystemClock,
+            aggregator_config(WatermarkRule::Markers),
+        );
         service
             .run(Duration::from_millis(100), async {
                 let _ = agg_stopped.await;
@@ -130,7 +140,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         .collect();
     let total = record.len() as u64;
 
-    // Wait until app-agg has closed (wall clock, caught up) and committed every window.
+    // Wait until app-agg has closed (on app-raw's markers) and committed every window.
     let mut got = Vec::new();
     for _ in 0..60 {
         got = aggregates_topic(&broker)
@@ -169,7 +179,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         input.as_bytes(),
         &mut output,
         std::io::sink(),
-        aggregator_config(),
+        aggregator_config(WatermarkRule::TradeTime { max_delay_ms: 0 }),
     )
     .unwrap();
     assert_eq!(summary.accepted, total);

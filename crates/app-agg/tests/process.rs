@@ -70,6 +70,8 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
     })
     .await
     .unwrap();
+    // app-raw's word that the stream is complete past the trades' windows (1 m by default).
+    sink.publish_progress(start + 180_000).await.unwrap();
 
     let addr = http.clone();
     let done = wait_for(Duration::from_secs(20), move || {
@@ -85,6 +87,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         "app_agg_dlq_records_total 0",
         "otel_spans_dropped_total 0",
         "app_agg_consumer_lag{partition=",
+        "app_agg_watermark_lag_seconds{partition=",
     ] {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }

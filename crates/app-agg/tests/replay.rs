@@ -188,8 +188,16 @@ fn bad_lines_are_reported_by_number_skipped_and_counted() {
         ),
         ("line 8: skipped: not valid UTF-8", 6),
         (
-            "line 13: trade 1 skipped: invalid trade \"BTC-PERPETUAL\" seq 9: field `price`",
+            "line 10: duplicate skipped: BTC-PERPETUAL trade_seq 1 already seen",
             7,
+        ),
+        (
+            "line 12: late trade skipped: BTC-PERPETUAL trade_seq 7 at 1732500000300 (window starting 1732500000000 closed",
+            8,
+        ),
+        (
+            "line 13: trade 1 skipped: invalid trade \"BTC-PERPETUAL\" seq 9: field `price`",
+            9,
         ),
     ];
     for (prefix, at) in expect {
@@ -200,11 +208,11 @@ fn bad_lines_are_reported_by_number_skipped_and_counted() {
         );
     }
     assert_eq!(
-        report[8],
+        report[10],
         "replay: 13 lines, 3 trades aggregated, 1 duplicates, 1 late, 5 bad lines, \
          3 invalid trades, 2 aggregates written"
     );
-    assert_eq!(report.len(), 9);
+    assert_eq!(report.len(), 11);
 
     let aggregates = json_lines(&String::from_utf8(out.stdout).unwrap());
     let summary: Vec<(i64, u64, f64)> = aggregates

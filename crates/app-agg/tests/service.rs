@@ -1,5 +1,6 @@
 //! The service loop over in-memory ports: killed at many points and restarted on the same
-//! durable store, it produces exactly the uninterrupted output.
+//! durable store, it produces exactly the uninterrupted output; windows close on progress
+//! markers, and a late trade is counted and handed to the committer, never dropped.
 #![allow(
     clippy::unwrap_used,
     clippy::cast_possible_wrap,
@@ -13,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use app_agg::service::Service;
 use domain::{
     Aggregate, AggregatorConfig, Direction, InstrumentSnapshot, PartitionSnapshot, Trade,
-    TradeFields, WindowSize, testing,
+    TradeFields, WatermarkRule, WindowSize, WriterProgress, testing,
 };
 use ports::{
-    AggregateCommitter, Clock, CommitBatch, CommitError, LogError, LogEvent, LoggedTrade,
-    Partition, RestoredPartition, TradeLog,
+    AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
+    LoggedProgress, LoggedTrade, Partition, RestoredPartition, TradeLog,
 };
 
 /// What survives a crash: the aggregates topic, the changelog, the markers.
@@ -25,7 +26,8 @@ use ports::{
 struct Store {
     aggregates: Vec<Aggregate>,
     changelog: BTreeMap<Partition, BTreeMap<String, InstrumentSnapshot>>,
-    markers: BTreeMap<Partition, (i64, Option<i64>)>,
+    markers: BTreeMap<Partition, (i64, Option<i64>, Vec<WriterProgress>)>,
+    late: Vec<LateTrade>,
 }
 
 #[derive(Clone)]
@@ -35,6 +37,7 @@ impl AggregateCommitter for FakeCommitter {
     async fn commit(&mut self, batch: CommitBatch) -> Result<(), CommitError> {
         let mut store = self.0.lock().unwrap();
         store.aggregates.extend(batch.aggregates);
+        store.late.extend(batch.late);
         for (p, s) in batch.states {
             store
                 .changelog
@@ -45,7 +48,7 @@ impl AggregateCommitter for FakeCommitter {
         for m in batch.markers {
             store
                 .markers
-                .insert(m.partition, (m.next_offset, m.watermark));
+                .insert(m.partition, (m.next_offset, m.watermark, m.writers));
         }
         Ok(())
     }
@@ -57,20 +60,29 @@ impl AggregateCommitter for FakeCommitter {
             .get(&partition)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        let marker = store.markers.get(&partition).copied();
+        let marker = store.markers.get(&partition).cloned();
         Ok(RestoredPartition {
+            next_offset: marker.as_ref().map(|m| m.0),
             snapshot: PartitionSnapshot {
-                watermark: marker.and_then(|m| m.1),
+                watermark: marker.as_ref().and_then(|m| m.1),
+                writers: marker.map(|m| m.2).unwrap_or_default(),
                 instruments,
             },
-            next_offset: marker.map(|m| m.0),
         })
     }
 }
 
-/// Two partitions of fixed trades; serves small batches alternately; honours seek.
+/// A record of the raw topic: a trade, or a progress marker with its completeness time.
+#[derive(Clone)]
+enum Record {
+    Trade(Trade),
+    Marker(i64),
+}
+
+/// Two partitions of fixed records; serves small batches alternately, a marker on its own (as
+/// the Kafka log does); honours seek.
 struct FakeLog {
-    partitions: BTreeMap<Partition, Vec<Trade>>,
+    partitions: BTreeMap<Partition, Vec<Record>>,
     cursors: BTreeMap<Partition, usize>,
     assigned: bool,
     turn: usize,
@@ -79,7 +91,7 @@ struct FakeLog {
 }
 
 impl FakeLog {
-    fn new(partitions: BTreeMap<Partition, Vec<Trade>>) -> Self {
+    fn new(partitions: BTreeMap<Partition, Vec<Record>>) -> Self {
         let cursors = partitions.keys().map(|p| (*p, 0)).collect();
         FakeLog {
             partitions,
@@ -113,19 +125,29 @@ impl TradeLog for FakeLog {
         for i in 0..keys.len() {
             let p = keys[(self.turn + i) % keys.len()];
             let cursor = self.cursors[&p];
-            let trades = &self.partitions[&p];
-            if cursor < trades.len() {
+            let records = &self.partitions[&p];
+            if cursor < records.len() {
                 self.turn += 1;
-                let end = (cursor + 7).min(trades.len());
-                self.cursors.insert(p, end);
-                let batch = (cursor..end)
-                    .map(|o| LoggedTrade {
+                if let Record::Marker(complete_to) = records[cursor] {
+                    self.cursors.insert(p, cursor + 1);
+                    return Ok(LogEvent::Progress(LoggedProgress {
+                        partition: p,
+                        offset: cursor as i64,
+                        writer: "app-raw".into(),
+                        completeness_ms: complete_to,
+                    }));
+                }
+                let mut batch = Vec::new();
+                for (o, record) in records.iter().enumerate().skip(cursor).take(7) {
+                    let Record::Trade(trade) = record else { break };
+                    batch.push(LoggedTrade {
                         partition: p,
                         offset: o as i64,
-                        trade: trades[o].clone(),
+                        trade: trade.clone(),
                         trace: None,
-                    })
-                    .collect();
+                    });
+                }
+                self.cursors.insert(p, cursor + batch.len());
                 return Ok(LogEvent::Trades(batch));
             }
         }
@@ -173,24 +195,42 @@ fn trade(instrument: &str, seq: u64, ts: i64) -> Trade {
     .unwrap()
 }
 
-fn market() -> BTreeMap<Partition, Vec<Trade>> {
+/// Trades in time order with a marker at the last one's time every `every` trades, and a final
+/// marker far ahead (app-raw's last word once the market is over).
+fn with_markers(trades: &[Trade], every: usize) -> Vec<Record> {
+    let mut records = Vec::new();
+    for chunk in trades.chunks(every) {
+        records.extend(chunk.iter().cloned().map(Record::Trade));
+        records.push(Record::Marker(chunk[chunk.len() - 1].timestamp));
+    }
+    records.push(Record::Marker(i64::MAX / 2));
+    records
+}
+
+fn market() -> BTreeMap<Partition, Vec<Record>> {
     let mut partitions = BTreeMap::new();
     partitions.insert(
         0,
-        (1..=150)
-            .flat_map(|s| {
-                [
-                    trade("BTC-PERPETUAL", s, T0 + s as i64 * 2_300),
-                    trade("SOL_USDC", s, T0 + s as i64 * 2_300 + 1),
-                ]
-            })
-            .collect(),
+        with_markers(
+            &(1..=150)
+                .flat_map(|s| {
+                    [
+                        trade("BTC-PERPETUAL", s, T0 + s as i64 * 2_300),
+                        trade("SOL_USDC", s, T0 + s as i64 * 2_300 + 1),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+            10,
+        ),
     );
     partitions.insert(
         1,
-        (1..=200)
-            .map(|s| trade("ETH-PERPETUAL", s, T0 + s as i64 * 1_700))
-            .collect(),
+        with_markers(
+            &(1..=200)
+                .map(|s| trade("ETH-PERPETUAL", s, T0 + s as i64 * 1_700))
+                .collect::<Vec<_>>(),
+            13,
+        ),
     );
     partitions
 }
@@ -199,7 +239,7 @@ fn config() -> AggregatorConfig {
     AggregatorConfig::new(
         WindowSize::from_millis(60_000).unwrap(),
         500,
-        5_000,
+        WatermarkRule::Markers,
         vec![10_000, 120_000],
     )
     .unwrap()
@@ -226,7 +266,7 @@ async fn drive(store: &Arc<Mutex<Store>>, steps: Option<usize>, finish: bool) {
                 .await
                 .unwrap();
             let restored = store.lock().unwrap().markers.clone();
-            for (p, (offset, _)) in restored {
+            for (p, (offset, _, _)) in restored {
                 log.seek(p, offset).unwrap();
             }
         } else {
@@ -239,18 +279,6 @@ async fn drive(store: &Arc<Mutex<Store>>, steps: Option<usize>, finish: bool) {
     }
     if finish {
         service.cycle(None).await.unwrap();
-        // Everything read: let wall-clock time close the last windows.
-        let mut closer = Service::new(
-            FakeLog::new(BTreeMap::new()),
-            FakeCommitter(Arc::clone(store)),
-            FixedClock(i64::MAX / 2),
-            config(),
-        );
-        closer
-            .on_event(LogEvent::Assigned(vec![0, 1]))
-            .await
-            .unwrap();
-        closer.cycle(None).await.unwrap();
     }
 }
 
@@ -275,8 +303,9 @@ async fn killed_at_any_point_and_restarted_it_produces_the_uninterrupted_output(
     let (expected, duplicates) = union(&reference.lock().unwrap());
     assert_eq!(duplicates, 0);
     assert!(expected.len() > 10);
-    // The closing service under wall-clock time flushed the quiet tail (caught up).
+    // The final markers closed the tail; no trade was late.
     assert_eq!(expected.iter().map(|a| a.trade_count).sum::<u64>(), 500);
+    assert!(reference.lock().unwrap().late.is_empty());
 
     for kill_at in [1, 2, 4, 5, 7, 10, 13, 17, 22, 31, 40] {
         let store = Arc::new(Mutex::new(Store::default()));
@@ -320,4 +349,100 @@ async fn queued_outage_errors_are_read_through_without_pausing() {
         "one outage, reported once"
     );
     assert!(!metrics.log_unreachable.load(Relaxed), "reachable again");
+}
+
+/// One partition: A trades, then B's catch-up far ahead (as after a reconnect, one instrument
+/// backfilled before the other), then A's older trades, then app-raw's marker.
+fn reconnect_interleaving() -> BTreeMap<Partition, Vec<Record>> {
+    let mut records: Vec<Record> = (1..=3)
+        .map(|s| Record::Trade(trade("A", s, T0 + s as i64 * 1_000)))
+        .collect();
+    records.extend((1..=3).map(|s| Record::Trade(trade("B", s, T0 + 600_000 + s as i64))));
+    records.extend((4..=6).map(|s| Record::Trade(trade("A", s, T0 + s as i64 * 1_000))));
+    records.push(Record::Marker(T0 + 700_000));
+    BTreeMap::from([(0, records)])
+}
+
+async fn run_to_end(
+    records: BTreeMap<Partition, Vec<Record>>,
+    config: AggregatorConfig,
+    now: i64,
+) -> (Arc<Mutex<Store>>, Arc<app_agg::service::ServiceMetrics>) {
+    let store = Arc::new(Mutex::new(Store::default()));
+    let mut log = FakeLog::new(records);
+    let mut service = Service::new(
+        FakeLog::new(BTreeMap::new()),
+        FakeCommitter(Arc::clone(&store)),
+        FixedClock(now),
+        config,
+    );
+    while !(log.exhausted() && log.assigned) {
+        let event = log.next_event().await.unwrap();
+        service.on_event(event).await.unwrap();
+        service.cycle(None).await.unwrap();
+    }
+    (store, service.metrics())
+}
+
+#[tokio::test]
+async fn another_instruments_catch_up_closes_nothing_only_the_marker_does() {
+    let (store, metrics) = run_to_end(reconnect_interleaving(), config(), T0).await;
+    let store = store.lock().unwrap();
+    assert!(store.late.is_empty(), "no trade of A is late");
+    let a: Vec<&Aggregate> = store
+        .aggregates
+        .iter()
+        .filter(|a| a.instrument_name == "A")
+        .collect();
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].trade_count, a[0].last_trade_seq), (6, 6));
+    assert_eq!(metrics.late.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_trade_for_a_closed_window_is_counted_and_handed_to_the_committer() {
+    let mut records = reconnect_interleaving();
+    let late = trade("A", 7, T0 + 7_000);
+    records
+        .get_mut(&0)
+        .unwrap()
+        .push(Record::Trade(late.clone()));
+    let (store, metrics) = run_to_end(records, config(), T0).await;
+    let store = store.lock().unwrap();
+    assert_eq!(metrics.late.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(store.late.len(), 1);
+    let copy = &store.late[0];
+    assert_eq!((copy.partition, copy.offset), (0, 10));
+    assert_eq!(copy.trade, late);
+    assert!(
+        copy.reason
+            .contains(&format!("window [{T0}, {})", T0 + 60_000))
+            && copy.reason.contains("progress markers"),
+        "{}",
+        copy.reason
+    );
+    let a: Vec<&Aggregate> = store
+        .aggregates
+        .iter()
+        .filter(|a| a.instrument_name == "A")
+        .collect();
+    assert_eq!(a[0].trade_count, 6, "the closed window is not changed");
+}
+
+#[tokio::test]
+async fn a_partition_without_markers_is_reported_silent_after_the_timeout() {
+    let timeout = std::time::Duration::from_secs(30);
+    let records = BTreeMap::from([(0, vec![Record::Trade(trade("A", 1, T0))])]);
+    let (_, metrics) = run_to_end(records, config(), T0).await;
+    assert!(metrics.silent_partitions(T0 + 30_000, timeout).is_empty());
+    assert_eq!(
+        metrics.silent_partitions(T0 + 30_001, timeout),
+        vec![(0, 30_001)]
+    );
+    let (_, metrics) = run_to_end(reconnect_interleaving(), config(), T0 + 5_000).await;
+    assert!(
+        metrics.silent_partitions(T0 + 35_000, timeout).is_empty(),
+        "a marker at T0 + 5 s restarts the clock"
+    );
+    assert_eq!(metrics.partition_health()[&0].watermark, Some(T0 + 700_000));
 }

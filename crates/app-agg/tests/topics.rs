@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{AGG, BIN, DLQ, RAW, STATE};
+use common::{AGG, BIN, DLQ, LATE, RAW, STATE};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -66,6 +66,7 @@ async fn a_missing_or_mispartitioned_topic_stops_start_up_naming_it() {
     broker.create_topic(RAW, 3, false).await.unwrap();
     broker.create_topic(AGG, 1, false).await.unwrap();
     broker.create_topic(DLQ, 1, false).await.unwrap();
+    broker.create_topic(LATE, 1, false).await.unwrap();
     assert_refused_naming(
         &broker,
         &stub,
@@ -95,6 +96,7 @@ async fn a_changelog_that_is_not_compacted_stops_start_up() {
     broker.create_topic(STATE, 2, false).await.unwrap();
     broker.create_topic(AGG, 1, false).await.unwrap();
     broker.create_topic(DLQ, 1, false).await.unwrap();
+    broker.create_topic(LATE, 1, false).await.unwrap();
     assert_refused_naming(
         &broker,
         &stub,
@@ -144,6 +146,7 @@ async fn missing_topics_are_created_when_allowed() {
     assert_eq!(partitions(STATE), Some(6), "partitioned like the raw topic");
     assert_eq!(partitions(AGG), Some(3));
     assert_eq!(partitions(DLQ), Some(1));
+    assert_eq!(partitions(LATE), Some(1));
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap_servers())
         .create()

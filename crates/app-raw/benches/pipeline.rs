@@ -64,6 +64,10 @@ impl<S: TradeSink + Sync> TradeSink for Timed<S> {
         Ok(())
     }
 
+    async fn publish_progress(&self, complete_to: i64) -> Result<(), SinkError> {
+        self.inner.publish_progress(complete_to).await
+    }
+
     async fn flush(&self) -> Result<(), SinkError> {
         self.inner.flush().await
     }
@@ -120,6 +124,7 @@ async fn pipeline(
                     let _ = stopped.await;
                 },
                 &counters,
+                Duration::from_secs(1),
             )
             .await
             .unwrap();

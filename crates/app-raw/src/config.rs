@@ -33,6 +33,16 @@ pub struct RawConfig {
     /// `public/set_heartbeat` interval.
     #[envconfig(from = "DERIBIT_HEARTBEAT", default = "10s")]
     pub deribit_heartbeat: String,
+    /// Subtracted from Deribit's clock for its notification batching.
+    #[envconfig(from = "DERIBIT_COMPLETENESS_MARGIN", default = "1s")]
+    pub deribit_completeness_margin: String,
+    /// At most one progress marker per this (and Deribit's clock is read as often).
+    #[envconfig(from = "RAW_PROGRESS_INTERVAL", default = "1s")]
+    pub raw_progress_interval: String,
+    /// Id on this deployment's progress markers; several app-raw writing one topic need
+    /// different ones.
+    #[envconfig(from = "RAW_WRITER_ID", default = "app-raw")]
+    pub raw_writer_id: String,
     /// Kafka `bootstrap.servers`.
     #[envconfig(from = "KAFKA_BOOTSTRAP_SERVERS")]
     pub kafka_bootstrap_servers: String,
@@ -73,6 +83,10 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     /// Raw topic.
     pub topic: String,
+    /// Progress marker pace.
+    pub progress_interval: Duration,
+    /// Id on progress markers.
+    pub writer_id: String,
     /// Schema Registry.
     pub registry: RegistryConfig,
     /// Flush deadline at shutdown.
@@ -133,6 +147,30 @@ impl RawConfig {
         })?;
         let mut deribit = DeribitConfig::new(url, channels);
         deribit.heartbeat_interval = duration("DERIBIT_HEARTBEAT", &self.deribit_heartbeat)?;
+        deribit.completeness_margin = duration(
+            "DERIBIT_COMPLETENESS_MARGIN",
+            &self.deribit_completeness_margin,
+        )?;
+        let progress_interval = duration("RAW_PROGRESS_INTERVAL", &self.raw_progress_interval)?;
+        if progress_interval < Duration::from_millis(100) {
+            return Err(ConfigError {
+                variable: "RAW_PROGRESS_INTERVAL",
+                value: self.raw_progress_interval,
+                accepted: "at least 100ms (each one reads Deribit's clock)".into(),
+            });
+        }
+        deribit.progress_interval = progress_interval;
+        let writer_id = self.raw_writer_id.trim().to_owned();
+        if writer_id.is_empty() || writer_id.len() > adapters_kafka::progress::MAX_WRITER_LEN {
+            return Err(ConfigError {
+                variable: "RAW_WRITER_ID",
+                value: self.raw_writer_id,
+                accepted: format!(
+                    "1 to {} bytes, one id per app-raw deployment writing the topic",
+                    adapters_kafka::progress::MAX_WRITER_LEN
+                ),
+            });
+        }
         deribit.credentials = match (self.deribit_client_id, self.deribit_client_secret) {
             (Some(client_id), Some(client_secret)) => Some(Credentials {
                 client_id,
@@ -216,6 +254,8 @@ impl RawConfig {
             deribit,
             kafka,
             topic,
+            progress_interval,
+            writer_id,
             registry,
             shutdown_timeout,
             http_addr,

@@ -46,7 +46,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let sink = KafkaTradeSink::connect(&settings.kafka, registry, &settings.topic)
         .await
-        .context("connecting to Kafka and the schema registry")?;
+        .context("connecting to Kafka and the schema registry")?
+        .with_writer(&settings.writer_id)
+        .context("RAW_WRITER_ID")?;
     let seed = sink
         .last_positions()
         .await
@@ -75,6 +77,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         &sink,
         telemetry::http::shutdown_signal(),
         &counters,
+        settings.progress_interval,
     )
     .await
     .context("publishing trades")?;

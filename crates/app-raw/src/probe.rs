@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 
 use adapters_deribit::FeedMetrics;
 use adapters_deribit::metrics::LATENCY_BUCKETS_MS;
+use ports::Clock;
 use telemetry::http::Probe;
 use telemetry::prometheus::Exposition;
 
@@ -99,6 +100,21 @@ impl Probe for RawProbe {
             "Publish attempts retried.",
             self.run.retries.load(Ordering::Relaxed),
         )
+        .counter(
+            "app_raw_progress_markers_total",
+            "Progress marker rounds written (one marker per partition each).",
+            self.run.progress_markers.load(Ordering::Relaxed),
+        )
+        .counter(
+            "app_raw_implausible_server_times_total",
+            "Deribit clock readings refused (missing usOut, far from the local clock).",
+            FeedMetrics::get(&self.feed.implausible_server_times),
+        )
+        .gauge(
+            "app_raw_completeness_lag_seconds",
+            "Wall clock minus the completeness time of the last progress marker written.",
+            &completeness_lag(self.run.marked_to_ms.load(Ordering::Relaxed)),
+        )
         .gauge(
             "app_raw_subscribed",
             "1 while subscribed to Deribit.",
@@ -124,4 +140,14 @@ impl Probe for RawProbe {
         telemetry::export_stats().write_to(&mut e);
         e.finish()
     }
+}
+
+/// Seconds the last marker's completeness time is behind the wall clock (none before the first).
+fn completeness_lag(marked_to_ms: i64) -> Vec<(Vec<(&'static str, String)>, f64)> {
+    if marked_to_ms <= 0 {
+        return Vec::new();
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let lag = ports::SystemClock.now_ms().saturating_sub(marked_to_ms) as f64 / 1e3;
+    vec![(vec![], lag)]
 }

@@ -1,12 +1,14 @@
-//! The service loop: trades from the feed into the sink until shutdown, nothing lost or doubled.
+//! The service loop: trades from the feed into the sink until shutdown, nothing lost or doubled;
+//! and the feed's completeness as progress markers behind them.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use ports::{FeedError, SinkError, TradeBatch, TradeFeed, TradeSink};
-use tracing::{info, warn};
+use ports::{FeedError, FeedEvent, SinkError, TradeBatch, TradeFeed, TradeSink};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
 
 /// Why the loop stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,10 @@ pub struct RunCounters {
     pub trades: AtomicU64,
     /// Publish attempts that failed and were retried.
     pub retries: AtomicU64,
+    /// Progress markers written (one per partition each).
+    pub progress_markers: AtomicU64,
+    /// Gauge: completeness time of the last marker written, ms (0 before the first).
+    pub marked_to_ms: AtomicI64,
 }
 
 /// What the loop did.
@@ -46,11 +52,73 @@ pub struct RunStats {
 /// publishing whatever the feed has ready as one group amortises it.
 pub const MAX_TRADES_PER_PUBLISH: usize = 20_000;
 
+/// Progress the feed reported and the markers written for it.
+#[derive(Debug)]
+struct Progress {
+    /// At most one marker write per this.
+    interval: Duration,
+    /// The feed's latest completeness time: every trade up to it has been handed to the sink
+    /// once the group being published is acknowledged.
+    reported: Option<i64>,
+    /// Completeness time of the last marker written.
+    written: Option<i64>,
+    last_write: Option<Instant>,
+}
+
+impl Progress {
+    fn report(&mut self, complete_to: i64) {
+        self.reported = self.reported.max(Some(complete_to));
+    }
+
+    /// When a marker should be written next, if one is owed.
+    fn due_at(&self) -> Option<Instant> {
+        if self.reported <= self.written {
+            return None;
+        }
+        Some(
+            self.last_write
+                .map_or_else(Instant::now, |t| t + self.interval),
+        )
+    }
+
+    /// Writes a marker if one is owed and the interval has passed. Only a fatal sink error is
+    /// returned: a marker that failed is owed still, and the next one supersedes it.
+    async fn write_if_due<S: TradeSink>(
+        &mut self,
+        sink: &S,
+        counters: &RunCounters,
+    ) -> Result<(), SinkError> {
+        let (Some(due), Some(complete_to)) = (self.due_at(), self.reported) else {
+            return Ok(());
+        };
+        if due > Instant::now() {
+            return Ok(());
+        }
+        self.last_write = Some(Instant::now());
+        match sink.publish_progress(complete_to).await {
+            Ok(()) => {
+                self.written = Some(complete_to);
+                counters.progress_markers.fetch_add(1, Ordering::Relaxed);
+                counters.marked_to_ms.store(complete_to, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => {
+                debug!(error = %e, "Progress marker not written; the next one will be.");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Publishes every batch of `feed` to `sink` until `shutdown` resolves or the feed ends, then
 /// flushes. Batches that are ready together go out as one group (in order), so the broker round
 /// trip is paid per group, not per notification. A group that fails in a retryable way is
 /// retried with backoff; before each retry the sink's positions are read back so trades that did
 /// land are not sent twice (while they cannot be read, nothing is re-sent).
+///
+/// The feed's progress becomes a marker on every partition once every trade before it is
+/// acknowledged, at most once per `progress_interval`, and only when it advanced.
 ///
 /// # Errors
 /// [`RunError`] when the feed or the sink fails for good.
@@ -59,19 +127,37 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
     sink: &S,
     shutdown: impl Future<Output = ()>,
     counters: &RunCounters,
+    progress_interval: Duration,
 ) -> Result<RunStats, RunError> {
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
+    let mut progress = Progress {
+        interval: progress_interval,
+        reported: None,
+        written: None,
+        last_write: None,
+    };
     loop {
+        let due = progress.due_at();
         let first = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            next = feed.next_batch() => match next? {
-                Some(batch) => batch,
+            () = sleep_until_some(due) => {
+                progress.write_if_due(sink, counters).await?;
+                continue;
+            }
+            next = feed.next_event() => match next? {
+                Some(FeedEvent::Trades(batch)) => batch,
+                Some(FeedEvent::Progress(complete_to)) => {
+                    // Every trade before it is published and acknowledged already.
+                    progress.report(complete_to);
+                    progress.write_if_due(sink, counters).await?;
+                    continue;
+                }
                 None => break,
             },
         };
-        let (mut pending, feed_failed) = gather(feed, first);
+        let (mut pending, reported, feed_failed) = gather(feed, first);
         let mut backoff = Duration::from_millis(100);
         loop {
             let count: u64 = pending.iter().map(|b| b.trades.len() as u64).sum();
@@ -107,6 +193,11 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
                 Err(e) => return Err(RunError::Sink(e)),
             }
         }
+        if let Some(complete_to) = reported {
+            // The group that went before it is acknowledged now.
+            progress.report(complete_to);
+        }
+        progress.write_if_due(sink, counters).await?;
         if let Some(e) = feed_failed {
             return Err(RunError::Feed(e));
         }
@@ -117,28 +208,47 @@ pub async fn run<F: TradeFeed, S: TradeSink>(
         "Stopping: flushing the producer."
     );
     sink.flush().await?;
+    // The last word on completeness, so readers can close what the stream finished.
+    progress.last_write = None;
+    progress.write_if_due(sink, counters).await?;
     Ok(stats)
 }
 
-/// `first` plus the batches the feed already has, up to [`MAX_TRADES_PER_PUBLISH`] trades; and
-/// the feed's error if it failed meanwhile (raised once the group is published).
-fn gather<F: TradeFeed>(feed: &mut F, first: TradeBatch) -> (Vec<TradeBatch>, Option<FeedError>) {
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `first` plus the batches the feed already has, up to [`MAX_TRADES_PER_PUBLISH`] trades; the
+/// latest progress among them (true once the group is acknowledged: every trade before it is in
+/// the group or was published earlier); and the feed's error if it failed meanwhile (raised
+/// once the group is published).
+fn gather<F: TradeFeed>(
+    feed: &mut F,
+    first: TradeBatch,
+) -> (Vec<TradeBatch>, Option<i64>, Option<FeedError>) {
     let mut trades = first.trades.len();
     let mut group = vec![first];
+    let mut reported = None;
     while trades < MAX_TRADES_PER_PUBLISH {
-        // `next_batch` is cancel-safe (the port says so): polling it once takes nothing it
+        // `next_event` is cancel-safe (the port says so): polling it once takes nothing it
         // does not return.
-        match feed.next_batch().now_or_never() {
-            Some(Ok(Some(batch))) => {
+        match feed.next_event().now_or_never() {
+            Some(Ok(Some(FeedEvent::Trades(batch)))) => {
                 trades += batch.trades.len();
                 group.push(batch);
             }
+            Some(Ok(Some(FeedEvent::Progress(complete_to)))) => {
+                reported = reported.max(Some(complete_to));
+            }
             // Nothing ready, or the end: publish what we have; the outer loop sees the rest.
             None | Some(Ok(None)) => break,
-            Some(Err(e)) => return (group, Some(e)),
+            Some(Err(e)) => return (group, reported, Some(e)),
         }
     }
-    (group, None)
+    (group, reported, None)
 }
 
 /// The part of `group` the sink does not have yet, by the positions read back from it.
@@ -170,11 +280,34 @@ mod tests {
 
     use super::*;
 
-    struct ScriptedFeed(VecDeque<TradeBatch>);
+    /// Events in order; `None` is a pause (nothing ready for a moment), as between two
+    /// notifications.
+    struct ScriptedFeed(VecDeque<Option<FeedEvent>>);
+
+    impl ScriptedFeed {
+        fn trades(batches: VecDeque<TradeBatch>) -> Self {
+            ScriptedFeed(
+                batches
+                    .into_iter()
+                    .map(FeedEvent::Trades)
+                    .map(Some)
+                    .collect(),
+            )
+        }
+    }
 
     impl TradeFeed for ScriptedFeed {
-        async fn next_batch(&mut self) -> Result<Option<TradeBatch>, FeedError> {
-            Ok(self.0.pop_front())
+        async fn next_event(&mut self) -> Result<Option<FeedEvent>, FeedError> {
+            loop {
+                match self.0.pop_front() {
+                    Some(Some(event)) => return Ok(Some(event)),
+                    Some(None) => {
+                        // Cancel-safe: a dropped call has taken only the pause.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    None => return Ok(None),
+                }
+            }
         }
     }
 
@@ -189,6 +322,8 @@ mod tests {
         broken: AtomicBool,
         /// Position reads that fail before one succeeds (a broker still down).
         unreadable_positions: AtomicU64,
+        /// Everything that landed, in order: trades as (instrument, seq), markers as ("", ms).
+        log: Mutex<Vec<(String, i64)>>,
     }
 
     impl TradeSink for FlakySink {
@@ -217,6 +352,17 @@ mod tests {
                     .iter()
                     .map(|t| (t.instrument_name.clone(), t.trade_seq)),
             );
+            self.log.lock().unwrap().extend(
+                batch
+                    .trades
+                    .iter()
+                    .map(|t| (t.instrument_name.clone(), t.timestamp)),
+            );
+            Ok(())
+        }
+
+        async fn publish_progress(&self, complete_to: i64) -> Result<(), SinkError> {
+            self.log.lock().unwrap().push((String::new(), complete_to));
             Ok(())
         }
 
@@ -286,10 +432,11 @@ mod tests {
         };
         let counters = RunCounters::default();
         let stats = run(
-            &mut ScriptedFeed(input),
+            &mut ScriptedFeed::trades(input),
             &sink,
             std::future::pending(),
             &counters,
+            Duration::ZERO,
         )
         .await
         .unwrap();
@@ -313,5 +460,79 @@ mod tests {
         assert_eq!(all, want);
         assert!(stats.retries >= 3, "{stats:?}");
         assert_eq!(counters.trades.load(Ordering::Relaxed), stats.trades);
+    }
+
+    fn batch_at(instrument: &str, seq: u64, timestamp: i64) -> FeedEvent {
+        FeedEvent::Trades(TradeBatch {
+            trades: vec![domain::testing::trade(instrument, seq, timestamp, 1.0, 1.0)],
+            trace: None,
+        })
+    }
+
+    async fn landed(events: Vec<Option<FeedEvent>>, interval: Duration) -> Vec<(String, i64)> {
+        let sink = FlakySink::default();
+        let counters = RunCounters::default();
+        run(
+            &mut ScriptedFeed(events.into()),
+            &sink,
+            std::future::pending(),
+            &counters,
+            interval,
+        )
+        .await
+        .unwrap();
+        sink.log.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_marker_follows_the_trades_before_it_and_only_when_progress_advanced() {
+        let events = vec![
+            Some(batch_at("A", 1, 5)),
+            None,
+            Some(FeedEvent::Progress(10)),
+            None,
+            Some(batch_at("B", 1, 12)),
+            Some(batch_at("A", 2, 18)),
+            None,
+            Some(FeedEvent::Progress(20)),
+            None,
+            Some(FeedEvent::Progress(20)),
+            None,
+            Some(FeedEvent::Progress(15)),
+            None,
+            Some(batch_at("A", 3, 25)),
+        ];
+        let marker = |ms| (String::new(), ms);
+        assert_eq!(
+            landed(events, Duration::ZERO).await,
+            vec![
+                ("A".into(), 5),
+                marker(10),
+                ("B".into(), 12),
+                ("A".into(), 18),
+                marker(20),
+                ("A".into(), 25),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn markers_are_paced_by_the_interval_and_the_last_is_written_at_the_end() {
+        let events = vec![
+            Some(batch_at("A", 1, 5)),
+            None,
+            Some(FeedEvent::Progress(10)),
+            None,
+            Some(FeedEvent::Progress(20)),
+            None,
+            Some(batch_at("A", 2, 25)),
+            None,
+            Some(FeedEvent::Progress(30)),
+        ];
+        let marker = |ms| (String::new(), ms);
+        assert_eq!(
+            landed(events, Duration::from_secs(3600)).await,
+            vec![("A".into(), 5), marker(10), ("A".into(), 25), marker(30)]
+        );
     }
 }

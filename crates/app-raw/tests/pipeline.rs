@@ -56,6 +56,7 @@ async fn start_app_raw(
                 let _ = stopped.await;
             },
             &counters,
+            Duration::from_secs(1),
         )
         .await
         .unwrap();

@@ -2,13 +2,13 @@
 
 use std::future::Future;
 
-use domain::{Aggregate, InstrumentSnapshot, PartitionSnapshot};
+use domain::{Aggregate, InstrumentSnapshot, PartitionSnapshot, Trade, WriterProgress};
 
 use crate::log::Partition;
 use crate::trace::TraceContext;
 
 /// Progress of one source partition at the end of a commit cycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionMarker {
     /// Source partition.
     pub partition: Partition,
@@ -16,6 +16,21 @@ pub struct PartitionMarker {
     pub next_offset: i64,
     /// The partition's watermark.
     pub watermark: Option<i64>,
+    /// The last completeness time of each writer of progress markers on the partition.
+    pub writers: Vec<WriterProgress>,
+}
+
+/// A trade that arrived after its window closed: kept for an operator, never dropped in silence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateTrade {
+    /// Source partition.
+    pub partition: Partition,
+    /// Source offset.
+    pub offset: i64,
+    /// The trade.
+    pub trade: Trade,
+    /// Why it is late (its window and the watermark that closed it).
+    pub reason: String,
 }
 
 /// Everything one commit cycle makes durable, in the order it is written.
@@ -25,6 +40,8 @@ pub struct CommitBatch {
     pub aggregates: Vec<Aggregate>,
     /// State of every instrument changed since the last cycle, with its source partition.
     pub states: Vec<(Partition, InstrumentSnapshot)>,
+    /// Trades that came after their window closed, for the late-trades topic.
+    pub late: Vec<LateTrade>,
     /// One marker per partition that made progress.
     pub markers: Vec<PartitionMarker>,
     /// Trace contexts of (some of) the consumed records, to link the commit span to.
@@ -58,7 +75,8 @@ pub enum CommitError {
 
 /// Makes aggregator output and state durable.
 pub trait AggregateCommitter: Send {
-    /// Writes one cycle: aggregates, then states, then markers, then group offsets.
+    /// Writes one cycle: late trades and aggregates, then states, then markers, then group
+    /// offsets.
     ///
     /// # Errors
     /// [`CommitError`] if the cycle did not complete.

@@ -17,6 +17,16 @@ pub struct TradeBatch {
     pub trace: Option<TraceContext>,
 }
 
+/// What a feed hands out next.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// Trades (one notification, or one history page).
+    Trades(TradeBatch),
+    /// Completeness: every trade with a timestamp at or before this time (ms, the exchange's
+    /// clock) has been handed out before this event. Never moves back.
+    Progress(i64),
+}
+
 /// Where an instrument's stream stands: its last delivered trade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
@@ -44,14 +54,15 @@ pub enum FeedError {
 }
 
 /// A source of trades. Per instrument, batches carry strictly increasing `trade_seq`, each trade
-/// once; reconnects and backfill are the implementation's business.
+/// once; reconnects and backfill are the implementation's business. Between batches it says how
+/// far its stream is complete ([`FeedEvent::Progress`]).
 pub trait TradeFeed: Send {
-    /// The next batch; `Ok(None)` once the feed has been shut down and is drained.
+    /// The next batch or progress; `Ok(None)` once the feed has been shut down and is drained.
     ///
     /// Cancel-safe: a future dropped before it completes has taken nothing (callers poll it
     /// once to see whether more is ready, and race it against shutdown).
     ///
     /// # Errors
     /// [`FeedError`] when the feed cannot go on.
-    fn next_batch(&mut self) -> impl Future<Output = Result<Option<TradeBatch>, FeedError>> + Send;
+    fn next_event(&mut self) -> impl Future<Output = Result<Option<FeedEvent>, FeedError>> + Send;
 }

@@ -18,9 +18,9 @@ pub mod trace;
 
 pub use clock::{Clock, SystemClock};
 pub use commit::{
-    AggregateCommitter, CommitBatch, CommitError, PartitionMarker, RestoredPartition,
+    AggregateCommitter, CommitBatch, CommitError, LateTrade, PartitionMarker, RestoredPartition,
 };
-pub use feed::{FeedError, Position, StartPositions, TradeBatch, TradeFeed};
-pub use log::{LogError, LogEvent, LoggedTrade, Partition, TradeLog};
+pub use feed::{FeedError, FeedEvent, Position, StartPositions, TradeBatch, TradeFeed};
+pub use log::{LogError, LogEvent, LoggedProgress, LoggedTrade, Partition, TradeLog};
 pub use sink::{SinkError, TradeSink};
 pub use trace::TraceContext;

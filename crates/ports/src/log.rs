@@ -22,6 +22,20 @@ pub struct LoggedTrade {
     pub trace: Option<TraceContext>,
 }
 
+/// A progress marker read from the log: its writer says every trade up to `completeness_ms`
+/// precedes it in this partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedProgress {
+    /// Source partition.
+    pub partition: Partition,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Who wrote it (one app-raw deployment).
+    pub writer: String,
+    /// Completeness time, ms.
+    pub completeness_ms: i64,
+}
+
 /// What the log hands out next.
 #[derive(Debug, Clone)]
 pub enum LogEvent {
@@ -31,6 +45,8 @@ pub enum LogEvent {
     Revoked(Vec<Partition>),
     /// Trades in log order per partition.
     Trades(Vec<LoggedTrade>),
+    /// A progress marker; every trade before it in its partition came in earlier events.
+    Progress(LoggedProgress),
 }
 
 /// Errors from reading the log.

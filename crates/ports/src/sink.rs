@@ -47,6 +47,17 @@ pub trait TradeSink: Send + Sync {
         }
     }
 
+    /// Writes a progress marker carrying `completeness_ms` to every partition, behind every trade
+    /// published so far (the caller has published, and had acknowledged, every trade with a
+    /// timestamp at or before it). Resolves once all markers are acknowledged.
+    ///
+    /// # Errors
+    /// [`SinkError`] if a marker could not be written; a later marker supersedes it.
+    fn publish_progress(
+        &self,
+        completeness_ms: i64,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
     /// Waits until everything published so far is acknowledged.
     ///
     /// # Errors

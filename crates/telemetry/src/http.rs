@@ -18,6 +18,10 @@ use tracing::{debug, warn};
 pub trait Probe: Send + Sync + 'static {
     /// Whether the service does its job (subscribed, partitions restored…).
     fn ready(&self) -> bool;
+    /// Why it is not ready, for the body of a 503 `/readyz`; `None` when ready.
+    fn not_ready_reason(&self) -> Option<String> {
+        (!self.ready()).then(|| "not ready".to_owned())
+    }
     /// The current metrics, Prometheus text format.
     fn metrics(&self) -> String;
 }
@@ -70,8 +74,10 @@ async fn answer(mut stream: TcpStream, probe: &dyn Probe) -> std::io::Result<()>
     );
     let (status, content_type, body) = match (method, path) {
         ("GET", "/healthz") => (200, "text/plain", "ok\n".to_owned()),
-        ("GET", "/readyz") if probe.ready() => (200, "text/plain", "ready\n".to_owned()),
-        ("GET", "/readyz") => (503, "text/plain", "not ready\n".to_owned()),
+        ("GET", "/readyz") => match probe.not_ready_reason() {
+            None => (200, "text/plain", "ready\n".to_owned()),
+            Some(reason) => (503, "text/plain", format!("not ready: {reason}\n")),
+        },
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", probe.metrics()),
         ("GET", _) => (404, "text/plain", "not found\n".to_owned()),
         _ => (405, "text/plain", "method not allowed\n".to_owned()),

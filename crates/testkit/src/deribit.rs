@@ -85,6 +85,10 @@ struct State {
     refreshes: u64,
     connections_total: u64,
     rng: u64,
+    /// Shift of the server's clock from the wall clock (trade timestamps and `usOut`).
+    clock_offset_ms: i64,
+    /// Replaces `usOut` on answers (hostile or broken clocks).
+    us_out_override: Option<Value>,
 }
 
 /// The fake server. Dropping it stops accepting connections.
@@ -241,6 +245,17 @@ impl FakeDeribit {
         self.lock().credentials = Some((client_id.to_owned(), client_secret.to_owned()));
     }
 
+    /// Shifts the server's clock (trade timestamps, `usIn`/`usOut`) by `ms` from the wall clock.
+    pub fn shift_clock(&self, ms: i64) {
+        self.lock().clock_offset_ms = ms;
+    }
+
+    /// Answers with this `usOut` from now on (`None`: the server's clock again), e.g. a broken
+    /// clock's `-1` or a string.
+    pub fn set_us_out(&self, us_out: Option<Value>) {
+        self.lock().us_out_override = us_out;
+    }
+
     /// After `public/set_heartbeat`, send a `test_request` this often (instead of the interval
     /// asked for, so tests need not wait 10 s).
     pub fn send_test_requests_every(&self, every: Duration) {
@@ -290,12 +305,7 @@ fn generate(state: &mut State, instrument: &str, n: usize) -> Vec<Value> {
     else {
         return Vec::new();
     };
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-    )
-    .unwrap_or(i64::MAX);
+    let now = server_us(state.clock_offset_ms) / 1000;
     let mut trades = Vec::with_capacity(n);
     for _ in 0..n {
         state.rng ^= state.rng << 13;
@@ -460,6 +470,7 @@ fn handle(
             }
             json!({"version": "1.2.26"})
         }
+        "public/get_time" => json!(server_us(s.clock_offset_ms) / 1000),
         "public/set_heartbeat" => {
             let asked = params.get("interval").and_then(Value::as_u64).unwrap_or(0);
             if asked < 10 {
@@ -505,7 +516,7 @@ fn handle(
         "public/get_last_trades_by_instrument_and_time" => by_instrument_and_time(&s, &params),
         _ => return (vec![error_frame(&id, -32601, "Method not found")], None),
     };
-    let frame = json!({"jsonrpc": "2.0", "id": id, "result": result, "usIn": 0, "usOut": 1, "usDiff": 1, "testnet": true});
+    let frame = with_server_times(json!({"jsonrpc": "2.0", "id": id, "result": result}), &s);
     (vec![frame.to_string()], heartbeat)
 }
 
@@ -643,6 +654,28 @@ fn by_instrument_and_time(s: &State, params: &Value) -> Value {
 }
 
 fn error_frame(id: &Value, code: i64, message: &str) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"message": message, "code": code}, "usIn": 0, "usOut": 1, "usDiff": 1, "testnet": true})
+    let now = server_us(0);
+    json!({"jsonrpc": "2.0", "id": id, "error": {"message": message, "code": code}, "usIn": now, "usOut": now, "usDiff": 0, "testnet": true})
         .to_string()
+}
+
+/// The server's clock in µs: the wall clock shifted by `offset_ms`.
+fn server_us(offset_ms: i64) -> i64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    wall.saturating_add(offset_ms.saturating_mul(1000))
+}
+
+/// Adds Deribit's `usIn`/`usOut`/`usDiff`/`testnet` to an answer, `usOut` as scripted.
+fn with_server_times(mut frame: Value, s: &State) -> Value {
+    let now = server_us(s.clock_offset_ms);
+    frame["usIn"] = json!(now);
+    frame["usOut"] = match &s.us_out_override {
+        Some(v) => v.clone(),
+        None => json!(now),
+    };
+    frame["usDiff"] = json!(0);
+    frame["testnet"] = json!(true);
+    frame
 }

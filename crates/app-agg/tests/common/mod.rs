@@ -20,7 +20,8 @@ use adapters_kafka::framing::split_frame;
 use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use domain::{
-    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WindowSize, testing,
+    Aggregate, Aggregator, AggregatorConfig, Direction, Trade, TradeFields, WatermarkRule,
+    WindowSize, testing,
 };
 use ports::{TradeBatch, TradeSink};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -39,14 +40,17 @@ pub const STATE: &str = "deribit.trades.agg.state";
 
 /// The dead-letter topic (the service's default).
 pub const DLQ: &str = "deribit.trades.dlq";
+/// The late-trades topic (the service's default).
+pub const LATE: &str = "deribit.trades.late";
 
-/// Creates the four topics app-agg checks at start: raw and changelog with `partitions`,
-/// aggregates and dead letters with one.
+/// Creates the five topics app-agg checks at start: raw and changelog with `partitions`,
+/// aggregates, dead letters and late trades with one.
 pub async fn create_topics(broker: &TestBroker, partitions: i32) {
     broker.create_topic(RAW, partitions, false).await.unwrap();
     broker.create_topic(AGG, 1, false).await.unwrap();
     broker.create_topic(STATE, partitions, true).await.unwrap();
     broker.create_topic(DLQ, 1, false).await.unwrap();
+    broker.create_topic(LATE, 1, false).await.unwrap();
 }
 
 /// A deterministic stream an hour old, in `batches` of `per_batch` trades over `instruments`,
@@ -95,12 +99,15 @@ pub fn stream(instruments: &[&str], batches: usize, per_batch: usize) -> Vec<Vec
     out
 }
 
-/// 1 s windows, no grace, windows closed by event time only.
+/// 1 s windows, no grace, windows closed by event time only (the oracle for a stream whose
+/// progress markers follow each batch at its last trade's time; see [`Feeder`]).
 pub fn config() -> AggregatorConfig {
     AggregatorConfig::new(
         WindowSize::from_millis(1_000).unwrap(),
         0,
-        86_400_000,
+        WatermarkRule::TradeTime {
+            max_delay_ms: 86_400_000,
+        },
         vec![2_000, 30_000],
     )
     .unwrap()
@@ -181,7 +188,9 @@ pub fn command(
 }
 
 /// The raw topic's producer in a test: publishes a stream's batches in order, a pause before
-/// each (so a kill right after `publish` returns lands while app-agg works on the last one).
+/// each (so a kill right after `publish` returns lands while app-agg works on the last one),
+/// each followed by a progress marker at its last trade's time, as app-raw would write (the
+/// stream is in time order, so the batch completes everything up to there).
 pub struct Feeder {
     sink: KafkaTradeSink,
     batches: std::vec::IntoIter<Vec<Trade>>,
@@ -215,7 +224,11 @@ impl Feeder {
                 trades,
                 trace: None,
             };
+            let complete_to = batch.trades.iter().map(|t| t.timestamp).max();
             self.sink.publish(batch).await.unwrap();
+            if let Some(complete_to) = complete_to {
+                self.sink.publish_progress(complete_to).await.unwrap();
+            }
         }
     }
 }
