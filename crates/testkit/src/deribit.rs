@@ -89,6 +89,8 @@ struct State {
     clock_offset_ms: i64,
     /// Replaces `usOut` on answers (hostile or broken clocks).
     us_out_override: Option<Value>,
+    /// Answers to the history methods are sent this late (a slow backfill).
+    history_delay: Option<Duration>,
 }
 
 /// The fake server. Dropping it stops accepting connections.
@@ -256,6 +258,12 @@ impl FakeDeribit {
         self.lock().us_out_override = us_out;
     }
 
+    /// Answers the history methods (`get_last_trades_*`) this late from now on: a slow
+    /// backfill, while live notifications and other answers flow on.
+    pub fn delay_history(&self, delay: Option<Duration>) {
+        self.lock().history_delay = delay;
+    }
+
     /// After `public/set_heartbeat`, send a `test_request` this often (instead of the interval
     /// asked for, so tests need not wait 10 s).
     pub fn send_test_requests_every(&self, every: Duration) {
@@ -389,8 +397,22 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                 let Some(Ok(message)) = incoming else { break };
                 let Message::Text(text) = message else { continue };
                 let (replies, start_heartbeat) = handle(&state, id, text.as_str());
-                for reply in replies {
-                    let _ = tx.send(Outbound::Text(reply));
+                let delay = history_delay(&state, text.as_str());
+                match delay {
+                    Some(delay) => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            for reply in replies {
+                                let _ = tx.send(Outbound::Text(reply));
+                            }
+                        });
+                    }
+                    None => {
+                        for reply in replies {
+                            let _ = tx.send(Outbound::Text(reply));
+                        }
+                    }
                 }
                 if let Some(every) = start_heartbeat {
                     let mut interval = tokio::time::interval(every);
@@ -433,6 +455,20 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .connections
         .remove(&id);
+}
+
+/// How late the answer to `text` goes out: the scripted delay, for history methods only.
+fn history_delay(state: &Arc<Mutex<State>>, text: &str) -> Option<Duration> {
+    let delay = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .history_delay?;
+    let method = serde_json::from_str::<Value>(text).ok()?["method"]
+        .as_str()?
+        .to_owned();
+    method
+        .starts_with("public/get_last_trades")
+        .then_some(delay)
 }
 
 /// Answers one request; returns the frames to send and, after `set_heartbeat`, the test pace.
