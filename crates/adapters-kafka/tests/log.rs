@@ -325,3 +325,124 @@ async fn next_event_dropped_at_any_await_loses_no_record() {
     );
     assert!(cancelled > 0, "the test must actually cancel");
 }
+
+/// Progress markers come as their own events, after the trades before them in their partition
+/// and before the trades after; valueless records that are not well-formed markers go to the
+/// dead-letter topic; Confluent's Avro deserializer reads a marker as null, not as an error.
+#[tokio::test]
+async fn progress_markers_sit_between_the_trades_around_them() {
+    let s = setup("progress").await;
+    let sink = sink(&s).await;
+    let batch = |seqs: std::ops::RangeInclusive<u64>| TradeBatch {
+        trades: seqs
+            .flat_map(|seq| {
+                ["BTC-PERPETUAL", "ETH-PERPETUAL", "SOL_USDC"]
+                    .map(|i| Trade::new(trade(i, seq, 100.0)).unwrap())
+            })
+            .collect(),
+        trace: None,
+    };
+    sink.publish(batch(1..=3)).await.unwrap();
+    sink.publish_progress(1_700_000_000_003).await.unwrap();
+    sink.publish(batch(4..=5)).await.unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", s.broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let headers = |completeness: &str| {
+        rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: adapters_kafka::progress::COMPLETENESS_HEADER,
+                value: Some(completeness),
+            })
+            .insert(rdkafka::message::Header {
+                key: adapters_kafka::progress::WRITER_HEADER,
+                value: Some("app-raw"),
+            })
+    };
+    for (partition, record) in [
+        (
+            0,
+            FutureRecord::<(), ()>::to(&s.topic).headers(headers("soon")),
+        ),
+        (1, FutureRecord::<(), ()>::to(&s.topic)),
+    ] {
+        producer
+            .send(record.partition(partition), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    sink.publish_progress(1_700_000_000_005).await.unwrap();
+
+    // Per partition, in order: trade seqs as positive numbers, markers as their time.
+    let mut log = log(&s);
+    let mut seen: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let markers = || 2 * PARTITIONS as usize;
+    while seen.values().flatten().filter(|&&v| v > 1_000).count() < markers() {
+        match next(&mut log).await {
+            LogEvent::Trades(trades) => {
+                for t in trades {
+                    seen.entry(t.partition)
+                        .or_default()
+                        .push(t.trade.trade_seq as i64);
+                }
+            }
+            LogEvent::Progress(p) => {
+                assert_eq!(p.writer, "app-raw");
+                seen.entry(p.partition).or_default().push(p.completeness_ms);
+            }
+            _ => {}
+        }
+    }
+    for (partition, items) in &seen {
+        let first = items.iter().position(|&v| v == 1_700_000_000_003).unwrap();
+        let second = items.iter().position(|&v| v == 1_700_000_000_005).unwrap();
+        assert!(
+            items[..first].iter().all(|&seq| (1..=3).contains(&seq))
+                && items[first + 1..second]
+                    .iter()
+                    .all(|&seq| (4..=5).contains(&seq))
+                && second == items.len() - 1,
+            "partition {partition}: {items:?}"
+        );
+    }
+    let trades: usize = seen.values().map(|v| v.len()).sum::<usize>() - markers();
+    assert_eq!(trades, 15);
+    assert_eq!(
+        log.dead_lettered().load(Ordering::Relaxed),
+        2,
+        "a marker with an unreadable time and a bare null value"
+    );
+
+    // What a Confluent consumer of the raw topic sees for a marker: a null value, no error.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", s.broker.bootstrap_servers())
+        .set("group.id", "confluent-reader")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&s.topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.assign(&tpl).unwrap();
+    let decoder = schema_registry_converter::async_impl::easy_avro::EasyAvroDecoder::new(
+        schema_registry_converter::async_impl::schema_registry::SrSettings::new(s._stub.url()),
+    );
+    let mut nulls = 0;
+    loop {
+        let m = match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => m,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => continue,
+        };
+        let decoded = decoder.decode(m.payload()).await.unwrap();
+        if m.payload().is_none() {
+            assert_eq!(decoded.value, apache_avro::types::Value::Null);
+            nulls += 1;
+        }
+    }
+    assert_eq!(
+        nulls, 3,
+        "two markers and the malformed one, all read as null"
+    );
+}
