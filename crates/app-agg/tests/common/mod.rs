@@ -195,6 +195,7 @@ pub struct Feeder {
     sink: KafkaTradeSink,
     batches: std::vec::IntoIter<Vec<Trade>>,
     pause: Duration,
+    markers: bool,
 }
 
 impl Feeder {
@@ -213,7 +214,20 @@ impl Feeder {
                 .unwrap(),
             batches: batches.into_iter(),
             pause,
+            markers: true,
         }
+    }
+
+    /// Publishes trades only, as a producer that knows nothing of progress markers.
+    #[must_use]
+    pub fn without_markers(mut self) -> Feeder {
+        self.markers = false;
+        self
+    }
+
+    /// The raw-topic producer, for trades and markers beyond the stream.
+    pub fn sink(&self) -> &KafkaTradeSink {
+        &self.sink
     }
 
     /// Publishes the next `count` batches (`usize::MAX`: all that are left).
@@ -226,7 +240,7 @@ impl Feeder {
             };
             let complete_to = batch.trades.iter().map(|t| t.timestamp).max();
             self.sink.publish(batch).await.unwrap();
-            if let Some(complete_to) = complete_to {
+            if let Some(complete_to) = complete_to.filter(|_| self.markers) {
                 self.sink.publish_progress(complete_to).await.unwrap();
             }
         }
@@ -303,4 +317,16 @@ pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
 pub fn decode(record: &[u8]) -> Aggregate {
     let (id, datum) = split_frame(record).unwrap();
     decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap()
+}
+
+/// The end offset (next offset to be written) of `topic`'s `partition`.
+pub fn raw_end_offset(broker: &TestBroker, topic: &str, partition: i32) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .unwrap()
+        .1
 }
