@@ -79,7 +79,7 @@ proptest! {
 
         let (expected, summary) = run(&time_order);
         prop_assert_eq!(summary.late, 0);
-        prop_assert_eq!(summary.accepted as usize, time_order.len());
+        prop_assert_eq!(summary.accepted, time_order.len() as u64);
         prop_assert_eq!(&run(&dump_order).0, &expected);
         prop_assert_eq!(&run(&shuffled).0, &expected);
     }
