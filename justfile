@@ -47,6 +47,12 @@ bench: kafka
     TEST_BROKER=kafka cargo bench -p app-raw --bench pipeline
     TEST_BROKER=kafka cargo bench -p app-agg --bench service
 
+# Long runs (heavy: ~12 min): the completeness suite on Apache Kafka with a 5-minute quiet
+# instrument and app-raw stopped for 2 minutes (`just test` runs 15 s of each).
+soak: kafka
+    TEST_BROKER=kafka COMPLETENESS_QUIET_SECS=300 COMPLETENESS_STOP_SECS=120 \
+        cargo test --locked -p app-agg --test completeness -- --nocapture
+
 # Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
 up *ARGS:
     docker compose -f docker/compose.yaml {{ARGS}} up --build --detach --wait
