@@ -132,6 +132,10 @@ async fn main() {
         .create_topic("deribit.trades.dlq", 1, false)
         .await
         .unwrap();
+    broker
+        .create_topic("deribit.trades.late", 1, false)
+        .await
+        .unwrap();
     let stub = SchemaRegistryStub::start().await.unwrap();
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     let schema_id = registry
@@ -148,6 +152,8 @@ async fn main() {
                 ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
                 ("AGG_TRANSACTIONAL_ID", "app-agg-bench".to_owned()),
                 ("AGG_WINDOW", "1m".to_owned()),
+                // The fill writes trades only (no progress markers): trade time closes windows.
+                ("AGG_WATERMARK", "trades".to_owned()),
                 ("AGG_MAX_DELAY", "24h".to_owned()),
                 ("HTTP_ADDR", http.to_owned()),
                 ("RUST_LOG", "warn".to_owned()),

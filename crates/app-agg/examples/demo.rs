@@ -235,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         (AGG, 1, false),
         (STATE, PARTITIONS, true),
         ("deribit.trades.dlq", 1, false),
+        ("deribit.trades.late", 1, false),
     ] {
         broker
             .create_topic(topic, partitions, compacted)
@@ -293,8 +294,8 @@ async fn main() -> anyhow::Result<()> {
     agg_env.extend([
         ("AGG_WINDOW", "10s".to_owned()),
         ("AGG_HALFLIVES", "10s,1m".to_owned()),
-        ("AGG_GRACE", "1s".to_owned()),
-        ("AGG_MAX_DELAY", "2s".to_owned()),
+        // Windows close on app-raw's progress markers, within about 2 s of their end.
+        ("AGG_GRACE", "0s".to_owned()),
         ("HTTP_ADDR", "127.0.0.1:18081".to_owned()),
     ]);
     let mut raw = spawn("app-raw", &raw_env, &logs)?;

@@ -193,6 +193,10 @@ fn compose_wires_healthchecks_dependencies_and_the_changelog() {
         init.contains(&format!("--topic {raw_topic}.dlq ")),
         "the DLQ topic exists"
     );
+    assert!(
+        init.contains(&format!("--topic {raw_topic}.late ")),
+        "the late-trades topic exists"
+    );
     // Monitoring stays optional.
     for service in ["prometheus", "grafana"] {
         assert_eq!(
