@@ -29,9 +29,19 @@ pub struct ParsedTrades {
     pub channel: Option<String>,
     /// Valid trades in frame order.
     pub trades: Vec<Trade>,
-    /// Elements that failed, in frame order.
+    /// Elements that failed, in frame order: the first [`MAX_REJECTIONS_KEPT`] in detail.
     pub rejected: Vec<TradeRejection>,
+    /// Elements that failed beyond those kept in `rejected` (counted, not copied).
+    pub rejected_more: u64,
 }
+
+/// Rejected elements of one frame kept with their text and reason; the rest are counted. A
+/// frame of a million bad elements must not cost a million copies.
+pub const MAX_REJECTIONS_KEPT: usize = 16;
+
+/// Room reserved for the trades of one frame before they are parsed, at most: the element
+/// count comes from the peer, so memory follows the trades that parse, not the count.
+const MAX_PREALLOCATED: usize = 1_024;
 
 /// Maps a wire trade to a validated domain trade.
 ///
@@ -104,8 +114,9 @@ pub fn parse_notification(text: &str) -> Result<ParsedTrades> {
         .map_err(|e| Error::Malformed(format!("`data` is not an array: {e}")))?;
     let mut parsed = ParsedTrades {
         channel: Some(params.channel),
-        trades: Vec::with_capacity(elements.len()),
+        trades: Vec::with_capacity(elements.len().min(MAX_PREALLOCATED)),
         rejected: Vec::new(),
+        rejected_more: 0,
     };
     for (index, element) in elements.into_iter().enumerate() {
         push(&mut parsed, index, element.get());
@@ -132,6 +143,7 @@ pub fn parse_json_line(text: &str) -> Result<ParsedTrades> {
 fn push(parsed: &mut ParsedTrades, index: usize, raw: &str) {
     match parse_trade(raw) {
         Ok(trade) => parsed.trades.push(trade),
+        Err(_) if parsed.rejected.len() >= MAX_REJECTIONS_KEPT => parsed.rejected_more += 1,
         Err(reason) => parsed.rejected.push(TradeRejection {
             index,
             raw: raw.to_owned(),
@@ -148,6 +160,46 @@ mod tests {
     const OPTION_TRADE: &str = include_str!("../test_data/trade_option.json");
     const OPTION_WITH_CONTRACTS: &str = include_str!("../test_data/trade_option_contracts.json");
     const COMBO_NOTIFICATION: &str = include_str!("../test_data/ws_trades_combo.json");
+
+    #[test]
+    fn values_that_would_stop_or_poison_the_pipeline_are_rejected_by_name() {
+        for (from, to, field) in [
+            (
+                "\"trade_seq\":2",
+                "\"trade_seq\":9223372036854775808",
+                "trade_seq",
+            ),
+            (
+                "\"timestamp\":1590484589306",
+                "\"timestamp\":9223372036854775807",
+                "timestamp",
+            ),
+            ("\"price\":0.0075", "\"price\":1.7e308", "price"),
+            ("\"amount\":3", "\"amount\":1e300", "amount"),
+        ] {
+            let hostile = OPTION_TRADE.replace(from, to);
+            assert_ne!(hostile, OPTION_TRADE);
+            let reason = parse_trade(&hostile).unwrap_err();
+            assert!(reason.contains(&format!("`{field}`")), "{to}: {reason}");
+        }
+    }
+
+    #[test]
+    fn a_frame_of_a_million_bad_elements_reserves_and_copies_next_to_nothing() {
+        let data = vec!["1"; 1_000_000].join(",");
+        let frame = format!(
+            r#"{{"jsonrpc":"2.0","method":"subscription","params":{{"channel":"trades.BTC-PERPETUAL.100ms","data":[{data}]}}}}"#
+        );
+        let parsed = parse_notification(&frame).unwrap();
+        assert!(parsed.trades.is_empty());
+        assert!(
+            parsed.trades.capacity() <= MAX_PREALLOCATED,
+            "reserved {} trades",
+            parsed.trades.capacity()
+        );
+        assert_eq!(parsed.rejected.len(), MAX_REJECTIONS_KEPT);
+        assert_eq!(parsed.rejected_more, 1_000_000 - MAX_REJECTIONS_KEPT as u64);
+    }
 
     #[test]
     fn parses_documented_future_notification() {
@@ -218,7 +270,7 @@ mod tests {
         assert!(
             parsed.rejected[0]
                 .reason
-                .contains("`price` must be finite and > 0, got -3")
+                .contains("`price` must be finite, > 0 and ≤ 1e12, got -3")
         );
         assert!(parsed.rejected[0].raw.contains("\"price\":-3"));
         assert_eq!(parsed.rejected[1].index, 2);

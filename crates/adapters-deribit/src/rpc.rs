@@ -164,7 +164,8 @@ pub struct AuthResult {
 
 /// A parsed history page: wire trades that parsed, count of those that did not.
 pub fn parse_page(page: &TradesPage<'_>) -> (Vec<WireTrade>, Vec<(String, String)>) {
-    let mut good = Vec::with_capacity(page.trades.len());
+    // The element count comes from the peer: reserve for a normal page at most.
+    let mut good = Vec::with_capacity(page.trades.len().min(1_024));
     let mut bad = Vec::new();
     for raw in &page.trades {
         match serde_json::from_str::<WireTrade>(raw.get()) {

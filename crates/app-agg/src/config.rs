@@ -167,9 +167,7 @@ impl AggConfig {
     /// # Errors
     /// As [`AggConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        AggConfig::init_from_env()
-            .map_err(from_envconfig)?
-            .settings(std::env::vars())
+        AggConfig::settings_from(&telemetry::config::utf8_env()?)
     }
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.

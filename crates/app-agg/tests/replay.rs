@@ -174,7 +174,7 @@ fn bad_lines_are_reported_by_number_skipped_and_counted() {
         ("line 2: skipped: malformed frame", 0),
         ("line 3: trade 0 skipped: missing field `amount`", 1),
         (
-            "line 4: trade 0 skipped: invalid trade \"BTC-PERPETUAL\" seq 4: field `price` must be finite and > 0, got -5",
+            "line 4: trade 0 skipped: invalid trade \"BTC-PERPETUAL\" seq 4: field `price` must be finite, > 0 and ≤ 1e12, got -5",
             2,
         ),
         ("line 5: skipped: malformed frame", 3),

@@ -123,8 +123,7 @@ impl RawConfig {
     /// # Errors
     /// As [`RawConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        let raw = RawConfig::init_from_env().map_err(from_envconfig)?;
-        raw.settings(std::env::vars())
+        RawConfig::settings_from(&telemetry::config::utf8_env()?)
     }
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.

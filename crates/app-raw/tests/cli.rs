@@ -1,6 +1,8 @@
 //! The binary refuses bad configuration with one line and exit code 2.
 
-use testkit::process::{assert_refuses_shared_config, assert_refuses_variable};
+use testkit::process::{
+    assert_refuses_shared_config, assert_refuses_variable, assert_survives_foreign_bytes,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_app-raw");
 
@@ -23,4 +25,9 @@ fn bad_deribit_channels_stop_start_up_with_one_line() {
         "trades.option.ETH.raw",
         "Deribit serves `raw` only to authenticated clients",
     );
+}
+
+#[test]
+fn bytes_that_are_not_utf8_never_crash_it() {
+    assert_survives_foreign_bytes(BINARY);
 }

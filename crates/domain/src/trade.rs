@@ -2,7 +2,8 @@
 //!
 //! [`TradeFields`] is the plain, unchecked record (what a parser fills in); [`Trade`] is the same
 //! record after [`Trade::new`] checked it. Code past the adapters only ever sees `Trade`, so the
-//! aggregation math can rely on finite, positive prices and amounts.
+//! aggregation math can rely on finite, positive prices and amounts whose products and sums stay
+//! finite, identifiers that fit an Avro `long`, and timestamps a window can hold.
 
 use std::fmt;
 use std::ops::Deref;
@@ -56,6 +57,15 @@ impl Liquidation {
     }
 }
 
+/// Largest `trade_seq` accepted: the Avro `long` range the raw topic stores it in.
+pub const MAX_TRADE_SEQ: u64 = i64::MAX as u64;
+/// Timestamps must be before this (2100-01-01T00:00:00Z, ms): a trade dated further out would
+/// move a watermark past every window to come.
+pub const MAX_TIMESTAMP_MS: i64 = 4_102_444_800_000;
+/// Prices and amounts must not exceed this, so `price · amount` and its sums over any window
+/// stay finite (1e12 · 1e12 = 1e24, far below `f64::MAX`).
+pub const MAX_MAGNITUDE: f64 = 1e12;
+
 /// The fields of a trade as Deribit sends them, not yet checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TradeFields {
@@ -100,8 +110,9 @@ impl Trade {
     ///
     /// # Errors
     /// [`Error::InvalidTrade`] naming the first field that breaks a rule: empty instrument or
-    /// trade id, timestamp ≤ 0, price or amount not finite and > 0, index or mark price not
-    /// finite, tick direction outside 0..=3, iv or contracts not finite.
+    /// trade id, `trade_seq` above [`MAX_TRADE_SEQ`], timestamp ≤ 0 or ≥ [`MAX_TIMESTAMP_MS`],
+    /// price or amount not in (0, [`MAX_MAGNITUDE`]], index or mark price not finite, tick
+    /// direction outside 0..=3, iv or contracts not finite.
     pub fn new(fields: TradeFields) -> Result<Self> {
         let fail = |field: &'static str, rule: String| Error::InvalidTrade {
             instrument: fields.instrument_name.clone(),
@@ -115,14 +126,26 @@ impl Trade {
         if fields.trade_id.is_empty() {
             return Err(fail("trade_id", "must not be empty".into()));
         }
-        if fields.timestamp <= 0 {
+        if fields.trade_seq > MAX_TRADE_SEQ {
             return Err(fail(
-                "timestamp",
-                format!("must be > 0 ms, got {}", fields.timestamp),
+                "trade_seq",
+                format!(
+                    "must be ≤ {MAX_TRADE_SEQ} (an Avro long), got {}",
+                    fields.trade_seq
+                ),
             ));
         }
-        positive_finite(fields.price).map_err(|rule| fail("price", rule))?;
-        positive_finite(fields.amount).map_err(|rule| fail("amount", rule))?;
+        if fields.timestamp <= 0 || fields.timestamp >= MAX_TIMESTAMP_MS {
+            return Err(fail(
+                "timestamp",
+                format!(
+                    "must be > 0 and < {MAX_TIMESTAMP_MS} ms (year 2100), got {}",
+                    fields.timestamp
+                ),
+            ));
+        }
+        bounded(fields.price).map_err(|rule| fail("price", rule))?;
+        bounded(fields.amount).map_err(|rule| fail("amount", rule))?;
         finite(fields.index_price).map_err(|rule| fail("index_price", rule))?;
         finite(fields.mark_price).map_err(|rule| fail("mark_price", rule))?;
         if fields.tick_direction > 3 {
@@ -170,6 +193,16 @@ fn finite(value: f64) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("must be finite, got {value}"))
+    }
+}
+
+fn bounded(value: f64) -> Result<(), String> {
+    if value.is_finite() && value > 0.0 && value <= MAX_MAGNITUDE {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be finite, > 0 and ≤ {MAX_MAGNITUDE:e}, got {value}"
+        ))
     }
 }
 
@@ -229,6 +262,16 @@ mod tests {
             ("trade_id", Box::new(|f| f.trade_id.clear())),
             ("timestamp", Box::new(|f| f.timestamp = 0)),
             ("timestamp", Box::new(|f| f.timestamp = -5)),
+            ("timestamp", Box::new(|f| f.timestamp = i64::MAX)),
+            ("timestamp", Box::new(|f| f.timestamp = MAX_TIMESTAMP_MS)),
+            (
+                "trade_seq",
+                Box::new(|f| f.trade_seq = 9_223_372_036_854_775_808),
+            ),
+            ("trade_seq", Box::new(|f| f.trade_seq = u64::MAX)),
+            ("price", Box::new(|f| f.price = 1.7e308)),
+            ("price", Box::new(|f| f.price = 1.000_001e12)),
+            ("amount", Box::new(|f| f.amount = 1e300)),
             ("price", Box::new(|f| f.price = f64::NAN)),
             ("price", Box::new(|f| f.price = -1.0)),
             ("price", Box::new(|f| f.price = 0.0)),
@@ -254,8 +297,19 @@ mod tests {
         let message = Trade::new(f).unwrap_err().to_string();
         assert_eq!(
             message,
-            "invalid trade \"BTC-PERPETUAL\" seq 30289442: field `price` must be finite and > 0, got NaN"
+            "invalid trade \"BTC-PERPETUAL\" seq 30289442: field `price` must be finite, > 0 and ≤ 1e12, got NaN"
         );
+    }
+
+    #[test]
+    fn the_limits_themselves_are_accepted() {
+        let mut f = fields();
+        f.trade_seq = MAX_TRADE_SEQ;
+        f.timestamp = MAX_TIMESTAMP_MS - 1;
+        f.price = MAX_MAGNITUDE;
+        f.amount = MAX_MAGNITUDE;
+        let trade = Trade::new(f).unwrap();
+        assert!(trade.notional().is_finite());
     }
 
     #[test]

@@ -60,6 +60,63 @@ pub fn http_addr(value: &str, example: &str) -> Result<std::net::SocketAddr, Con
     })
 }
 
+/// Names (or prefixes of names) of the variables the services read. A value of one of them
+/// that is not UTF-8 is an error naming it; any other variable is none of the services'
+/// business, whatever its bytes.
+pub const READ_PREFIXES: [&str; 11] = [
+    "KAFKA_",
+    "SCHEMA_REGISTRY_",
+    "DERIBIT_",
+    "RAW_",
+    "AGG_",
+    "OTEL_",
+    "HTTP_ADDR",
+    "RUST_LOG",
+    "LOG_FORMAT",
+    "SHUTDOWN_TIMEOUT",
+    "HOSTNAME",
+];
+
+/// The process environment as UTF-8 pairs (see [`utf8_vars`]); `std::env::vars` would panic on
+/// the first variable that is not UTF-8, even one the service never reads.
+///
+/// # Errors
+/// As [`utf8_vars`].
+pub fn utf8_env() -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    utf8_vars(std::env::vars_os())
+}
+
+/// `vars` as UTF-8 pairs: a variable the services read ([`READ_PREFIXES`]) whose value is not
+/// UTF-8 is an error naming it; other variables that are not UTF-8 are left out.
+///
+/// # Errors
+/// [`ConfigError`] naming the first read variable whose value is not UTF-8.
+pub fn utf8_vars(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let mut out = std::collections::HashMap::new();
+    for (name, value) in vars {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => {
+                out.insert(name, value);
+            }
+            Err(value) if READ_PREFIXES.iter().any(|p| name.starts_with(p)) => {
+                return Err(ConfigError {
+                    value: value.to_string_lossy().into_owned(),
+                    // A start-up error, reported once before the process exits.
+                    variable: Box::leak(name.into_boxed_str()),
+                    accepted: "valid UTF-8 text".into(),
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
 /// envconfig's error as ours.
 // By value: it is the `map_err` adapter for envconfig's error.
 #[allow(clippy::needless_pass_by_value)]
@@ -82,6 +139,28 @@ pub fn from_envconfig(e: envconfig::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_bytes_are_an_error_only_in_a_variable_the_services_read() {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = |b: &[u8]| std::ffi::OsString::from_vec(b.to_vec());
+        let vars = || {
+            vec![
+                (bytes(b"FOO"), bytes(b"\xff")),
+                (bytes(b"\xfe"), bytes(b"x")),
+                (bytes(b"AGG_WINDOW"), bytes(b"1m")),
+            ]
+        };
+        let read = utf8_vars(vars()).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read["AGG_WINDOW"], "1m");
+        let mut hostile = vars();
+        hostile.push((bytes(b"KAFKA_PROPERTY_CLIENT_ID"), bytes(b"a\xffb")));
+        assert_eq!(
+            utf8_vars(hostile).unwrap_err().to_string(),
+            "KAFKA_PROPERTY_CLIENT_ID=\"a\u{fffd}b\": valid UTF-8 text"
+        );
+    }
 
     #[test]
     fn checks_name_the_variable_value_and_accepted_form() {

@@ -219,6 +219,41 @@ pub fn assert_refuses_shared_config(binary: &str) {
     }
 }
 
+/// Asserts that bytes that are not UTF-8 in the environment never crash `binary`: in a variable
+/// it does not read, `check-config` passes; in one it reads, it refuses with one line naming it.
+///
+/// # Panics
+/// When it does not (that is the test failing), or the binary cannot be run.
+#[allow(clippy::expect_used)] // test harness
+pub fn assert_survives_foreign_bytes(binary: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let foreign = std::ffi::OsStr::from_bytes(b"a\xffb");
+    let run = |name: &str| {
+        Command::new(binary)
+            .arg("check-config")
+            .env_clear()
+            .envs(REQUIRED_VARS.iter().copied())
+            .env(name, foreign)
+            .output()
+            .expect("the binary runs")
+    };
+    let unread = run("FOO");
+    assert_eq!(
+        unread.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&unread.stderr)
+    );
+    let read = run("KAFKA_PROPERTY_CLIENT_ID");
+    let stderr = String::from_utf8_lossy(&read.stderr);
+    assert_eq!(read.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("KAFKA_PROPERTY_CLIENT_ID=\"a\u{fffd}b\": valid UTF-8 text"),
+        "{stderr}"
+    );
+}
+
 /// Asserts that `binary`, given the required variables plus `var=value`, refuses with a line
 /// containing `expected`.
 ///
