@@ -11,9 +11,9 @@
 
 use std::time::Duration;
 
-/// Server times further than this from the local clock are not believed (a broken or hostile
-/// peer must not close every window at once).
-pub const MAX_SKEW_MS: i64 = 3_600_000;
+/// Server times further than this from the local clock are not believed: a broken or hostile
+/// peer must not move completeness (and so every downstream window) far ahead, for good.
+pub const MAX_SKEW_MS: i64 = 60_000;
 
 /// What one reading of Deribit's clock did to completeness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -148,6 +148,8 @@ struct Session<'a> {
     refresh_at: Option<Instant>,
     /// When Deribit's clock is read next (set once subscribed).
     clock_at: Option<Instant>,
+    /// Channels asked for that Deribit did not confirm: the stream is not complete without them.
+    unconfirmed: Vec<String>,
 }
 
 /// Connects and runs one session until it ends.
@@ -184,6 +186,7 @@ pub(crate) async fn run(ctx: Context<'_>) -> SessionEnd {
         refresh_token: None,
         refresh_at: None,
         clock_at: None,
+        unconfirmed: Vec::new(),
     };
     let end = session.run().await;
     session
@@ -665,7 +668,11 @@ impl Session<'_> {
                 let missing: Vec<&String> =
                     requested.iter().filter(|c| !granted.contains(c)).collect();
                 if !missing.is_empty() {
-                    warn!(?missing, "Deribit did not confirm these channels.");
+                    warn!(
+                        ?missing,
+                        "Deribit did not confirm these channels; completeness holds until a connection has them all."
+                    );
+                    self.unconfirmed.extend(missing.into_iter().cloned());
                 }
                 if self.steps.is_empty() {
                     self.on_subscribed();
@@ -686,10 +693,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Whether nothing is missing: every channel subscribed, no backfill, discovery or refetch
-    /// pending, no live trade held back.
+    /// Whether nothing is missing: every channel subscribed (and confirmed), no backfill,
+    /// discovery or refetch pending, no live trade held back.
     fn settled(&self) -> bool {
         self.subscribed
+            && self.unconfirmed.is_empty()
             && self.steps.is_empty()
             && !self.step_in_flight
             && self.work.is_empty()
@@ -799,7 +807,11 @@ impl Session<'_> {
         let _entered = span.enter();
         for rejected in &parsed.rejected {
             FeedMetrics::add(&self.ctx.metrics.invalid_trades, 1);
-            warn!(channel = %channel, index = rejected.index, reason = %rejected.reason, raw = %rejected.raw, "Skipping invalid trade.");
+            warn!(channel = %channel, index = rejected.index, reason = %rejected.reason, raw = %truncate(&rejected.raw), "Skipping invalid trade.");
+        }
+        if parsed.rejected_more > 0 {
+            FeedMetrics::add(&self.ctx.metrics.invalid_trades, parsed.rejected_more);
+            warn!(channel = %channel, more = parsed.rejected_more, "Skipping further invalid trades of the same frame.");
         }
         let metrics = self.ctx.metrics;
         FeedMetrics::add(&metrics.trades_received, parsed.trades.len() as u64);
@@ -923,7 +935,8 @@ impl Session<'_> {
             FeedMetrics::add(&metrics.invalid_trades, 1);
             warn!(reason = %reason, raw = %truncate(&raw), "Skipping unreadable history trade.");
         }
-        let mut trades = Vec::with_capacity(wire.len());
+        // Reserved for what parsed, not for what the peer claimed.
+        let mut trades = Vec::with_capacity(wire.len().min(1_024));
         for w in wire {
             match trade_from_wire(w) {
                 Ok(trade) => trades.push(trade),

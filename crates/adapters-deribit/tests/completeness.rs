@@ -149,8 +149,8 @@ async fn a_broken_server_clock_stops_progress_instead_of_racing_it() {
             >= 3)
         .await
     );
-    // A clock a day ahead is refused too.
-    fake.set_us_out(Some(json!((now_ms() + 86_400_000) * 1000)));
+    // A clock five minutes ahead is refused too.
+    fake.set_us_out(Some(json!((now_ms() + 300_000) * 1000)));
     let refused = feed.metric(|m| &m.implausible_server_times);
     assert!(
         wait_for(DEADLINE, || feed.metric(|m| &m.implausible_server_times)
@@ -171,5 +171,27 @@ async fn a_broken_server_clock_stops_progress_instead_of_racing_it() {
         FeedMetrics::get(&feed.metrics.reconnects),
         0,
         "a bad clock reading is no reason to reconnect"
+    );
+}
+
+#[tokio::test]
+async fn a_channel_deribit_did_not_confirm_holds_completeness() {
+    let fake = FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap();
+    fake.leave_unconfirmed("trades.ETH-PERPETUAL.100ms");
+    let feed =
+        Collector::start(DeribitFeed::spawn(fast(&fake), StartPositions::new(), None).unwrap());
+    subscribed(&feed).await;
+    fake.trade_all(1);
+    assert!(
+        wait_for(DEADLINE, || feed.count() >= 2).await,
+        "the other channels flow"
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        last_progress(&feed),
+        None,
+        "not complete while a channel is missing"
     );
 }

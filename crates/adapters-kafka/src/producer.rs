@@ -36,6 +36,10 @@ pub const DEFAULT_LOOKBACK: i64 = 50_000;
 /// Writer id on progress markers unless [`KafkaTradeSink::with_writer`] sets another.
 pub const DEFAULT_WRITER: &str = "app-raw";
 
+/// How old the list of partitions markers go to may get before it is read again (partitions
+/// added to the topic get markers from then on).
+const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// The raw-topic producer.
 pub struct KafkaTradeSink {
     /// Replaced by a new one when it fails fatally (see [`KafkaTradeSink::replace_if_fatal`]).
@@ -51,8 +55,8 @@ pub struct KafkaTradeSink {
     timeout: Duration,
     /// Id written on progress markers.
     writer: String,
-    /// Partitions of the topic, as of start-up: where markers go.
-    partitions: Mutex<Vec<i32>>,
+    /// Partitions of the topic, and when they were read: where markers go.
+    partitions: Mutex<(Vec<i32>, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for KafkaTradeSink {
@@ -98,13 +102,13 @@ impl KafkaTradeSink {
             lookback: DEFAULT_LOOKBACK,
             timeout: Duration::from_secs(30),
             writer: DEFAULT_WRITER.to_owned(),
-            partitions: Mutex::new(Vec::new()),
+            partitions: Mutex::new((Vec::new(), std::time::Instant::now())),
         };
         let partitions = sink.await_topic().await?;
         *sink
             .partitions
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = partitions;
+            .unwrap_or_else(PoisonError::into_inner) = (partitions, std::time::Instant::now());
         Ok(sink)
     }
 
@@ -237,6 +241,39 @@ impl KafkaTradeSink {
         Ok(self)
     }
 
+    /// The partitions markers go to, read again from the broker once the list is older than
+    /// [`PARTITIONS_MAX_AGE`] (the old list stays in use while the broker cannot say).
+    async fn marker_partitions(&self, producer: &FutureProducer<ClientLog>) -> Vec<i32> {
+        let (known, read_at) = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if read_at.elapsed() < PARTITIONS_MAX_AGE {
+            return known;
+        }
+        let (producer, topic) = (producer.clone(), self.topic.clone());
+        let fresh = tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .ok()?;
+            let t = metadata.topics().iter().find(|t| t.name() == topic)?;
+            let ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+            (!ids.is_empty()).then_some(ids)
+        })
+        .await
+        .ok()
+        .flatten();
+        let partitions = fresh.unwrap_or(known);
+        *self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            (partitions.clone(), std::time::Instant::now());
+        partitions
+    }
+
     /// Reads at most `records` records at the end of each partition in `last_positions`.
     #[must_use]
     pub fn with_lookback(mut self, records: i64) -> Self {
@@ -292,11 +329,7 @@ impl TradeSink for KafkaTradeSink {
 
     async fn publish_progress(&self, completeness_ms: i64) -> std::result::Result<(), SinkError> {
         let producer = self.current();
-        let partitions = self
-            .partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let partitions = self.marker_partitions(&producer).await;
         let headers = marker_headers(completeness_ms, &self.writer);
         let mut pending = Vec::with_capacity(partitions.len());
         for partition in partitions {

@@ -386,7 +386,12 @@ async fn writers_are_restored_and_late_trades_are_kept_with_their_reason() {
     tpl.add_partition_offset("late.late", 0, Offset::Beginning)
         .unwrap();
     reader.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let message = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no late trade written"
+        );
         if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
             break m;
         }

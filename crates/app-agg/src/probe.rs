@@ -78,9 +78,9 @@ impl Probe for AggProbe {
             .map(|(p, age)| format!("{p} ({} s)", age / 1000))
             .collect();
         Some(format!(
-            "no progress marker on {} partition(s) of {} for over {:?}: {}; windows there stay \
-             open (is app-raw running and writing markers? a raw topic without them needs \
-             AGG_WATERMARK=trades)",
+            "the watermark of {} partition(s) of {} has not advanced for over {:?}: {}; windows \
+             there stay open (is every app-raw that writes markers running? a raw topic without \
+             them needs AGG_WATERMARK=trades)",
             silent.len(),
             self.topic,
             timeout,
@@ -150,6 +150,11 @@ impl Probe for AggProbe {
             "app_agg_progress_markers_total",
             "Progress markers read from the raw topic.",
             get(&s.progress_markers),
+        )
+        .counter(
+            "app_agg_progress_markers_implausible_total",
+            "Progress markers ignored: their time was implausibly far ahead of the clock.",
+            get(&s.implausible_markers),
         )
         .counter(
             "app_agg_dlq_records_total",

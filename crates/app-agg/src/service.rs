@@ -35,6 +35,10 @@ pub const MAX_LATE_PER_CYCLE: usize = 10_000;
 /// At most one late-trade WARN per this many milliseconds; the rest are counted in the next one.
 const LATE_WARN_EVERY_MS: i64 = 5_000;
 
+/// A marker whose completeness time is further ahead of the wall clock than this is not
+/// believed (counted, WARN): one hostile or broken marker must not close every window to come.
+pub const MAX_MARKER_AHEAD_MS: i64 = 120_000;
+
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -106,6 +110,8 @@ pub struct ServiceMetrics {
     pub log_outages: AtomicU64,
     /// Progress markers read.
     pub progress_markers: AtomicU64,
+    /// Progress markers ignored because their time was implausibly far ahead.
+    pub implausible_markers: AtomicU64,
     /// Per assigned partition: watermark and when its last marker came (refreshed each cycle).
     pub partitions: Mutex<BTreeMap<Partition, PartitionHealth>>,
 }
@@ -115,8 +121,8 @@ pub struct ServiceMetrics {
 pub struct PartitionHealth {
     /// The partition's watermark, ms.
     pub watermark: Option<i64>,
-    /// Wall time of its last progress marker (or of its assignment, before the first), ms.
-    pub last_marker_ms: i64,
+    /// Wall time its watermark last advanced (or of its assignment, before that), ms.
+    pub last_advance_ms: i64,
 }
 
 impl ServiceMetrics {
@@ -134,7 +140,7 @@ impl ServiceMetrics {
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         self.partition_health()
             .into_iter()
-            .map(|(p, h)| (p, now_ms.saturating_sub(h.last_marker_ms)))
+            .map(|(p, h)| (p, now_ms.saturating_sub(h.last_advance_ms)))
             .filter(|&(_, age)| age > timeout_ms)
             .collect()
     }
@@ -146,8 +152,8 @@ struct PartitionState {
     next_offset: Option<i64>,
     /// `next_offset` as of the last committed marker.
     committed_offset: Option<i64>,
-    /// Wall time of the last progress marker read (or of the assignment), ms.
-    last_marker_ms: i64,
+    /// Wall time the watermark last advanced (or of the assignment), ms.
+    last_advance_ms: i64,
 }
 
 /// The service over its ports.
@@ -163,6 +169,8 @@ pub struct Service<L, C, K> {
     /// Wall time of the last late-trade WARN, and late trades since then.
     late_warned_ms: i64,
     late_unwarned: u64,
+    /// Wall time of the last WARN about an implausible marker.
+    ahead_warned_ms: i64,
     stats: ServiceStats,
     metrics: Arc<ServiceMetrics>,
 }
@@ -180,6 +188,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             late: Vec::new(),
             late_warned_ms: i64::MIN,
             late_unwarned: 0,
+            ahead_warned_ms: i64::MIN,
             stats: ServiceStats::default(),
             metrics: Arc::default(),
         }
@@ -338,11 +347,29 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         self.metrics
             .progress_markers
             .fetch_add(1, Ordering::Relaxed);
-        state
-            .aggregator
-            .observe_progress(&progress.writer, progress.completeness_ms);
         state.next_offset = Some(progress.offset + 1);
-        state.last_marker_ms = now;
+        if progress.completeness_ms > now.saturating_add(MAX_MARKER_AHEAD_MS) {
+            self.metrics
+                .implausible_markers
+                .fetch_add(1, Ordering::Relaxed);
+            if now.saturating_sub(self.ahead_warned_ms) >= LATE_WARN_EVERY_MS {
+                self.ahead_warned_ms = now;
+                warn!(
+                    partition = progress.partition,
+                    offset = progress.offset,
+                    writer = %progress.writer,
+                    completeness_ms = progress.completeness_ms,
+                    "Progress marker far ahead of the clock ignored: it would close windows still to come."
+                );
+            }
+            return;
+        }
+        if state
+            .aggregator
+            .observe_progress(&progress.writer, progress.completeness_ms)
+        {
+            state.last_advance_ms = now;
+        }
     }
 
     /// Counts the late trades from `self.late[first..]`; one WARN per [`LATE_WARN_EVERY_MS`]
@@ -380,7 +407,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                     p,
                     PartitionHealth {
                         watermark: s.aggregator.watermark(),
-                        last_marker_ms: s.last_marker_ms,
+                        last_advance_ms: s.last_advance_ms,
                     },
                 )
             })
@@ -408,13 +435,18 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             warn!(partition, offset, error = %e, "Seek after restore failed; replaying from the group offset.");
         }
         info!(partition, instruments = aggregator.instrument_count(), next_offset = ?restored.next_offset, "Partition restored.");
+        // A rewind (aborted cycle) keeps how long the watermark has been still.
+        let last_advance_ms = self
+            .partitions
+            .get(&partition)
+            .map_or_else(|| self.clock.now_ms(), |s| s.last_advance_ms);
         self.partitions.insert(
             partition,
             PartitionState {
                 aggregator,
                 next_offset: restored.next_offset,
                 committed_offset: restored.next_offset,
-                last_marker_ms: self.clock.now_ms(),
+                last_advance_ms,
             },
         );
         self.publish_health();
@@ -527,6 +559,9 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 self.stats.aborted += 1;
                 self.metrics.aborted.fetch_add(1, Ordering::Relaxed);
                 warn!(reason = %reason, "Commit cycle aborted; rewinding to the last commit.");
+                // Everything after the last commit is read again, late trades and links too.
+                self.late.clear();
+                self.links.clear();
                 let partitions: Vec<Partition> = self.partitions.keys().copied().collect();
                 for partition in partitions {
                     self.restore(partition).await?;

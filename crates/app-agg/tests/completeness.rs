@@ -398,6 +398,8 @@ async fn a_quiet_instrument_closes_on_time_and_a_stopped_app_raw_closes_nothing_
     trader.stop().await;
 
     let expected = replayed(&p.fake);
+    // The reader goes before the broker does (closing it against none would wait for good).
+    drop(watch);
     let got = p.finish(&expected).await;
     assert_eq!(
         got, expected,

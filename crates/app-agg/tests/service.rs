@@ -196,16 +196,20 @@ fn trade(instrument: &str, seq: u64, ts: i64) -> Trade {
 }
 
 /// Trades in time order with a marker at the last one's time every `every` trades, and a final
-/// marker far ahead (app-raw's last word once the market is over).
+/// marker an hour later (app-raw's last word once the market is over).
 fn with_markers(trades: &[Trade], every: usize) -> Vec<Record> {
     let mut records = Vec::new();
     for chunk in trades.chunks(every) {
         records.extend(chunk.iter().cloned().map(Record::Trade));
         records.push(Record::Marker(chunk[chunk.len() - 1].timestamp));
     }
-    records.push(Record::Marker(i64::MAX / 2));
+    let last = trades.last().map_or(T0, |t| t.timestamp);
+    records.push(Record::Marker(last + 3_600_000));
     records
 }
+
+/// The wall clock of the crash runs: after the whole market, so every marker is plausible.
+const LATER: i64 = T0 + 2 * 3_600_000;
 
 fn market() -> BTreeMap<Partition, Vec<Record>> {
     let mut partitions = BTreeMap::new();
@@ -252,7 +256,7 @@ async fn drive(store: &Arc<Mutex<Store>>, steps: Option<usize>, finish: bool) {
     let mut service = Service::new(
         FakeLog::new(BTreeMap::new()),
         FakeCommitter(Arc::clone(store)),
-        FixedClock(T0),
+        FixedClock(LATER),
         config(),
     );
     // The service owns its log; feed it events from ours so we can stop at any step.
@@ -386,7 +390,7 @@ async fn run_to_end(
 
 #[tokio::test]
 async fn another_instruments_catch_up_closes_nothing_only_the_marker_does() {
-    let (store, metrics) = run_to_end(reconnect_interleaving(), config(), T0).await;
+    let (store, metrics) = run_to_end(reconnect_interleaving(), config(), T0 + 700_000).await;
     let store = store.lock().unwrap();
     assert!(store.late.is_empty(), "no trade of A is late");
     let a: Vec<&Aggregate> = store
@@ -407,7 +411,7 @@ async fn a_trade_for_a_closed_window_is_counted_and_handed_to_the_committer() {
         .get_mut(&0)
         .unwrap()
         .push(Record::Trade(late.clone()));
-    let (store, metrics) = run_to_end(records, config(), T0).await;
+    let (store, metrics) = run_to_end(records, config(), T0 + 700_000).await;
     let store = store.lock().unwrap();
     assert_eq!(metrics.late.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(store.late.len(), 1);
@@ -439,10 +443,100 @@ async fn a_partition_without_markers_is_reported_silent_after_the_timeout() {
         metrics.silent_partitions(T0 + 30_001, timeout),
         vec![(0, 30_001)]
     );
-    let (_, metrics) = run_to_end(reconnect_interleaving(), config(), T0 + 5_000).await;
+    let (_, metrics) = run_to_end(reconnect_interleaving(), config(), T0 + 700_000).await;
     assert!(
-        metrics.silent_partitions(T0 + 35_000, timeout).is_empty(),
-        "a marker at T0 + 5 s restarts the clock"
+        metrics.silent_partitions(T0 + 730_000, timeout).is_empty(),
+        "a marker that advances the watermark restarts the clock"
     );
     assert_eq!(metrics.partition_health()[&0].watermark, Some(T0 + 700_000));
+}
+
+/// A clock the test moves.
+#[derive(Clone)]
+struct SharedClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl Clock for SharedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+fn marker(writer: &str, offset: i64, completeness_ms: i64) -> LogEvent {
+    LogEvent::Progress(LoggedProgress {
+        partition: 0,
+        offset,
+        writer: writer.into(),
+        completeness_ms,
+    })
+}
+
+async fn assigned_service(clock: &SharedClock) -> Service<FakeLog, FakeCommitter, SharedClock> {
+    let mut service = Service::new(
+        FakeLog::new(BTreeMap::new()),
+        FakeCommitter(Arc::default()),
+        clock.clone(),
+        config(),
+    );
+    service.on_event(LogEvent::Assigned(vec![0])).await.unwrap();
+    service
+}
+
+#[tokio::test]
+async fn a_marker_far_ahead_of_the_clock_is_ignored_and_counted() {
+    let clock = SharedClock(Arc::new(T0.into()));
+    let mut service = assigned_service(&clock).await;
+    let metrics = service.metrics();
+    service
+        .on_event(LogEvent::Trades(vec![LoggedTrade {
+            partition: 0,
+            offset: 0,
+            trade: trade("A", 1, T0 - 30_000),
+            trace: None,
+        }]))
+        .await
+        .unwrap();
+    service
+        .on_event(marker("app-raw", 1, T0 + 3_600_000))
+        .await
+        .unwrap();
+    service.cycle(None).await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(metrics.implausible_markers.load(Relaxed), 1);
+    assert_eq!(metrics.partition_health()[&0].watermark, None);
+    assert_eq!(metrics.windows_emitted.load(Relaxed), 0, "nothing closed");
+    // A plausible one (its clock a little ahead of ours) is taken.
+    service
+        .on_event(marker("app-raw", 2, T0 + 60_000))
+        .await
+        .unwrap();
+    service.cycle(None).await.unwrap();
+    assert_eq!(metrics.partition_health()[&0].watermark, Some(T0 + 60_000));
+    assert_eq!(metrics.windows_emitted.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_writer_that_stopped_holds_the_watermark_and_makes_the_partition_silent() {
+    let timeout = std::time::Duration::from_secs(30);
+    let clock = SharedClock(Arc::new(T0.into()));
+    let mut service = assigned_service(&clock).await;
+    let metrics = service.metrics();
+    service.on_event(marker("eu", 0, T0 - 1_000)).await.unwrap();
+    service.on_event(marker("us", 1, T0 - 2_000)).await.unwrap();
+    // "us" stops; "eu" goes on for 40 s: markers arrive, the watermark does not move.
+    for s in 1..=40 {
+        clock
+            .0
+            .store(T0 + s * 1_000, std::sync::atomic::Ordering::Relaxed);
+        service
+            .on_event(marker("eu", 1 + s, T0 + s * 1_000))
+            .await
+            .unwrap();
+        service.cycle(None).await.unwrap();
+    }
+    assert_eq!(metrics.partition_health()[&0].watermark, Some(T0 - 1_000));
+    assert_eq!(
+        metrics.silent_partitions(T0 + 40_000, timeout),
+        vec![(0, 40_000)],
+        "markers that do not move the watermark are no sign of progress"
+    );
 }

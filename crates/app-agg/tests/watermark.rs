@@ -55,7 +55,7 @@ async fn without_markers_the_trades_rule_closes_windows_and_the_markers_rule_wai
     );
     let readyz = http_get(&http, "/readyz");
     assert!(
-        readyz.contains("503") && readyz.contains("no progress marker on"),
+        readyz.contains("503") && readyz.contains("has not advanced for over"),
         "{readyz}"
     );
     assert!(

@@ -339,6 +339,11 @@ mod tests {
                         .iter()
                         .map(|t| (t.instrument_name.clone(), t.trade_seq)),
                 );
+                self.log.lock().unwrap().extend(
+                    batch.trades[..landed]
+                        .iter()
+                        .map(|t| (t.instrument_name.clone(), t.timestamp)),
+                );
                 self.broken.store(true, Ordering::SeqCst);
                 return Err(SinkError::Retryable(format!("injected at publish {n}")));
             }
@@ -362,6 +367,9 @@ mod tests {
         }
 
         async fn publish_progress(&self, complete_to: i64) -> Result<(), SinkError> {
+            if self.broken.load(Ordering::SeqCst) {
+                return Err(SinkError::Retryable("producer failed earlier".to_owned()));
+            }
             self.log.lock().unwrap().push((String::new(), complete_to));
             Ok(())
         }
@@ -534,5 +542,63 @@ mod tests {
             landed(events, Duration::from_secs(3600)).await,
             vec![("A".into(), 5), marker(10), ("A".into(), 25), marker(30)]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_failures_and_retries_no_marker_lands_before_a_trade_it_covers() {
+        let mut events = Vec::new();
+        let mut seq = [0u64; 3];
+        for b in 0..60i64 {
+            for k in 0..5 {
+                let i = usize::try_from((b + k) % 3).unwrap();
+                seq[i] += 1;
+                events.push(Some(batch_at(
+                    ["A", "B", "C"][i],
+                    seq[i],
+                    1_000 + b * 10 + k,
+                )));
+            }
+            events.push(Some(FeedEvent::Progress(1_000 + b * 10 + 4)));
+            if b % 4 == 0 {
+                events.push(None);
+            }
+        }
+        let sink = FlakySink {
+            fail_at: vec![3, 10, 11, 40],
+            ..FlakySink::default()
+        };
+        let counters = RunCounters::default();
+        run(
+            &mut ScriptedFeed(events.into()),
+            &sink,
+            std::future::pending(),
+            &counters,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+        let log = sink.log.into_inner().unwrap();
+        let markers: Vec<(usize, i64)> = log
+            .iter()
+            .enumerate()
+            .filter(|(_, (i, _))| i.is_empty())
+            .map(|(at, (_, c))| (at, *c))
+            .collect();
+        assert!(markers.len() >= 5, "{markers:?}");
+        assert_eq!(markers.last().map(|m| m.1), Some(1_000 + 59 * 10 + 4));
+        // Every trade a marker covers landed before it (possibly twice: a retried half).
+        for &(at, c) in &markers {
+            let before: std::collections::BTreeSet<i64> = log[..at]
+                .iter()
+                .filter(|(i, _)| !i.is_empty())
+                .map(|(_, ts)| *ts)
+                .collect();
+            for ts in (0..60i64).flat_map(|b| (0..5).map(move |k| 1_000 + b * 10 + k)) {
+                assert!(
+                    ts > c || before.contains(&ts),
+                    "trade at {ts} after marker {c}"
+                );
+            }
+        }
     }
 }

@@ -91,6 +91,8 @@ struct State {
     us_out_override: Option<Value>,
     /// Answers to the history methods are sent this late (a slow backfill).
     history_delay: Option<Duration>,
+    /// Channels left out of subscription confirmations.
+    unconfirmed: HashSet<String>,
 }
 
 /// The fake server. Dropping it stops accepting connections.
@@ -256,6 +258,12 @@ impl FakeDeribit {
     /// clock's `-1` or a string.
     pub fn set_us_out(&self, us_out: Option<Value>) {
         self.lock().us_out_override = us_out;
+    }
+
+    /// Leaves `channel` out of the confirmation of any `public/subscribe` that asks for it (as
+    /// Deribit does for a channel it does not serve); nothing is sent on it.
+    pub fn leave_unconfirmed(&self, channel: &str) {
+        self.lock().unconfirmed.insert(channel.to_owned());
     }
 
     /// Answers the history methods (`get_last_trades_*`) this late from now on: a slow
@@ -542,6 +550,11 @@ fn handle(
                 );
             }
             s.subscribe_calls.push((connection, channels.clone()));
+            let unconfirmed = s.unconfirmed.clone();
+            let channels: Vec<String> = channels
+                .into_iter()
+                .filter(|c| !unconfirmed.contains(c))
+                .collect();
             if let Some(c) = s.connections.get_mut(&connection) {
                 c.subscriptions.extend(channels.iter().cloned());
             }
