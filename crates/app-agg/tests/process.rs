@@ -71,7 +71,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
     .await
     .unwrap();
     // app-raw's word that the stream is complete past the trades' windows (1 m by default).
-    sink.publish_progress(start + 180_000).await.unwrap();
+    sink.publish_progress(start + 61_000).await.unwrap();
 
     let addr = http.clone();
     let done = wait_for(Duration::from_secs(20), move || {
