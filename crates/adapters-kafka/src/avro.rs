@@ -171,8 +171,11 @@ pub fn encode_aggregate(buf: &mut Vec<u8>, aggregate: &Aggregate) -> Result<()> 
 
 /// Decodes a datum written with `writer` into a value of `reader`'s shape.
 ///
+/// The datum is first checked against [`crate::datum_bounds`], so a foreign record cannot make
+/// apache-avro reserve more than the record's own size suggests.
+///
 /// # Errors
-/// [`Error::Decode`] if the bytes do not decode or do not resolve.
+/// [`Error::Decode`] if the bytes break those bounds, do not decode or do not resolve.
 pub fn decode_value(
     schema_id: u32,
     writer: &Schema,
@@ -180,18 +183,14 @@ pub fn decode_value(
     mut datum: &[u8],
 ) -> Result<Value> {
     let decode = |reason: String| Error::Decode { schema_id, reason };
+    crate::datum_bounds::check(writer, datum).map_err(decode)?;
     let value = GenericDatumReader::builder(writer)
         .reader_schema(reader)
         .build()
         .map_err(|e| decode(e.to_string()))?
         .read_value(&mut datum)
         .map_err(|e| decode(e.to_string()))?;
-    if !datum.is_empty() {
-        return Err(decode(format!(
-            "{} bytes left after the record",
-            datum.len()
-        )));
-    }
+    // `check` has read the same bytes with the same schema: none are left over.
     Ok(value)
 }
 

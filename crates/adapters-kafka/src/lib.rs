@@ -7,6 +7,7 @@
 //! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
+//! * [`datum_bounds`]: sizes a foreign-schema record may claim, checked before apache-avro reads it.
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`, trades and progress markers.
 //! * [`progress`]: the progress marker record (no value; completeness time and writer in headers).
@@ -20,6 +21,7 @@ pub mod client_log;
 pub mod commit;
 pub mod config;
 pub mod consumer;
+pub mod datum_bounds;
 pub mod error;
 pub mod framing;
 pub mod headers;
