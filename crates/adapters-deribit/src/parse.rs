@@ -2,8 +2,12 @@
 //!
 //! Each trade of a notification is parsed and validated on its own: one bad element is reported
 //! as a [`TradeRejection`] (with its raw JSON, for the log) and never costs the rest of its batch.
+//! Arrays of trades (a notification's `data`, a history page's `trades`) are read one element
+//! at a time: memory follows the trades that parse, never the element count the peer sends.
 
 use domain::{Direction, Liquidation, Trade, TradeFields};
+use serde::Deserializer;
+use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
@@ -38,10 +42,6 @@ pub struct ParsedTrades {
 /// Rejected elements of one frame kept with their text and reason; the rest are counted. A
 /// frame of a million bad elements must not cost a million copies.
 pub const MAX_REJECTIONS_KEPT: usize = 16;
-
-/// Room reserved for the trades of one frame before they are parsed, at most: the element
-/// count comes from the peer, so memory follows the trades that parse, not the count.
-const MAX_PREALLOCATED: usize = 1_024;
 
 /// Maps a wire trade to a validated domain trade.
 ///
@@ -110,18 +110,52 @@ pub fn parse_notification(text: &str) -> Result<ParsedTrades> {
             channel: params.channel,
         });
     }
-    let elements: Vec<&RawValue> = serde_json::from_str(params.data.get())
+    let mut parsed = parse_trade_array(params.data.get())
         .map_err(|e| Error::Malformed(format!("`data` is not an array: {e}")))?;
-    let mut parsed = ParsedTrades {
-        channel: Some(params.channel),
-        trades: Vec::with_capacity(elements.len().min(MAX_PREALLOCATED)),
-        rejected: Vec::new(),
-        rejected_more: 0,
-    };
-    for (index, element) in elements.into_iter().enumerate() {
-        push(&mut parsed, index, element.get());
-    }
+    parsed.channel = Some(params.channel);
     Ok(parsed)
+}
+
+/// Parses a JSON array of trades element by element, never holding the list of elements.
+///
+/// # Errors
+/// The JSON error if `json` is not an array.
+pub fn parse_trade_array(json: &str) -> serde_json::Result<ParsedTrades> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let parsed = deserializer.deserialize_seq(TradeArray)?;
+    deserializer.end()?;
+    Ok(parsed)
+}
+
+/// `deserialize_with` for a field holding an array of trades (a history page's `trades`).
+///
+/// # Errors
+/// The deserializer's error if the field is not an array.
+pub fn deserialize_trade_array<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<ParsedTrades, D::Error> {
+    deserializer.deserialize_seq(TradeArray)
+}
+
+/// Visits an array of trades, parsing each element as it is read.
+struct TradeArray;
+
+impl<'de> Visitor<'de> for TradeArray {
+    type Value = ParsedTrades;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of trades")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut elements: A) -> Result<ParsedTrades, A::Error> {
+        let mut parsed = ParsedTrades::default();
+        let mut index = 0;
+        while let Some(element) = elements.next_element::<&'de RawValue>()? {
+            push(&mut parsed, index, element.get());
+            index += 1;
+        }
+        Ok(parsed)
+    }
 }
 
 /// Parses one line of a capture: either a whole notification or a bare trade object.
@@ -192,10 +226,10 @@ mod tests {
         );
         let parsed = parse_notification(&frame).unwrap();
         assert!(parsed.trades.is_empty());
-        assert!(
-            parsed.trades.capacity() <= MAX_PREALLOCATED,
-            "reserved {} trades",
-            parsed.trades.capacity()
+        assert_eq!(
+            parsed.trades.capacity(),
+            0,
+            "reserved for trades that did not parse"
         );
         assert_eq!(parsed.rejected.len(), MAX_REJECTIONS_KEPT);
         assert_eq!(parsed.rejected_more, 1_000_000 - MAX_REJECTIONS_KEPT as u64);

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::messages::WireTrade;
+use crate::parse::ParsedTrades;
 
 /// A frame from the server, classified.
 #[derive(Debug)]
@@ -144,10 +144,10 @@ pub fn request(id: u64, method: &str, params: &serde_json::Value) -> String {
 
 /// `result` of the history methods.
 #[derive(Debug, Deserialize)]
-pub struct TradesPage<'a> {
-    /// Trades, each kept raw so one bad element does not spoil the page.
-    #[serde(borrow)]
-    pub trades: Vec<&'a RawValue>,
+pub struct TradesPage {
+    /// Trades, each parsed on its own so one bad element does not spoil the page.
+    #[serde(deserialize_with = "crate::parse::deserialize_trade_array")]
+    pub trades: ParsedTrades,
     /// Whether more trades match.
     #[serde(default)]
     pub has_more: bool,
@@ -160,20 +160,6 @@ pub struct AuthResult {
     pub expires_in: u64,
     /// Token for `grant_type=refresh_token`.
     pub refresh_token: String,
-}
-
-/// A parsed history page: wire trades that parsed, count of those that did not.
-pub fn parse_page(page: &TradesPage<'_>) -> (Vec<WireTrade>, Vec<(String, String)>) {
-    // The element count comes from the peer: reserve for a normal page at most.
-    let mut good = Vec::with_capacity(page.trades.len().min(1_024));
-    let mut bad = Vec::new();
-    for raw in &page.trades {
-        match serde_json::from_str::<WireTrade>(raw.get()) {
-            Ok(trade) => good.push(trade),
-            Err(e) => bad.push((raw.get().to_owned(), e.to_string())),
-        }
-    }
-    (good, bad)
 }
 
 #[cfg(test)]
@@ -255,9 +241,12 @@ mod tests {
     #[test]
     fn pages_keep_good_trades_and_report_bad_ones() {
         let text = r#"{"trades":[{"trade_seq":1,"trade_id":"1","timestamp":1,"tick_direction":0,"price":1,"mark_price":1,"instrument_name":"X","index_price":1,"direction":"buy","amount":1},{"oops":1}],"has_more":true}"#;
-        let page: TradesPage<'_> = serde_json::from_str(text).unwrap();
-        let (good, bad) = parse_page(&page);
-        assert_eq!((good.len(), bad.len(), page.has_more), (1, 1, true));
-        assert!(bad[0].1.contains("missing field"));
+        let page: TradesPage = serde_json::from_str(text).unwrap();
+        let trades = &page.trades;
+        assert_eq!(
+            (trades.trades.len(), trades.rejected.len(), page.has_more),
+            (1, 1, true)
+        );
+        assert!(trades.rejected[0].reason.contains("missing field"));
     }
 }

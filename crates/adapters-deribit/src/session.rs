@@ -32,7 +32,7 @@ use crate::config::{Channel, DeribitConfig, chunk_channels};
 use crate::credits::CreditBucket;
 use crate::feed::{FeedItem, TraceExtractor};
 use crate::metrics::FeedMetrics;
-use crate::parse::{parse_notification, trade_from_wire};
+use crate::parse::parse_notification;
 use crate::rpc::{self, AuthResult, ErrorClass, Incoming, RpcError, TradesPage};
 use crate::sequencer::{BackfillRequest, MAX_PAGE, Sequenced, Sequencer};
 
@@ -850,7 +850,7 @@ impl Session<'_> {
         request: &BackfillRequest,
         result: &str,
     ) -> Result<(), SessionEnd> {
-        let page: TradesPage<'_> = match serde_json::from_str(result) {
+        let page: TradesPage = match serde_json::from_str(result) {
             Ok(page) => page,
             Err(e) => {
                 FeedMetrics::add(&self.ctx.metrics.malformed_frames, 1);
@@ -859,23 +859,25 @@ impl Session<'_> {
                 return self.apply(out, &Span::current());
             }
         };
-        let trades = self.valid_trades(&page);
+        let has_more = page.has_more;
+        let trades = self.valid_trades(page, &request.instrument);
         let span = info_span!("deribit.backfill", instrument = %request.instrument, from_seq = request.start_seq, trades = trades.len());
         let _entered = span.enter();
         let out = self
             .ctx
             .sequencer
-            .on_backfill_page(&request.instrument, trades, page.has_more);
+            .on_backfill_page(&request.instrument, trades, has_more);
         self.apply(out, &span)
     }
 
     fn on_discovery_page(&mut self, mut d: Discovery, result: &str) -> Result<(), SessionEnd> {
-        let Ok(page) = serde_json::from_str::<TradesPage<'_>>(result) else {
+        let Ok(page) = serde_json::from_str::<TradesPage>(result) else {
             FeedMetrics::add(&self.ctx.metrics.malformed_frames, 1);
             self.retry_discovery(d, "unreadable page");
             return Ok(());
         };
-        let trades = self.valid_trades(&page);
+        let has_more = page.has_more;
+        let trades = self.valid_trades(page, "discovery");
         let last_ts = trades.iter().map(|t| t.timestamp).max();
         let span = info_span!("deribit.discovery", scope = ?d.scope, trades = trades.len());
         let _entered = span.enter();
@@ -883,7 +885,7 @@ impl Session<'_> {
         self.apply(out, &span)?;
         match last_ts {
             // Pages overlap at the boundary timestamp; duplicates are dropped by trade_seq.
-            Some(ts) if page.has_more && ts < d.end => {
+            Some(ts) if has_more && ts < d.end => {
                 d.start = if ts > d.start { ts } else { d.start + 1 };
                 d.attempt = 0;
                 self.work.push_front(Work::Discovery(d));
@@ -928,25 +930,22 @@ impl Session<'_> {
         let _ = self.discovery_done(&Span::current());
     }
 
-    fn valid_trades(&self, page: &TradesPage<'_>) -> Vec<Trade> {
-        let (wire, bad) = rpc::parse_page(page);
+    /// The page's valid trades; the rejected ones counted and logged (the first few in detail).
+    fn valid_trades(&self, page: TradesPage, source: &str) -> Vec<Trade> {
         let metrics = self.ctx.metrics;
-        for (raw, reason) in bad {
+        for rejected in &page.trades.rejected {
             FeedMetrics::add(&metrics.invalid_trades, 1);
-            warn!(reason = %reason, raw = %truncate(&raw), "Skipping unreadable history trade.");
+            warn!(source, index = rejected.index, reason = %rejected.reason, raw = %truncate(&rejected.raw), "Skipping invalid history trade.");
         }
-        // Reserved for what parsed, not for what the peer claimed.
-        let mut trades = Vec::with_capacity(wire.len().min(1_024));
-        for w in wire {
-            match trade_from_wire(w) {
-                Ok(trade) => trades.push(trade),
-                Err(e) => {
-                    FeedMetrics::add(&metrics.invalid_trades, 1);
-                    warn!(error = %e, "Skipping invalid history trade.");
-                }
-            }
+        if page.trades.rejected_more > 0 {
+            FeedMetrics::add(&metrics.invalid_trades, page.trades.rejected_more);
+            warn!(
+                source,
+                more = page.trades.rejected_more,
+                "Skipping further invalid trades of the same history page."
+            );
         }
-        trades
+        page.trades.trades
     }
 
     /// Books what the sequencer produced and hands ready trades to the consumer.
