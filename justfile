@@ -47,6 +47,24 @@ bench: kafka
     TEST_BROKER=kafka cargo bench -p app-raw --bench pipeline
     TEST_BROKER=kafka cargo bench -p app-agg --bench service
 
+# Fuzz every parser of external data (Deribit frames and history pages, replay files, Kafka
+# record values, the environment) for SECS seconds per target; findings go to target/fuzz/.
+# Then parsing one 16 MiB frame is measured against its 4× memory bound. `just test` runs 4 s
+# per target.
+fuzz secs="600" *targets="all":
+    #!/usr/bin/env bash
+    set -uo pipefail
+    cargo build --locked --profile fuzz -p fuzz || exit 1
+    ./target/fuzz/fuzz --seconds {{secs}} {{targets}}
+    status=$?
+    if [ "$status" -gt 1 ]; then
+        echo "fuzz: the run ended abnormally (exit $status); the input under test is kept:" >&2
+        ls target/fuzz/*/current >&2 2>/dev/null
+        exit "$status"
+    fi
+    FUZZ_FRAME_BYTES=16777216 cargo test --locked --profile fuzz -p fuzz --test max_frame -- --nocapture 2>&1 | grep -E "peak|test result" || exit 1
+    exit "$status"
+
 # Long runs (heavy: ~12 min): the completeness suite on Apache Kafka with a 5-minute quiet
 # instrument and app-raw stopped for 2 minutes (`just test` runs 15 s of each).
 soak: kafka
