@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use domain::{Aggregator, AggregatorConfig, Ingested, Trade, WatermarkRule};
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
-    LoggedProgress, Partition, PartitionMarker, TraceContext, TradeLog,
+    LoggedProgress, LoggedTrade, Partition, PartitionMarker, TraceContext, TradeLog,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -38,6 +38,12 @@ const LATE_WARN_EVERY_MS: i64 = 5_000;
 /// A marker whose completeness time is further ahead of the wall clock than this is not
 /// believed (counted, WARN): one hostile or broken marker must not close every window to come.
 pub const MAX_MARKER_AHEAD_MS: i64 = 120_000;
+
+/// A trade stamped further ahead of the time its record was written than this is not
+/// aggregated but handled as late (copied to the late topic, counted, WARN): under the trades
+/// rule it would move the watermark past every window to come, under any rule it would open a
+/// window nothing closes. The record's own timestamp keeps the decision the same on a replay.
+pub const MAX_TRADE_AHEAD_MS: i64 = 120_000;
 
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -300,13 +306,19 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         // Transaction markers make small jumps normal; anything else is worth a look.
                         debug!(partition = logged.partition, offset = logged.offset, expected = ?state.next_offset, "Offset jump.");
                     }
-                    let outcome = state.aggregator.ingest(&logged.trade);
+                    let ahead = stamped_ahead(&logged);
+                    let outcome = match ahead {
+                        Some(_) => Ingested::Late,
+                        None => state.aggregator.ingest(&logged.trade),
+                    };
                     state.next_offset = Some(logged.offset + 1);
                     let counter = match outcome {
                         Ingested::Accepted => &self.metrics.trades,
                         Ingested::Duplicate => &self.metrics.duplicates,
                         Ingested::Late => {
-                            let reason = late_reason(&state.aggregator, &logged.trade);
+                            let reason = ahead.unwrap_or_else(|| {
+                                late_reason(&state.aggregator, &logged.trade)
+                            });
                             self.late.push(LateTrade {
                                 partition: logged.partition,
                                 offset: logged.offset,
@@ -574,6 +586,19 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
 }
 
 /// Why `trade` is late on `aggregator`: its window and the watermark that closed it.
+/// Why `logged` is not believed, if its trade is stamped more than [`MAX_TRADE_AHEAD_MS`] after
+/// its record was written.
+fn stamped_ahead(logged: &LoggedTrade) -> Option<String> {
+    let written = logged.written_ms?;
+    let ahead = logged.trade.timestamp.saturating_sub(written);
+    (ahead > MAX_TRADE_AHEAD_MS).then(|| {
+        format!(
+            "timestamp {} is {ahead} ms after its record was written ({written}): more than {MAX_TRADE_AHEAD_MS} ms ahead, not aggregated",
+            logged.trade.timestamp
+        )
+    })
+}
+
 fn late_reason(aggregator: &Aggregator, trade: &Trade) -> String {
     let config = aggregator.config();
     let start = config.window().start_of(trade.timestamp);

@@ -145,6 +145,7 @@ impl TradeLog for FakeLog {
                         offset: o as i64,
                         trade: trade.clone(),
                         trace: None,
+                        written_ms: None,
                     });
                 }
                 self.cursors.insert(p, cursor + batch.len());
@@ -492,6 +493,7 @@ async fn a_marker_far_ahead_of_the_clock_is_ignored_and_counted() {
             offset: 0,
             trade: trade("A", 1, T0 - 30_000),
             trace: None,
+            written_ms: None,
         }]))
         .await
         .unwrap();
@@ -539,4 +541,67 @@ async fn a_writer_that_stopped_holds_the_watermark_and_makes_the_partition_silen
         vec![(0, 40_000)],
         "markers that do not move the watermark are no sign of progress"
     );
+}
+
+#[tokio::test]
+async fn a_trade_stamped_far_ahead_of_its_record_is_late_and_moves_no_watermark() {
+    let clock = SharedClock(Arc::new(T0.into()));
+    let store = Arc::new(Mutex::new(Store::default()));
+    let trades_rule = AggregatorConfig::new(
+        WindowSize::from_millis(60_000).unwrap(),
+        0,
+        WatermarkRule::TradeTime { max_delay_ms: 0 },
+        vec![10_000],
+    )
+    .unwrap();
+    let mut service = Service::new(
+        FakeLog::new(BTreeMap::new()),
+        FakeCommitter(Arc::clone(&store)),
+        clock.clone(),
+        trades_rule,
+    );
+    let metrics = service.metrics();
+    service
+        .on_event(LogEvent::Assigned(vec![0]))
+        .await
+        .unwrap();
+    let logged = |offset, trade, written_ms| LoggedTrade {
+        partition: 0,
+        offset,
+        trade,
+        trace: None,
+        written_ms: Some(written_ms),
+    };
+    // B's trade says 2096 though its record was written now; 2 minutes ahead is still believed.
+    let poison = trade("B", 1, 4_000_000_000_000);
+    service
+        .on_event(LogEvent::Trades(vec![
+            logged(0, trade("A", 1, T0 - 30_000), T0 - 29_000),
+            logged(1, poison.clone(), T0 - 29_000),
+            logged(2, trade("A", 2, T0 - 20_000), T0 - 19_000),
+            logged(3, trade("C", 1, T0 + 110_000), T0 - 5_000),
+        ]))
+        .await
+        .unwrap();
+    service.cycle(None).await.unwrap();
+
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(metrics.late.load(Relaxed), 1);
+    assert_eq!(metrics.trades.load(Relaxed), 3, "A's two trades and C's");
+    assert_eq!(
+        metrics.partition_health()[&0].watermark,
+        Some(T0 + 110_000),
+        "the watermark follows the believed trades only"
+    );
+    let store = store.lock().unwrap();
+    assert_eq!(store.late.len(), 1);
+    assert_eq!(store.late[0].trade, poison);
+    assert_eq!(store.late[0].offset, 1);
+    assert!(store.late[0].reason.contains("ms ahead"), "{}", store.late[0].reason);
+    let closed: Vec<(&str, u64)> = store
+        .aggregates
+        .iter()
+        .map(|a| (a.instrument_name.as_str(), a.trade_count))
+        .collect();
+    assert_eq!(closed, [("A", 2)], "A's window closed by C, B opened none");
 }
