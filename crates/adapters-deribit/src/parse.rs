@@ -43,6 +43,25 @@ pub struct ParsedTrades {
 /// frame of a million bad elements must not cost a million copies.
 pub const MAX_REJECTIONS_KEPT: usize = 16;
 
+/// A trade stamped further ahead of this host's clock than this is refused (counted, WARN): a
+/// broken or hostile timestamp would open windows nothing closes downstream, and Kafka refuses
+/// records stamped far ahead (`log.message.timestamp.after.max.ms`, an hour by default).
+pub const MAX_TRADE_AHEAD_MS: i64 = 120_000;
+
+/// Removes from `trades` those stamped more than [`MAX_TRADE_AHEAD_MS`] after `now_ms`, and
+/// returns them.
+pub fn take_future_stamped(trades: &mut Vec<Trade>, now_ms: i64) -> Vec<Trade> {
+    let limit = now_ms.saturating_add(MAX_TRADE_AHEAD_MS);
+    if trades.iter().all(|t| t.timestamp <= limit) {
+        return Vec::new();
+    }
+    let (future, believed): (Vec<Trade>, Vec<Trade>) = std::mem::take(trades)
+        .into_iter()
+        .partition(|t| t.timestamp > limit);
+    *trades = believed;
+    future
+}
+
 /// Maps a wire trade to a validated domain trade.
 ///
 /// # Errors
@@ -233,6 +252,27 @@ mod tests {
         );
         assert_eq!(parsed.rejected.len(), MAX_REJECTIONS_KEPT);
         assert_eq!(parsed.rejected_more, 1_000_000 - MAX_REJECTIONS_KEPT as u64);
+    }
+
+    #[test]
+    fn takes_out_trades_stamped_more_than_two_minutes_ahead() {
+        let now = 1_733_000_000_000;
+        let at = |ts: i64| parse_trade(&OPTION_TRADE.replace("1590484589306", &ts.to_string()));
+        let mut trades = vec![
+            at(now - 5_000).unwrap(),
+            at(now + MAX_TRADE_AHEAD_MS + 1).unwrap(),
+            at(now + MAX_TRADE_AHEAD_MS).unwrap(),
+        ];
+        let future = take_future_stamped(&mut trades, now);
+        assert_eq!(
+            future.iter().map(|t| t.timestamp).collect::<Vec<_>>(),
+            [now + MAX_TRADE_AHEAD_MS + 1]
+        );
+        assert_eq!(
+            trades.iter().map(|t| t.timestamp).collect::<Vec<_>>(),
+            [now - 5_000, now + MAX_TRADE_AHEAD_MS],
+            "the believed ones stay, in order"
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::config::{Channel, DeribitConfig, chunk_channels};
 use crate::credits::CreditBucket;
 use crate::feed::{FeedItem, TraceExtractor};
 use crate::metrics::FeedMetrics;
-use crate::parse::parse_notification;
+use crate::parse::{MAX_TRADE_AHEAD_MS, parse_notification, take_future_stamped};
 use crate::rpc::{self, AuthResult, ErrorClass, Incoming, RpcError, TradesPage};
 use crate::sequencer::{BackfillRequest, MAX_PAGE, Sequenced, Sequencer};
 
@@ -814,14 +814,15 @@ impl Session<'_> {
             warn!(channel = %channel, more = parsed.rejected_more, "Skipping further invalid trades of the same frame.");
         }
         let metrics = self.ctx.metrics;
-        FeedMetrics::add(&metrics.trades_received, parsed.trades.len() as u64);
         let now = now_ms();
-        for trade in &parsed.trades {
+        let mut trades = parsed.trades;
+        self.refuse_future_stamped(&mut trades, now, &channel);
+        FeedMetrics::add(&metrics.trades_received, trades.len() as u64);
+        for trade in &trades {
             metrics.observe_latency_ms(
                 u64::try_from(now.saturating_sub(trade.timestamp)).unwrap_or(0),
             );
         }
-        let mut trades = parsed.trades;
         if self.discoveries_running > 0 {
             // Instruments first seen during discovery wait until their history is known.
             let (unknown, known): (Vec<Trade>, Vec<Trade>) = trades
@@ -945,7 +946,18 @@ impl Session<'_> {
                 "Skipping further invalid trades of the same history page."
             );
         }
-        page.trades.trades
+        let mut trades = page.trades.trades;
+        self.refuse_future_stamped(&mut trades, now_ms(), source);
+        trades
+    }
+
+    /// Takes out (counts as invalid, WARN) trades stamped implausibly far ahead of our clock.
+    fn refuse_future_stamped(&self, trades: &mut Vec<Trade>, now: i64, source: &str) {
+        let future = take_future_stamped(trades, now);
+        if let Some(first) = future.first() {
+            FeedMetrics::add(&self.ctx.metrics.invalid_trades, future.len() as u64);
+            warn!(source, count = future.len(), instrument = %first.instrument_name, trade_seq = first.trade_seq, timestamp = first.timestamp, now, "Skipping trades stamped more than {MAX_TRADE_AHEAD_MS} ms ahead of this host's clock.");
+        }
     }
 
     /// Books what the sequencer produced and hands ready trades to the consumer.

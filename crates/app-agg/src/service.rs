@@ -316,9 +316,8 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         Ingested::Accepted => &self.metrics.trades,
                         Ingested::Duplicate => &self.metrics.duplicates,
                         Ingested::Late => {
-                            let reason = ahead.unwrap_or_else(|| {
-                                late_reason(&state.aggregator, &logged.trade)
-                            });
+                            let reason = ahead
+                                .unwrap_or_else(|| late_reason(&state.aggregator, &logged.trade));
                             self.late.push(LateTrade {
                                 partition: logged.partition,
                                 offset: logged.offset,

@@ -1,11 +1,13 @@
 //! FakeDeribit → app-raw → Kafka → app-agg: the aggregates topic equals `app-agg replay` run
-//! on the same trades, field for field, windows closed by app-raw's progress markers. Mock
+//! on the same trades, field for field, windows closed by app-raw's progress markers; also
+//! when poisonous trades come from Deribit and poisonous records sit in the raw topic. Mock
 //! cluster, or Apache Kafka with `TEST_BROKER=kafka`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use adapters_deribit::config::BackoffConfig;
@@ -39,8 +41,123 @@ fn sorted(mut aggregates: Vec<Aggregate>) -> Vec<Aggregate> {
     aggregates
 }
 
+/// What a pipeline run produced, and what replay makes of the same trades.
+struct Outcome {
+    got: Vec<Aggregate>,
+    replayed: Vec<Aggregate>,
+    invalid_from_deribit: u64,
+    dead_lettered: u64,
+    late_copies: i64,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
+    let outcome = run_pipeline(false).await;
+    assert_eq!(outcome.invalid_from_deribit, 0);
+    assert_eq!((outcome.dead_lettered, outcome.late_copies), (0, 0));
+    assert_eq!(
+        sorted(outcome.got),
+        sorted(outcome.replayed),
+        "the service's output equals the replay, field for field"
+    );
+}
+
+/// Deribit sends trades that would stop or poison the pipeline (identifiers beyond a long, a
+/// time at `i64::MAX` or in 2099, a price near `f64::MAX`, a negative amount) and another
+/// writer puts undecodable records and a 2099 trade with a huge `trade_seq` into the raw
+/// topic. Both services keep running; each is refused and counted where it enters; every other
+/// aggregate is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisonous_trades_are_refused_where_they_enter_and_the_rest_stays_exact() {
+    let outcome = run_pipeline(true).await;
+    assert_eq!(
+        outcome.invalid_from_deribit, 6,
+        "app-raw refused and counted each"
+    );
+    assert_eq!(
+        outcome.dead_lettered, 2,
+        "app-agg dead-lettered the undecodable records"
+    );
+    assert_eq!(
+        outcome.late_copies, 1,
+        "the 2099 trade went to the late topic"
+    );
+    assert_eq!(
+        sorted(outcome.got),
+        sorted(outcome.replayed),
+        "the other trades' aggregates are exact"
+    );
+}
+
+/// Deribit's poison: one notification of six trades, each breaking one bound.
+fn poison_from_deribit(fake: &FakeDeribit) {
+    let template = fake.record("BTC-PERPETUAL").pop().unwrap();
+    let kinds: [(&str, serde_json::Value); 6] = [
+        (
+            "trade_seq",
+            serde_json::json!(9_223_372_036_854_775_808_u64),
+        ),
+        ("trade_seq", serde_json::json!(u64::MAX)),
+        ("timestamp", serde_json::json!(i64::MAX)),
+        ("timestamp", serde_json::json!(4_070_908_800_000_i64)),
+        ("price", serde_json::json!(1.79e308)),
+        ("amount", serde_json::json!(-1.0)),
+    ];
+    let next_seq = template["trade_seq"].as_u64().unwrap() + 1;
+    let data: Vec<serde_json::Value> = kinds
+        .into_iter()
+        .map(|(field, value)| {
+            let mut trade = template.clone();
+            if field == "timestamp" {
+                // Taken for the next trade, it would turn the real one into a duplicate.
+                trade["trade_seq"] = serde_json::json!(next_seq);
+            }
+            trade[field] = value;
+            trade
+        })
+        .collect();
+    fake.send_raw(
+        &serde_json::json!({"jsonrpc": "2.0", "method": "subscription",
+            "params": {"channel": "trades.future.BTC.100ms", "data": data}})
+        .to_string(),
+    );
+}
+
+/// Another writer's poison in the raw topic: bad framing, a cut-off record, and a trade stamped
+/// 2099 whose `trade_seq` would make every later BTC-PERPETUAL trade a duplicate if aggregated.
+async fn poison_in_raw_topic(broker: &TestBroker, registry: &Registry) {
+    let id = registry
+        .register(
+            &adapters_kafka::registry::value_subject(RAW),
+            adapters_kafka::avro::TRADE_SCHEMA_JSON,
+        )
+        .await
+        .unwrap();
+    let mut far_ahead = Vec::new();
+    adapters_kafka::framing::start_frame(&mut far_ahead, id);
+    let trade = domain::testing::trade("BTC-PERPETUAL", 1 << 40, 4_070_908_800_000, 1.0, 1.0);
+    adapters_kafka::avro::encode_trade(&mut far_ahead, &trade).unwrap();
+    let cut_off = far_ahead[..far_ahead.len() - 3].to_vec();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    for value in [vec![7, 0, 0, 0, 1, 2], cut_off, far_ahead] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(RAW)
+                    .key("BTC-PERPETUAL")
+                    .payload(&value)
+                    .partition(0),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs the pipeline over a market of bursts; with `poison`, both kinds of poison mid-way.
+async fn run_pipeline(poison: bool) -> Outcome {
     let broker = TestBroker::from_env().await.unwrap();
     create_topics(&broker, 3).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
@@ -70,6 +187,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         ..BackoffConfig::default()
     };
     let mut feed = DeribitFeed::spawn(deribit, StartPositions::new(), None).unwrap();
+    let feed_metrics = feed.metrics();
     let (stop_raw, raw_stopped) = tokio::sync::oneshot::channel::<()>();
     let raw = tokio::spawn(async move {
         let counters = app_raw::run::RunCounters::default();
@@ -97,6 +215,7 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         },
     )
     .unwrap();
+    let dead_lettered = log.dead_lettered();
     let commit = CommitConfig {
         aggregates_topic: AGG.into(),
         changelog_topic: STATE.into(),
@@ -130,8 +249,12 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
             == 1)
         .await
     );
-    for _ in 0..8 {
+    for round in 0..8 {
         fake.trade_all(3);
+        if poison && round == 3 {
+            poison_from_deribit(&fake);
+            poison_in_raw_topic(&broker, &registry).await;
+        }
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     let record: Vec<serde_json::Value> = ["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"]
@@ -189,9 +312,11 @@ async fn the_aggregates_topic_equals_replay_on_the_same_trades() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(replayed.len() >= 6, "several windows per instrument");
-    assert_eq!(
-        sorted(got),
-        sorted(replayed),
-        "the service's output equals the replay, field for field"
-    );
+    Outcome {
+        got,
+        replayed,
+        invalid_from_deribit: feed_metrics.invalid_trades.load(Ordering::Relaxed),
+        dead_lettered: dead_lettered.load(Ordering::Relaxed),
+        late_copies: common::raw_end_offset(&broker, LATE, 0),
+    }
 }

@@ -561,10 +561,7 @@ async fn a_trade_stamped_far_ahead_of_its_record_is_late_and_moves_no_watermark(
         trades_rule,
     );
     let metrics = service.metrics();
-    service
-        .on_event(LogEvent::Assigned(vec![0]))
-        .await
-        .unwrap();
+    service.on_event(LogEvent::Assigned(vec![0])).await.unwrap();
     let logged = |offset, trade, written_ms| LoggedTrade {
         partition: 0,
         offset,
@@ -597,7 +594,11 @@ async fn a_trade_stamped_far_ahead_of_its_record_is_late_and_moves_no_watermark(
     assert_eq!(store.late.len(), 1);
     assert_eq!(store.late[0].trade, poison);
     assert_eq!(store.late[0].offset, 1);
-    assert!(store.late[0].reason.contains("ms ahead"), "{}", store.late[0].reason);
+    assert!(
+        store.late[0].reason.contains("ms ahead"),
+        "{}",
+        store.late[0].reason
+    );
     let closed: Vec<(&str, u64)> = store
         .aggregates
         .iter()
