@@ -86,3 +86,9 @@ fn a_history_page_of_numbers_costs_no_more_than_four_frames() {
 fn a_history_page_of_valid_trades_costs_no_more_than_four_frames() {
     assert_peak_under_four_times(Target::DeribitHistory, &frame(PAGE, TRADE, "]}}"));
 }
+
+#[test]
+fn a_replay_line_of_numbers_costs_no_more_than_four_lines() {
+    // `app-agg replay` on one such line peaked at 1.6 GB RSS before.
+    assert_peak_under_four_times(Target::Replay, &frame(NOTIFICATION, "1", "]}}"));
+}
