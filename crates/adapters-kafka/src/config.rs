@@ -20,6 +20,31 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
 }
 
+/// Checks a `bootstrap.servers` list: each entry `host:port` (an optional `scheme://` before
+/// it, IPv6 hosts in brackets), the port in 1–65535. librdkafka would take a bare host with
+/// port 9092 implied; requiring the port catches `localhost` typed for `localhost:9092` and a
+/// value pasted into the wrong variable.
+///
+/// # Errors
+/// A sentence naming the first entry that is not `host:port`.
+pub fn check_bootstrap_servers(value: &str) -> Result<(), String> {
+    for entry in value.split(',').map(str::trim) {
+        let address = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            let host_ok = !host.is_empty()
+                && !host.contains(['/', ' '])
+                && (host.starts_with('[') == host.ends_with(']'));
+            host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(format!(
+                "host:port[,host:port…] (entry {entry:?} is not host:port with a port in 1–65535)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl KafkaConfig {
     /// Settings for `bootstrap_servers` with defaults.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
@@ -148,6 +173,32 @@ impl fmt::Debug for KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bootstrap_servers_need_host_and_port() {
+        for good in [
+            "localhost:9092",
+            "a:1,b:65535",
+            "SASL_SSL://broker-1.example:9093",
+            "[::1]:9092",
+        ] {
+            assert_eq!(check_bootstrap_servers(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "notaport",
+            "host:",
+            ":9092",
+            "host:0",
+            "host:65536",
+            "host:x",
+            "a:1,,b:2",
+            "a:1;b:2",
+            "[::1:9092",
+        ] {
+            let reason = check_bootstrap_servers(bad).unwrap_err();
+            assert!(reason.contains("is not host:port"), "{bad}: {reason}");
+        }
+    }
 
     #[test]
     fn what_this_build_cannot_do_is_refused_with_the_property() {

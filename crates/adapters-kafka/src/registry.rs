@@ -85,11 +85,19 @@ impl RegistryConfig {
         config.basic_auth = match (user, password) {
             (Some(user), Some(password)) => Some(BasicAuth { user, password }),
             (None, None) => None,
-            _ => {
+            // Name the one that is missing (the value shown is the user, never the password).
+            (Some(_), None) => {
+                return Err(InvalidRegistrySetting {
+                    variable: "SCHEMA_REGISTRY_PASSWORD",
+                    value: String::new(),
+                    accepted: "required: SCHEMA_REGISTRY_USER is set",
+                });
+            }
+            (None, Some(_)) => {
                 return Err(InvalidRegistrySetting {
                     variable: "SCHEMA_REGISTRY_USER",
                     value: String::new(),
-                    accepted: "SCHEMA_REGISTRY_USER and SCHEMA_REGISTRY_PASSWORD set together",
+                    accepted: "required: SCHEMA_REGISTRY_PASSWORD is set",
                 });
             }
         };

@@ -71,7 +71,7 @@ pub struct AggConfig {
     /// One Kafka transaction per cycle (needs Apache Kafka; `false` for brokers without them).
     #[envconfig(from = "AGG_TRANSACTIONS", default = "true")]
     pub agg_transactions: String,
-    /// `transactional.id`, stable per instance (default `app-agg-$HOSTNAME`).
+    /// `transactional.id`, stable per instance (default `app-agg-<host name>`).
     #[envconfig(from = "AGG_TRANSACTIONAL_ID")]
     pub agg_transactional_id: Option<String>,
     /// Host name, for the default transactional id.
@@ -80,8 +80,8 @@ pub struct AggConfig {
     /// Consumer `session.timeout.ms`.
     #[envconfig(from = "KAFKA_SESSION_TIMEOUT", default = "10s")]
     pub kafka_session_timeout: String,
-    /// Address of the `/healthz`, `/readyz`, `/metrics` endpoint.
-    #[envconfig(from = "HTTP_ADDR", default = "0.0.0.0:8081")]
+    /// Address of the `/healthz`, `/readyz`, `/metrics` endpoint (8091: Schema Registry has 8081).
+    #[envconfig(from = "HTTP_ADDR", default = "0.0.0.0:8091")]
     pub http_addr: String,
 }
 
@@ -152,6 +152,53 @@ fn positive(variable: &'static str, value: &str) -> Result<Duration, ConfigError
         })
 }
 
+/// `KAFKA_SESSION_TIMEOUT` within what brokers and librdkafka accept.
+fn session_timeout(value: &str) -> Result<Duration, ConfigError> {
+    let timeout = positive("KAFKA_SESSION_TIMEOUT", value)?;
+    if (Duration::from_secs(1)..=Duration::from_secs(1_800)).contains(&timeout) {
+        return Ok(timeout);
+    }
+    Err(ConfigError {
+        variable: "KAFKA_SESSION_TIMEOUT",
+        value: value.to_owned(),
+        accepted: "a duration from 1s to 30m (brokers accept 6s to 30m by default)".into(),
+    })
+}
+
+/// The aggregates and changelog topics may not be the raw topic, its dead-letter or late-trades
+/// topic, or each other: the service would read its own output or compact its input.
+fn distinct_topics(commit: &CommitConfig) -> Result<(), ConfigError> {
+    let dlq = dlq_topic(&commit.source_topic);
+    let mut taken = vec![
+        ("RAW_TOPIC", commit.source_topic.as_str()),
+        ("RAW_TOPIC's dead-letter topic", dlq.as_str()),
+        ("RAW_TOPIC's late-trades topic", commit.late_topic.as_str()),
+    ];
+    for (variable, topic) in [
+        ("AGG_TOPIC", &commit.aggregates_topic),
+        ("AGG_CHANGELOG_TOPIC", &commit.changelog_topic),
+    ] {
+        if let Some((other, _)) = taken.iter().find(|(_, name)| name == topic) {
+            return Err(ConfigError {
+                variable,
+                value: topic.clone(),
+                accepted: format!("a topic of its own, not the same as {other}"),
+            });
+        }
+        taken.push((variable, topic));
+    }
+    Ok(())
+}
+
+/// The kernel's host name (Linux), for when `HOSTNAME` is not exported.
+fn kernel_host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
 impl AggConfig {
     /// Reads the variables from `vars` (tests).
     ///
@@ -183,6 +230,13 @@ impl AggConfig {
             &self.kafka_bootstrap_servers,
             "host:port[,host:port…]",
         )?;
+        adapters_kafka::config::check_bootstrap_servers(&bootstrap).map_err(|accepted| {
+            ConfigError {
+                variable: "KAFKA_BOOTSTRAP_SERVERS",
+                value: bootstrap.clone(),
+                accepted,
+            }
+        })?;
         let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
         kafka.validate().map_err(|reason| ConfigError {
             variable: "KAFKA_PROPERTY_*",
@@ -263,15 +317,26 @@ impl AggConfig {
             &self.kafka_create_topics,
             "true or false",
         )?;
-        let transactional_id = transactions.then(|| {
-            self.agg_transactional_id
-                .unwrap_or_else(|| format!("app-agg-{}", self.hostname.as_deref().unwrap_or("0")))
-        });
+        let transactional_id = match (transactions, self.agg_transactional_id) {
+            (false, _) => None,
+            (true, Some(id)) => Some(id),
+            // Shells do not export HOSTNAME: the kernel's name keeps two hosts' ids apart.
+            (true, None) => match self.hostname.or_else(kernel_host_name) {
+                Some(host) => Some(format!("app-agg-{host}")),
+                None => {
+                    return Err(ConfigError {
+                        variable: "AGG_TRANSACTIONAL_ID",
+                        value: String::new(),
+                        accepted: "required when the host name cannot be read: an id stable across restarts, unique per instance".into(),
+                    });
+                }
+            },
+        };
         let raw_topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
         let log = LogConfig {
             topic: raw_topic.clone(),
             group_id: non_empty("AGG_GROUP_ID", &self.agg_group_id, "a consumer group id")?,
-            session_timeout: positive("KAFKA_SESSION_TIMEOUT", &self.kafka_session_timeout)?,
+            session_timeout: session_timeout(&self.kafka_session_timeout)?,
         };
         let commit = CommitConfig {
             aggregates_topic: non_empty("AGG_TOPIC", &self.agg_topic, "a Kafka topic name")?,
@@ -285,8 +350,9 @@ impl AggConfig {
             transactional_id,
             timeout: Duration::from_secs(30),
         };
+        distinct_topics(&commit)?;
         let commit_interval = positive("AGG_COMMIT_INTERVAL", &self.agg_commit_interval)?;
-        let http_addr = http_addr(&self.http_addr, "0.0.0.0:8081")?;
+        let http_addr = http_addr(&self.http_addr, "0.0.0.0:8091")?;
         Ok(Settings {
             kafka,
             registry,
@@ -340,7 +406,39 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
-        let cases: [(&[(&str, &str)], &str); 10] = [
+        let cases: [(&[(&str, &str)], &str); 18] = [
+            (
+                &[("RAW_TOPIC", "x"), ("AGG_TOPIC", "x")],
+                "AGG_TOPIC=\"x\": a topic of its own, not the same as RAW_TOPIC",
+            ),
+            (
+                &[("AGG_CHANGELOG_TOPIC", "deribit.trades")],
+                "AGG_CHANGELOG_TOPIC=\"deribit.trades\": a topic of its own, not the same as RAW_TOPIC",
+            ),
+            (
+                &[("AGG_CHANGELOG_TOPIC", "deribit.trades.agg")],
+                "AGG_CHANGELOG_TOPIC=\"deribit.trades.agg\": a topic of its own, not the same as AGG_TOPIC",
+            ),
+            (
+                &[("AGG_TOPIC", "deribit.trades.dlq")],
+                "AGG_TOPIC=\"deribit.trades.dlq\": a topic of its own, not the same as RAW_TOPIC's dead-letter topic",
+            ),
+            (
+                &[("KAFKA_BOOTSTRAP_SERVERS", "notaport")],
+                "KAFKA_BOOTSTRAP_SERVERS=\"notaport\": host:port[,host:port…] (entry \"notaport\" is not host:port",
+            ),
+            (
+                &[("KAFKA_SESSION_TIMEOUT", "1ms")],
+                "KAFKA_SESSION_TIMEOUT=\"1ms\": a duration from 1s to 30m",
+            ),
+            (
+                &[("KAFKA_SESSION_TIMEOUT", "2h")],
+                "KAFKA_SESSION_TIMEOUT=\"2h\": a duration from 1s to 30m",
+            ),
+            (
+                &[("SCHEMA_REGISTRY_USER", "u")],
+                "SCHEMA_REGISTRY_PASSWORD=\"\": required: SCHEMA_REGISTRY_USER is set",
+            ),
             (
                 &[("AGG_WATERMARK", "wallclock")],
                 "AGG_WATERMARK=\"wallclock\": markers (app-raw's progress markers close windows) or trades",
@@ -391,6 +489,22 @@ mod tests {
             AggConfig::settings_from(&v).unwrap_err().to_string(),
             "SCHEMA_REGISTRY_URL=\"\": required, not set"
         );
+    }
+
+    #[test]
+    fn the_default_transactional_id_names_the_host_even_without_hostname_exported() {
+        let exported = AggConfig::settings_from(&vars(&[("HOSTNAME", "agg-7")])).unwrap();
+        assert_eq!(
+            exported.commit.transactional_id.as_deref(),
+            Some("app-agg-agg-7")
+        );
+        let mut v = vars(&[]);
+        v.remove("HOSTNAME");
+        let kernel = kernel_host_name().unwrap();
+        let s = AggConfig::settings_from(&v).unwrap();
+        assert_eq!(s.commit.transactional_id, Some(format!("app-agg-{kernel}")));
+        assert_ne!(s.commit.transactional_id.as_deref(), Some("app-agg-0"));
+        assert_eq!(s.http_addr.port(), 8091, "not Schema Registry's 8081");
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => serve_from_env(),
         Some(Command::Healthcheck) => {
-            telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8081")
+            telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8091")
         }
         Some(Command::CheckConfig) => {
             telemetry::service::check_config_command("app-agg", AggConfig::settings_from_env())

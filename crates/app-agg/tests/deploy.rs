@@ -13,7 +13,7 @@ const AGG_BIN: &str = env!("CARGO_BIN_EXE_app-agg");
 /// (compose service, Dockerfile stage, binary, default HTTP port)
 const APPS: [(&str, &str, &str, u16); 2] = [
     ("app-raw", "app-raw", "app-raw", 8080),
-    ("app-agg", "app-agg", "app-agg", 8081),
+    ("app-agg", "app-agg", "app-agg", 8091),
 ];
 
 fn root() -> PathBuf {

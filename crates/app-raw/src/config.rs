@@ -211,6 +211,13 @@ impl RawConfig {
             &self.kafka_bootstrap_servers,
             "host:port[,host:port…]",
         )?;
+        adapters_kafka::config::check_bootstrap_servers(&bootstrap).map_err(|accepted| {
+            ConfigError {
+                variable: "KAFKA_BOOTSTRAP_SERVERS",
+                value: bootstrap.clone(),
+                accepted,
+            }
+        })?;
         let mut kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
         const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
         if !CODECS.contains(&self.kafka_compression.as_str()) {

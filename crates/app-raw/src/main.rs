@@ -1,5 +1,6 @@
 //! app-raw binary: configuration from the environment, then Deribit → Kafka until a signal.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +15,22 @@ use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
 use tracing::info;
 
+const USAGE: &str = "\
+app-raw: Deribit trades into Kafka (Avro, Schema Registry), with progress markers.
+
+Usage: app-raw [COMMAND]
+
+Commands:
+  (none)        run the service; configuration comes from the environment
+                (KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL are required; README, Configuration)
+  check-config  validate the configuration as the service would and print it; connects to nothing
+  healthcheck   exit 0 if the running service's /readyz on HTTP_ADDR says ready, else 1 and why
+
+Options:
+  -h, --help     this text
+  -V, --version  the version
+";
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
@@ -26,9 +43,18 @@ fn main() -> ExitCode {
                 RawConfig::settings_from_env(),
             );
         }
+        Some("-h" | "--help" | "help") => {
+            // `| head` closing the pipe early is fine.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), USAGE.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            let _ = writeln!(std::io::stdout(), "app-raw {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
             eprintln!(
-                "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, or none to run the service"
+                "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, --help, --version, or none to run the service"
             );
             return ExitCode::from(2);
         }

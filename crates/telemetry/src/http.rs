@@ -98,20 +98,33 @@ async fn answer(mut stream: TcpStream, probe: &dyn Probe) -> std::io::Result<()>
 
 /// Asks `addr`'s `/readyz` (blocking, with a timeout); `true` only for an HTTP 200.
 pub fn check_ready(addr: SocketAddr, timeout: Duration) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
+    readiness(addr, timeout).is_ok()
+}
+
+/// As [`check_ready`], with the reason when not ready: nothing listening, no answer, or the
+/// status line of the answer.
+///
+/// # Errors
+/// A short sentence saying why `addr` is not ready.
+pub fn readiness(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    if stream
+    stream
         .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+        .map_err(|e| format!("{addr} closed the connection: {e}"))?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.1 200")
+    if response.starts_with("HTTP/1.1 200") {
+        return Ok(());
+    }
+    match response.lines().next().filter(|l| !l.is_empty()) {
+        Some(status) => Err(format!("http://{addr}/readyz answered {status:?}")),
+        None => Err(format!(
+            "http://{addr}/readyz gave no answer within {timeout:?}"
+        )),
+    }
 }
 
 /// The `healthcheck` subcommand of a service: reads `HTTP_ADDR` (or `default_addr`), asks
@@ -128,10 +141,12 @@ pub fn healthcheck_command(service: &str, default_addr: &str) -> std::process::E
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    if check_ready(addr, Duration::from_secs(3)) {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
+    match readiness(addr, Duration::from_secs(3)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("{service} healthcheck: not ready: {reason}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 

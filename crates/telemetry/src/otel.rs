@@ -98,6 +98,47 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
 }
 
+/// The samplers the SDK reads from `OTEL_TRACES_SAMPLER`; it falls back to the default in
+/// silence for any other name, so a typo would go unnoticed.
+const SAMPLERS: &[&str] = &[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+];
+
+/// `OTEL_TRACES_SAMPLER` names a sampler the SDK knows, and a ratio sampler's
+/// `OTEL_TRACES_SAMPLER_ARG` is a number from 0 to 1.
+fn check_sampler(lookup: &impl Fn(&str) -> Option<String>) -> Result<(), TelemetryError> {
+    let Some(sampler) = lookup("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
+        return Ok(());
+    };
+    let sampler = sampler.trim().to_owned();
+    if !SAMPLERS.contains(&sampler.as_str()) {
+        return Err(TelemetryError::InvalidVariable {
+            name: "OTEL_TRACES_SAMPLER",
+            value: sampler,
+            accepted: "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+        });
+    }
+    if sampler.ends_with("traceidratio")
+        && let Some(arg) = lookup("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty())
+        && !arg
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|r| (0.0..=1.0).contains(&r))
+    {
+        return Err(TelemetryError::InvalidVariable {
+            name: "OTEL_TRACES_SAMPLER_ARG",
+            value: arg,
+            accepted: "a sampling ratio from 0 to 1, such as 0.25",
+        });
+    }
+    Ok(())
+}
+
 impl TelemetryConfig {
     /// Reads and validates the variables from the process environment.
     ///
@@ -137,6 +178,7 @@ impl TelemetryConfig {
                 });
             }
         };
+        check_sampler(&lookup)?;
         let otlp_endpoint = [
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -459,6 +501,40 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         TelemetryConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn unknown_samplers_and_ratios_outside_zero_to_one_are_refused() {
+        let refused = |vars: &[(&str, &str)]| match config(vars) {
+            Err(TelemetryError::InvalidVariable { name, .. }) => Some(name),
+            _ => None,
+        };
+        assert_eq!(
+            refused(&[("OTEL_TRACES_SAMPLER", "foo")]),
+            Some("OTEL_TRACES_SAMPLER")
+        );
+        assert_eq!(
+            refused(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1.5")
+            ]),
+            Some("OTEL_TRACES_SAMPLER_ARG")
+        );
+        assert_eq!(
+            refused(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "x")
+            ]),
+            Some("OTEL_TRACES_SAMPLER_ARG")
+        );
+        assert_eq!(
+            refused(&[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25")
+            ]),
+            None
+        );
+        assert_eq!(refused(&[("OTEL_TRACES_SAMPLER", "always_off")]), None);
     }
 
     #[test]

@@ -199,6 +199,21 @@ pub fn assert_refuses_shared_config(binary: &str) {
             "jaeger:4317",
             "OTEL_EXPORTER_OTLP_ENDPOINT=\"jaeger:4317\"",
         ),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "foo",
+            "OTEL_TRACES_SAMPLER=\"foo\": accepted always_on, always_off",
+        ),
+        (
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "notaport",
+            "KAFKA_BOOTSTRAP_SERVERS=\"notaport\": host:port",
+        ),
+        (
+            "SCHEMA_REGISTRY_USER",
+            "u",
+            "SCHEMA_REGISTRY_PASSWORD=\"\": required: SCHEMA_REGISTRY_USER is set",
+        ),
         // What this build of librdkafka cannot do is refused before anything connects.
         (
             "KAFKA_PROPERTY_SASL_MECHANISM",
