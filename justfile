@@ -48,7 +48,7 @@ bench: kafka
     TEST_BROKER=kafka cargo bench -p app-agg --bench service
 
 # Fuzz every parser of external data (Deribit frames and history pages, replay files, Kafka
-# record values, the environment) for SECS seconds per target; findings go to target/fuzz/.
+# record values, the environment) for SECS seconds per target; findings go to target/fuzz-findings/.
 # Then parsing one 16 MiB frame is measured against its 4× memory bound. `just test` runs 4 s
 # per target.
 fuzz secs="600" *targets="all":
@@ -59,7 +59,7 @@ fuzz secs="600" *targets="all":
     status=$?
     if [ "$status" -gt 1 ]; then
         echo "fuzz: the run ended abnormally (exit $status); the input under test is kept:" >&2
-        ls target/fuzz/*/current >&2 2>/dev/null
+        ls target/fuzz-findings/*/current >&2 2>/dev/null
         exit "$status"
     fi
     FUZZ_FRAME_BYTES=16777216 cargo test --locked --profile fuzz -p fuzz --test max_frame -- --nocapture 2>&1 | grep -E "peak|test result" || exit 1

@@ -22,7 +22,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         seconds: 60,
         seed: 0x5eed,
-        out: PathBuf::from("target/fuzz"),
+        out: PathBuf::from("target/fuzz-findings"),
         targets: Vec::new(),
         reproduce: None,
     };
