@@ -11,7 +11,7 @@ use adapters_kafka::registry::RegistryConfig;
 use adapters_kafka::topics::TopicSpec;
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use envconfig::Envconfig;
-use telemetry::config::{flag, from_envconfig, http_addr, non_empty};
+use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
 
 use crate::duration::{parse_millis, parse_millis_list};
 
@@ -225,18 +225,15 @@ impl AggConfig {
         self,
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let bootstrap = non_empty(
+        let bootstrap = checked(
             "KAFKA_BOOTSTRAP_SERVERS",
-            &self.kafka_bootstrap_servers,
-            "host:port[,host:port…]",
+            non_empty(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                &self.kafka_bootstrap_servers,
+                "host:port[,host:port…]",
+            )?,
+            adapters_kafka::config::check_bootstrap_servers,
         )?;
-        adapters_kafka::config::check_bootstrap_servers(&bootstrap).map_err(|accepted| {
-            ConfigError {
-                variable: "KAFKA_BOOTSTRAP_SERVERS",
-                value: bootstrap.clone(),
-                accepted,
-            }
-        })?;
         let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
         kafka.validate().map_err(|reason| ConfigError {
             variable: "KAFKA_PROPERTY_*",

@@ -10,7 +10,7 @@ use adapters_deribit::{Channel, Credentials, DeribitConfig};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
-use telemetry::config::{flag, from_envconfig, http_addr, non_empty};
+use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -206,18 +206,15 @@ impl RawConfig {
                 accepted: e.to_string(),
             });
         }
-        let bootstrap = non_empty(
+        let bootstrap = checked(
             "KAFKA_BOOTSTRAP_SERVERS",
-            &self.kafka_bootstrap_servers,
-            "host:port[,host:port…]",
+            non_empty(
+                "KAFKA_BOOTSTRAP_SERVERS",
+                &self.kafka_bootstrap_servers,
+                "host:port[,host:port…]",
+            )?,
+            adapters_kafka::config::check_bootstrap_servers,
         )?;
-        adapters_kafka::config::check_bootstrap_servers(&bootstrap).map_err(|accepted| {
-            ConfigError {
-                variable: "KAFKA_BOOTSTRAP_SERVERS",
-                value: bootstrap.clone(),
-                accepted,
-            }
-        })?;
         let mut kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
         const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
         if !CODECS.contains(&self.kafka_compression.as_str()) {

@@ -48,6 +48,25 @@ pub fn non_empty(
     Ok(trimmed.to_owned())
 }
 
+/// `value` if `check` accepts it, else an error naming `variable` with `check`'s explanation.
+///
+/// # Errors
+/// [`ConfigError`] carrying what `check` says is accepted.
+pub fn checked(
+    variable: &'static str,
+    value: String,
+    check: impl FnOnce(&str) -> Result<(), String>,
+) -> Result<String, ConfigError> {
+    match check(&value) {
+        Ok(()) => Ok(value),
+        Err(accepted) => Err(ConfigError {
+            variable,
+            value,
+            accepted,
+        }),
+    }
+}
+
 /// Parses `HTTP_ADDR`; `example` (the service's default) goes into the error.
 ///
 /// # Errors
