@@ -18,7 +18,7 @@ use crate::messages::{
 /// A trade element that could not be used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TradeRejection {
-    /// Position in the notification's `data` array (0 for a bare trade).
+    /// Position in the notification's `data` or the history page's `trades` (0 for a bare trade).
     pub index: usize,
     /// The element's JSON as received.
     pub raw: String,

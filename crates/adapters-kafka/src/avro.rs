@@ -190,15 +190,22 @@ pub fn decode_value(
         .map_err(|e| decode(e.to_string()))?
         .read_value(&mut datum)
         .map_err(|e| decode(e.to_string()))?;
-    // `check` has read the same bytes with the same schema: none are left over.
+    // `check` read the same bytes with the same schema; this holds should the two ever differ.
+    if !datum.is_empty() {
+        return Err(decode(format!(
+            "{} bytes left after the record",
+            datum.len()
+        )));
+    }
     Ok(value)
 }
 
 /// Decodes a trade written with schema `writer` (id `schema_id`) and validates it.
 ///
 /// Records written with our own schema take a strict, fast path. Other writer schemas are
-/// resolved by apache-avro, which reads a nullable union cut off by the end of the record as
-/// null: such a truncated record from a foreign producer may lose its trailing optional fields.
+/// checked by [`crate::datum_bounds`] (a record cut short is refused there, even inside a
+/// trailing nullable union that apache-avro alone would read as null) and then resolved by
+/// apache-avro.
 ///
 /// # Errors
 /// [`Error::Decode`] for bytes that do not decode or resolve, [`Error::InvalidTrade`] for a

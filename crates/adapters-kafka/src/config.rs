@@ -31,9 +31,17 @@ pub fn check_bootstrap_servers(value: &str) -> Result<(), String> {
     for entry in value.split(',').map(str::trim) {
         let address = entry.split_once("://").map_or(entry, |(_, rest)| rest);
         let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
-            let host_ok = !host.is_empty()
-                && !host.contains(['/', ' '])
-                && (host.starts_with('[') == host.ends_with(']'));
+            let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(ipv6) => {
+                    !ipv6.is_empty() && ipv6.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+                }
+                None => {
+                    !host.is_empty()
+                        && host
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+                }
+            };
             host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
         if !port_ok {

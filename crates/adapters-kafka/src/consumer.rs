@@ -48,7 +48,6 @@ const MAX_BATCH: usize = 1000;
 
 /// A decoded record waiting to be handed out.
 #[derive(Debug)]
-#[allow(clippy::large_enum_variant)] // markers are rare; boxing every trade would cost an allocation each
 enum Decoded {
     Trade(LoggedTrade),
     Progress(LoggedProgress),
@@ -310,7 +309,6 @@ impl KafkaTradeLog {
             offset: message.offset(),
             trade,
             trace: message.headers().and_then(headers::extract),
-            written_ms: message.timestamp().to_millis(),
         }))
     }
 

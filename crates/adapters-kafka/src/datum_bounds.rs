@@ -8,6 +8,9 @@
 //! - a string, bytes or block size longer than the bytes left,
 //! - more collection items in the whole record than the record has bytes (a real item of any
 //!   type costs at least one byte except `null`, empty records and zero-size fixed),
+//! - more values of any kind than [`VALUES_PER_BYTE`] per byte plus [`VALUES_ALWAYS`]: values
+//!   of zero bytes (`null`, empty records) reached through named types used again and again
+//!   could otherwise make an empty datum stand for millions of values,
 //! - nesting deeper than [`MAX_DEPTH`].
 //!
 //! Our own schema takes its own strict decoder and never comes here.
@@ -21,6 +24,10 @@ use apache_avro::schema::{
 
 /// Deepest nesting of records, arrays, maps and unions a foreign record may use.
 pub const MAX_DEPTH: usize = 64;
+/// Values a record may hold per byte of its datum, beyond [`VALUES_ALWAYS`].
+pub const VALUES_PER_BYTE: usize = 16;
+/// Values any record may hold, whatever its size (a schema of many null fields).
+pub const VALUES_ALWAYS: usize = 4_096;
 
 /// Checks that `datum` stays within the bounds above when read with `writer`.
 ///
@@ -32,6 +39,10 @@ pub fn check(writer: &Schema, datum: &[u8]) -> Result<(), String> {
         names: resolved.get_names(),
         bytes: datum,
         items_left: datum.len(),
+        values_left: datum
+            .len()
+            .saturating_mul(VALUES_PER_BYTE)
+            .saturating_add(VALUES_ALWAYS),
     };
     walk.value(writer, None, 0)?;
     if walk.bytes.is_empty() {
@@ -46,6 +57,7 @@ struct Walk<'a, 's> {
     names: &'a HashMap<Name, &'s Schema>,
     bytes: &'a [u8],
     items_left: usize,
+    values_left: usize,
 }
 
 impl Walk<'_, '_> {
@@ -58,6 +70,9 @@ impl Walk<'_, '_> {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH} levels"));
         }
+        self.values_left = self.values_left.checked_sub(1).ok_or_else(|| {
+            "more values than a record of this size can hold (zero-size values repeated)".to_owned()
+        })?;
         match schema {
             Schema::Null => Ok(()),
             Schema::Boolean => self.skip(1),

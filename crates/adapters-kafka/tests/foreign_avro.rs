@@ -147,3 +147,70 @@ fn a_foreign_trade_with_a_huge_string_is_a_decode_error() {
     );
     assert!(peak < 1 << 20, "reserved {peak} bytes");
 }
+
+#[test]
+fn zero_size_values_through_reused_named_types_are_bounded() {
+    // T0 holds ten T1, each ten T2 … down to null: an empty datum standing for 10^6 values.
+    let fields = |first: &str, rest: &str| -> String {
+        (0..10)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"f{i}","type":{}}}"#,
+                    if i == 0 { first } else { rest }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut types = format!(
+        r#"{{"type":"record","name":"T5","fields":[{}]}}"#,
+        fields("\"null\"", "\"null\"")
+    );
+    for level in (0..5).rev() {
+        let inner = format!("\"T{}\"", level + 1);
+        types = format!(
+            r#"{{"type":"record","name":"T{level}","fields":[{}]}}"#,
+            fields(&types, &inner)
+        );
+    }
+    let writer = schema(&types);
+
+    let reason = decode_error(decode_value(7, &writer, &writer, &[]));
+
+    assert!(
+        reason.contains("more values than a record of this size"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn blocks_with_byte_sizes_and_names_in_a_namespace_decode() {
+    // A negative block count is followed by the block's size in bytes (Java's blocking encoder).
+    let writer = schema(
+        r#"{"type":"record","name":"Outer","namespace":"ns","fields":[
+            {"name":"a","type":{"type":"array","items":"long"}},
+            {"name":"inner","type":{"type":"record","name":"Inner","fields":[{"name":"x","type":"long"}]}},
+            {"name":"again","type":"ns.Inner"}]}"#,
+    );
+    let mut datum = varint(-2);
+    datum.extend(varint(2));
+    datum.extend(varint(5));
+    datum.extend(varint(-6));
+    datum.extend(varint(0));
+    datum.extend(varint(7));
+    datum.extend(varint(8));
+
+    let value = decode_value(7, &writer, &writer, &datum).unwrap();
+
+    let Value::Record(fields) = value else {
+        panic!("a record")
+    };
+    assert_eq!(
+        fields[0].1,
+        Value::Array(vec![Value::Long(5), Value::Long(-6)])
+    );
+    assert_eq!(
+        fields[2].1,
+        Value::Record(vec![("x".into(), Value::Long(8))])
+    );
+}

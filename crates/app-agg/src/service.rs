@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use domain::{Aggregator, AggregatorConfig, Ingested, Trade, WatermarkRule};
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
-    LoggedProgress, LoggedTrade, Partition, PartitionMarker, TraceContext, TradeLog,
+    LoggedProgress, Partition, PartitionMarker, TraceContext, TradeLog,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -39,10 +39,10 @@ const LATE_WARN_EVERY_MS: i64 = 5_000;
 /// believed (counted, WARN): one hostile or broken marker must not close every window to come.
 pub const MAX_MARKER_AHEAD_MS: i64 = 120_000;
 
-/// A trade stamped further ahead of the time its record was written than this is not
-/// aggregated but handled as late (copied to the late topic, counted, WARN): under the trades
-/// rule it would move the watermark past every window to come, under any rule it would open a
-/// window nothing closes. The record's own timestamp keeps the decision the same on a replay.
+/// Under the trades rule, a trade stamped further ahead of app-agg's clock than this is not
+/// aggregated but handled as late (copied to the late topic, counted, WARN): it would move the
+/// watermark past every window to come. The rule already follows the wall clock when caught
+/// up; the markers rule needs no such check, as trades never move its watermark.
 pub const MAX_TRADE_AHEAD_MS: i64 = 120_000;
 
 /// Why the service stopped on its own.
@@ -306,7 +306,12 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         // Transaction markers make small jumps normal; anything else is worth a look.
                         debug!(partition = logged.partition, offset = logged.offset, expected = ?state.next_offset, "Offset jump.");
                     }
-                    let ahead = stamped_ahead(&logged);
+                    let ahead = match state.aggregator.config().rule() {
+                        WatermarkRule::TradeTime { .. } => {
+                            stamped_ahead(&logged.trade, self.clock.now_ms())
+                        }
+                        WatermarkRule::Markers => None,
+                    };
                     let outcome = match ahead {
                         Some(_) => Ingested::Late,
                         None => state.aggregator.ingest(&logged.trade),
@@ -584,20 +589,18 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
     }
 }
 
-/// Why `trade` is late on `aggregator`: its window and the watermark that closed it.
-/// Why `logged` is not believed, if its trade is stamped more than [`MAX_TRADE_AHEAD_MS`] after
-/// its record was written.
-fn stamped_ahead(logged: &LoggedTrade) -> Option<String> {
-    let written = logged.written_ms?;
-    let ahead = logged.trade.timestamp.saturating_sub(written);
+/// Why `trade` is not believed, if it is stamped more than [`MAX_TRADE_AHEAD_MS`] after `now`.
+fn stamped_ahead(trade: &Trade, now: i64) -> Option<String> {
+    let ahead = trade.timestamp.saturating_sub(now);
     (ahead > MAX_TRADE_AHEAD_MS).then(|| {
         format!(
-            "timestamp {} is {ahead} ms after its record was written ({written}): more than {MAX_TRADE_AHEAD_MS} ms ahead, not aggregated",
-            logged.trade.timestamp
+            "timestamp {} is {ahead} ms ahead of this host's clock ({now}): more than {MAX_TRADE_AHEAD_MS} ms, not aggregated",
+            trade.timestamp
         )
     })
 }
 
+/// Why `trade` is late on `aggregator`: its window and the watermark that closed it.
 fn late_reason(aggregator: &Aggregator, trade: &Trade) -> String {
     let config = aggregator.config();
     let start = config.window().start_of(trade.timestamp);

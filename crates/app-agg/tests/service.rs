@@ -145,7 +145,6 @@ impl TradeLog for FakeLog {
                         offset: o as i64,
                         trade: trade.clone(),
                         trace: None,
-                        written_ms: None,
                     });
                 }
                 self.cursors.insert(p, cursor + batch.len());
@@ -493,7 +492,6 @@ async fn a_marker_far_ahead_of_the_clock_is_ignored_and_counted() {
             offset: 0,
             trade: trade("A", 1, T0 - 30_000),
             trace: None,
-            written_ms: None,
         }]))
         .await
         .unwrap();
@@ -544,7 +542,7 @@ async fn a_writer_that_stopped_holds_the_watermark_and_makes_the_partition_silen
 }
 
 #[tokio::test]
-async fn a_trade_stamped_far_ahead_of_its_record_is_late_and_moves_no_watermark() {
+async fn under_the_trades_rule_a_trade_stamped_far_ahead_is_late_and_moves_no_watermark() {
     let clock = SharedClock(Arc::new(T0.into()));
     let store = Arc::new(Mutex::new(Store::default()));
     let trades_rule = AggregatorConfig::new(
@@ -562,21 +560,20 @@ async fn a_trade_stamped_far_ahead_of_its_record_is_late_and_moves_no_watermark(
     );
     let metrics = service.metrics();
     service.on_event(LogEvent::Assigned(vec![0])).await.unwrap();
-    let logged = |offset, trade, written_ms| LoggedTrade {
+    let logged = |offset, trade| LoggedTrade {
         partition: 0,
         offset,
         trade,
         trace: None,
-        written_ms: Some(written_ms),
     };
-    // B's trade says 2096 though its record was written now; 2 minutes ahead is still believed.
+    // B's trade says 2096; C's is under 2 minutes ahead of app-agg's clock and believed.
     let poison = trade("B", 1, 4_000_000_000_000);
     service
         .on_event(LogEvent::Trades(vec![
-            logged(0, trade("A", 1, T0 - 30_000), T0 - 29_000),
-            logged(1, poison.clone(), T0 - 29_000),
-            logged(2, trade("A", 2, T0 - 20_000), T0 - 19_000),
-            logged(3, trade("C", 1, T0 + 110_000), T0 - 5_000),
+            logged(0, trade("A", 1, T0 - 30_000)),
+            logged(1, poison.clone()),
+            logged(2, trade("A", 2, T0 - 20_000)),
+            logged(3, trade("C", 1, T0 + 110_000)),
         ]))
         .await
         .unwrap();

@@ -77,7 +77,7 @@ pub fn run(target: Target, budget: Duration, seed: u64, out: &Path) -> io::Resul
         input.clear();
         let start: &Vec<u8> = rng.pick(&pool);
         input.extend_from_slice(start);
-        // One in sixteen inputs is a seed as it is: they must keep passing too.
+        // One in sixteen inputs is a pool entry as it is (a seed, or a kept mutant) run again.
         if rng.below(16) != 0 {
             let other = rng.pick(pool.as_slice()).clone();
             mutate(&mut rng, &mut input, &other, MAX_INPUT);

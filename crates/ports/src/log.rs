@@ -20,9 +20,6 @@ pub struct LoggedTrade {
     pub trade: Trade,
     /// Trace context found on the record, if any.
     pub trace: Option<TraceContext>,
-    /// When the record was written (its log timestamp), ms, if the log keeps one: a trade
-    /// stamped far ahead of it is not believed.
-    pub written_ms: Option<i64>,
 }
 
 /// A progress marker read from the log: its writer says every trade up to `completeness_ms`

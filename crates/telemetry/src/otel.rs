@@ -112,10 +112,10 @@ const SAMPLERS: &[&str] = &[
 /// `OTEL_TRACES_SAMPLER` names a sampler the SDK knows, and a ratio sampler's
 /// `OTEL_TRACES_SAMPLER_ARG` is a number from 0 to 1.
 fn check_sampler(lookup: &impl Fn(&str) -> Option<String>) -> Result<(), TelemetryError> {
-    let Some(sampler) = lookup("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
+    // Checked as the SDK reads it: untrimmed (" always_on" would fall back in silence).
+    let Some(sampler) = lookup("OTEL_TRACES_SAMPLER").filter(|v| !v.is_empty()) else {
         return Ok(());
     };
-    let sampler = sampler.trim().to_owned();
     if !SAMPLERS.contains(&sampler.as_str()) {
         return Err(TelemetryError::InvalidVariable {
             name: "OTEL_TRACES_SAMPLER",
@@ -535,6 +535,10 @@ mod tests {
             None
         );
         assert_eq!(refused(&[("OTEL_TRACES_SAMPLER", "always_off")]), None);
+        assert_eq!(
+            refused(&[("OTEL_TRACES_SAMPLER", " always_on")]),
+            Some("OTEL_TRACES_SAMPLER")
+        );
     }
 
     #[test]
