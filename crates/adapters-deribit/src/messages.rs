@@ -71,8 +71,10 @@ pub enum WireLiquidation {
 }
 
 /// A field Deribit sends as a string but documents (or sometimes sends) as a number.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+///
+/// Deserialized by hand: serde's `untagged` would first buffer the whole value, so a hostile
+/// `[1,1,1,…]` in its place cost 16 bytes of memory per byte of input before being refused.
+#[derive(Debug, Clone, PartialEq)]
 pub enum StringOrNumber {
     /// The usual form.
     String(String),
@@ -80,6 +82,45 @@ pub enum StringOrNumber {
     Integer(i64),
     /// Anything else numeric.
     Float(f64),
+}
+
+impl<'de> Deserialize<'de> for StringOrNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StringOrNumberVisitor)
+    }
+}
+
+/// Takes a string or a number and refuses anything else without reading it into memory.
+struct StringOrNumberVisitor;
+
+impl serde::de::Visitor<'_> for StringOrNumberVisitor {
+    type Value = StringOrNumber;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string or a number")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<StringOrNumber, E> {
+        Ok(StringOrNumber::String(value.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<StringOrNumber, E> {
+        Ok(StringOrNumber::String(value))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<StringOrNumber, E> {
+        Ok(StringOrNumber::Integer(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StringOrNumber, E> {
+        #[allow(clippy::cast_precision_loss)] // as the untagged form did: beyond i64, a float
+        Ok(i64::try_from(value)
+            .map_or(StringOrNumber::Float(value as f64), StringOrNumber::Integer))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<StringOrNumber, E> {
+        Ok(StringOrNumber::Float(value))
+    }
 }
 
 impl StringOrNumber {

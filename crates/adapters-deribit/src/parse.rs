@@ -20,9 +20,10 @@ use crate::messages::{
 pub struct TradeRejection {
     /// Position in the notification's `data` or the history page's `trades` (0 for a bare trade).
     pub index: usize,
-    /// The element's JSON as received.
+    /// The element's JSON as received, its first [`MAX_KEPT_BYTES`] bytes (it is for the log).
     pub raw: String,
-    /// Why: a missing or mistyped field, or the domain rule it breaks.
+    /// Why: a missing or mistyped field, or the domain rule it breaks (its first
+    /// [`MAX_KEPT_BYTES`] bytes: serde quotes a mistyped string whole).
     pub reason: String,
 }
 
@@ -42,6 +43,22 @@ pub struct ParsedTrades {
 /// Rejected elements of one frame kept with their text and reason; the rest are counted. A
 /// frame of a million bad elements must not cost a million copies.
 pub const MAX_REJECTIONS_KEPT: usize = 16;
+
+/// Bytes of a rejected element's text and of its reason kept: one huge bad element must not
+/// be copied whole into the log record.
+pub const MAX_KEPT_BYTES: usize = 1_024;
+
+/// The first `max` bytes of `text` (cut at a character boundary), marked when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len())
+}
 
 /// A trade stamped further ahead of this host's clock than this is refused (counted, WARN): a
 /// broken or hostile timestamp would open windows nothing closes downstream, and Kafka refuses
@@ -199,8 +216,8 @@ fn push(parsed: &mut ParsedTrades, index: usize, raw: &str) {
         Err(_) if parsed.rejected.len() >= MAX_REJECTIONS_KEPT => parsed.rejected_more += 1,
         Err(reason) => parsed.rejected.push(TradeRejection {
             index,
-            raw: raw.to_owned(),
-            reason,
+            raw: clip(raw, MAX_KEPT_BYTES),
+            reason: clip(&reason, MAX_KEPT_BYTES),
         }),
     }
 }
@@ -252,6 +269,41 @@ mod tests {
         );
         assert_eq!(parsed.rejected.len(), MAX_REJECTIONS_KEPT);
         assert_eq!(parsed.rejected_more, 1_000_000 - MAX_REJECTIONS_KEPT as u64);
+    }
+
+    #[test]
+    fn a_huge_bad_element_is_kept_in_the_rejection_only_in_part() {
+        let name = "X".repeat(1 << 20);
+        // serde quotes a mistyped string whole in its message.
+        let element = format!(r#"{{"trade_seq":"{name}","pad":"{name}"}}"#);
+        let mut parsed = ParsedTrades::default();
+        push(&mut parsed, 0, &element);
+        let rejected = &parsed.rejected[0];
+        assert!(
+            rejected.raw.len() < MAX_KEPT_BYTES + 32,
+            "{}",
+            rejected.raw.len()
+        );
+        assert!(
+            rejected
+                .raw
+                .ends_with(&format!("… ({} bytes)", element.len()))
+        );
+        assert!(
+            rejected.reason.starts_with("invalid type: string \"XXX"),
+            "{}",
+            &rejected.reason[..40]
+        );
+        assert!(
+            rejected.reason.len() < MAX_KEPT_BYTES + 32,
+            "{}",
+            rejected.reason.len()
+        );
+        assert_eq!(
+            clip("añb", 2),
+            "a… (4 bytes)",
+            "cut at a character boundary"
+        );
     }
 
     #[test]

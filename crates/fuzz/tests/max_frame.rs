@@ -96,3 +96,11 @@ fn a_replay_line_of_numbers_costs_no_more_than_four_lines() {
     // `app-agg replay` on one such line peaked at 1.6 GB RSS before.
     assert_peak_under_four_times(Target::Replay, || frame(NOTIFICATION, "1", "]}}"));
 }
+
+#[test]
+fn a_trade_whose_id_is_a_huge_array_costs_no_more_than_four_frames() {
+    // `trade_id` takes a string or a number; an untagged enum buffered the whole array first
+    // (16 bytes per byte of input).
+    let prefix = format!(r#"{NOTIFICATION}{{"trade_id":["#);
+    assert_peak_under_four_times(Target::DeribitFrame, || frame(&prefix, "1", "]}]}}"));
+}
