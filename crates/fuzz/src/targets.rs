@@ -225,7 +225,7 @@ fn deribit_history(input: &[u8]) -> u64 {
     let Ok(Incoming::Response {
         outcome: Ok(result),
         ..
-    }) = classify(&text)
+    }) = classify(text)
     else {
         return signature(&[&"not a response"]);
     };
