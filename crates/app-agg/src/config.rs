@@ -133,7 +133,7 @@ pub const AGGREGATE_PARTITIONS: i32 = 3;
 
 fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
     parse_millis(value).map_err(|accepted| ConfigError {
-        variable,
+        variable: variable.into(),
         value: value.to_owned(),
         accepted,
     })
@@ -146,7 +146,7 @@ fn positive(variable: &'static str, value: &str) -> Result<Duration, ConfigError
         .filter(|&ms| ms > 0)
         .map(Duration::from_millis)
         .ok_or_else(|| ConfigError {
-            variable,
+            variable: variable.into(),
             value: value.to_owned(),
             accepted: "a positive duration such as 1s".into(),
         })
@@ -159,7 +159,7 @@ fn session_timeout(value: &str) -> Result<Duration, ConfigError> {
         return Ok(timeout);
     }
     Err(ConfigError {
-        variable: "KAFKA_SESSION_TIMEOUT",
+        variable: "KAFKA_SESSION_TIMEOUT".into(),
         value: value.to_owned(),
         accepted: "a duration from 1s to 30m (brokers accept 6s to 30m by default)".into(),
     })
@@ -180,7 +180,7 @@ fn distinct_topics(commit: &CommitConfig) -> Result<(), ConfigError> {
     ] {
         if let Some((other, _)) = taken.iter().find(|(_, name)| name == topic) {
             return Err(ConfigError {
-                variable,
+                variable: variable.into(),
                 value: topic.clone(),
                 accepted: format!("a topic of its own, not the same as {other}"),
             });
@@ -236,7 +236,7 @@ impl AggConfig {
         )?;
         let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
         kafka.validate().map_err(|reason| ConfigError {
-            variable: "KAFKA_PROPERTY_*",
+            variable: "KAFKA_PROPERTY_*".into(),
             value: String::new(),
             accepted: reason,
         })?;
@@ -251,25 +251,25 @@ impl AggConfig {
             self.schema_registry_password,
         )
         .map_err(|e| ConfigError {
-            variable: e.variable,
+            variable: e.variable.into(),
             value: e.value,
             accepted: e.accepted.into(),
         })?;
         let window = millis("AGG_WINDOW", &self.agg_window)?;
         let window = WindowSize::from_millis(window).map_err(|e| ConfigError {
-            variable: "AGG_WINDOW",
+            variable: "AGG_WINDOW".into(),
             value: self.agg_window.clone(),
             accepted: e.to_string(),
         })?;
         let halflives = parse_millis_list(&self.agg_halflives).map_err(|accepted| ConfigError {
-            variable: "AGG_HALFLIVES",
+            variable: "AGG_HALFLIVES".into(),
             value: self.agg_halflives.clone(),
             accepted,
         })?;
         let grace = millis("AGG_GRACE", &self.agg_grace)?;
         if grace < 0 {
             return Err(ConfigError {
-                variable: "AGG_GRACE",
+                variable: "AGG_GRACE".into(),
                 value: self.agg_grace,
                 accepted: "a duration ≥ 0 such as 0s or 2s".into(),
             });
@@ -283,7 +283,7 @@ impl AggConfig {
                 let max_delay_ms = millis("AGG_MAX_DELAY", &self.agg_max_delay)?;
                 if max_delay_ms < 0 {
                     return Err(ConfigError {
-                        variable: "AGG_MAX_DELAY",
+                        variable: "AGG_MAX_DELAY".into(),
                         value: self.agg_max_delay,
                         accepted: "a duration ≥ 0 such as 10s".into(),
                     });
@@ -292,7 +292,7 @@ impl AggConfig {
             }
             _ => {
                 return Err(ConfigError {
-                    variable: "AGG_WATERMARK",
+                    variable: "AGG_WATERMARK".into(),
                     value: self.agg_watermark,
                     accepted: "markers (app-raw's progress markers close windows) or trades (for a raw topic without markers)".into(),
                 });
@@ -300,7 +300,7 @@ impl AggConfig {
         };
         let aggregator =
             AggregatorConfig::new(window, grace, rule, halflives).map_err(|e| ConfigError {
-                variable: "AGG_HALFLIVES",
+                variable: "AGG_HALFLIVES".into(),
                 value: self.agg_halflives.clone(),
                 accepted: e.to_string(),
             })?;
@@ -322,7 +322,7 @@ impl AggConfig {
                 Some(host) => Some(format!("app-agg-{host}")),
                 None => {
                     return Err(ConfigError {
-                        variable: "AGG_TRANSACTIONAL_ID",
+                        variable: "AGG_TRANSACTIONAL_ID".into(),
                         value: String::new(),
                         accepted: "required when the host name cannot be read: an id stable across restarts, unique per instance".into(),
                     });

@@ -102,7 +102,7 @@ pub const DEFAULT_PARTITIONS: i32 = 6;
 
 fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
-        variable,
+        variable: variable.into(),
         value: value.to_owned(),
         accepted: format!("a duration such as 500ms, 10s or 1m ({e})"),
     })
@@ -140,7 +140,7 @@ impl RawConfig {
             &format!("a wss:// URL such as {PRODUCTION_URL}"),
         )?;
         let channels = Channel::parse_list(&self.deribit_channels).map_err(|e| ConfigError {
-            variable: "DERIBIT_CHANNELS",
+            variable: "DERIBIT_CHANNELS".into(),
             value: self.deribit_channels.clone(),
             accepted: format!("{e} (default {DEFAULT_CHANNELS})"),
         })?;
@@ -153,7 +153,7 @@ impl RawConfig {
         let progress_interval = duration("RAW_PROGRESS_INTERVAL", &self.raw_progress_interval)?;
         if progress_interval < Duration::from_millis(100) {
             return Err(ConfigError {
-                variable: "RAW_PROGRESS_INTERVAL",
+                variable: "RAW_PROGRESS_INTERVAL".into(),
                 value: self.raw_progress_interval,
                 accepted: "at least 100ms (each one reads Deribit's clock)".into(),
             });
@@ -162,7 +162,7 @@ impl RawConfig {
         let writer_id = self.raw_writer_id.trim().to_owned();
         if writer_id.is_empty() || writer_id.len() > adapters_kafka::progress::MAX_WRITER_LEN {
             return Err(ConfigError {
-                variable: "RAW_WRITER_ID",
+                variable: "RAW_WRITER_ID".into(),
                 value: self.raw_writer_id,
                 accepted: format!(
                     "1 to {} bytes, one id per app-raw deployment writing the topic",
@@ -178,14 +178,14 @@ impl RawConfig {
             (None, None) => None,
             (Some(id), None) => {
                 return Err(ConfigError {
-                    variable: "DERIBIT_CLIENT_SECRET",
+                    variable: "DERIBIT_CLIENT_SECRET".into(),
                     value: String::new(),
                     accepted: format!("set together with DERIBIT_CLIENT_ID (given: {id:?})"),
                 });
             }
             (None, Some(_)) => {
                 return Err(ConfigError {
-                    variable: "DERIBIT_CLIENT_ID",
+                    variable: "DERIBIT_CLIENT_ID".into(),
                     value: String::new(),
                     accepted: "set together with DERIBIT_CLIENT_SECRET".into(),
                 });
@@ -201,7 +201,7 @@ impl RawConfig {
                     ("DERIBIT_URL", deribit.url)
                 };
             return Err(ConfigError {
-                variable,
+                variable: variable.into(),
                 value,
                 accepted: e.to_string(),
             });
@@ -219,14 +219,14 @@ impl RawConfig {
         const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
         if !CODECS.contains(&self.kafka_compression.as_str()) {
             return Err(ConfigError {
-                variable: "KAFKA_COMPRESSION",
+                variable: "KAFKA_COMPRESSION".into(),
                 value: self.kafka_compression,
                 accepted: format!("one of {CODECS:?}"),
             });
         }
         kafka.compression = self.kafka_compression;
         kafka.validate().map_err(|reason| ConfigError {
-            variable: "KAFKA_PROPERTY_*",
+            variable: "KAFKA_PROPERTY_*".into(),
             value: String::new(),
             accepted: reason,
         })?;
@@ -247,7 +247,7 @@ impl RawConfig {
             self.schema_registry_password,
         )
         .map_err(|e| ConfigError {
-            variable: e.variable,
+            variable: e.variable.into(),
             value: e.value,
             accepted: e.accepted.into(),
         })?;

@@ -2,9 +2,11 @@
 //! pages, `replay` files, Kafka record values (Confluent framing and Avro) and the environment.
 //!
 //! cargo-fuzz needs a nightly toolchain; this harness runs on stable. Each input is checked for
-//! the three ways hostile data hurt a service: a panic (caught, the input saved), a hang (a
-//! watchdog saves the input and exits), and memory out of proportion to the input (a counting
-//! allocator measures each input's peak against [`Target::memory_bound`]). The input under test
+//! the ways hostile data hurt a service: a panic (caught, the input saved), a hang (a watchdog
+//! saves the input and exits), memory out of proportion to the input (a counting allocator
+//! measures each input's peak against [`Target::memory_bound`]) and memory an input leaves
+//! allocated after its run (summed over the run against [`LEAK_BOUND`]: a leak of a few bytes
+//! per input takes a long-running service, or this harness, down as surely). The input under test
 //! is always in `<out>/<target>/current`, so even a crash the process cannot catch (a stack
 //! overflow) leaves its reproducer behind.
 //!
@@ -38,6 +40,9 @@ const POOL: usize = 512;
 /// Longest input kept in the pool: huge inputs are built afresh, not mutated further (that
 /// would slow every later input down).
 const POOL_INPUT: usize = 64 << 10;
+/// Bytes all inputs of a run may leave allocated together (a parser's first run fills a few
+/// lazily built tables); past it, the input that kept the most is saved as a leak.
+pub const LEAK_BOUND: usize = 1 << 20;
 /// An input taking longer than this is reported as slow (a hang is [`watchdog::HANG_AFTER`]).
 pub const SLOW_AFTER: Duration = Duration::from_secs(2);
 
@@ -50,6 +55,8 @@ pub struct Report {
     pub signatures: usize,
     /// Largest peak allocation of one input, and that input's length.
     pub worst_memory: (usize, usize),
+    /// Bytes the inputs left allocated after their runs, summed.
+    pub retained: usize,
     /// Slowest input.
     pub slowest: Duration,
     /// Files of the inputs that panicked, were slow or took too much memory.
@@ -73,6 +80,7 @@ pub fn run(target: Target, budget: Duration, seed: u64, out: &Path) -> io::Resul
     let mut report = Report::default();
     let started = Instant::now();
     let mut input = Vec::new();
+    let mut most_retained = (0, Vec::new());
     while started.elapsed() < budget {
         input.clear();
         let start: &Vec<u8> = rng.pick(&pool);
@@ -82,7 +90,7 @@ pub fn run(target: Target, budget: Duration, seed: u64, out: &Path) -> io::Resul
             let other = rng.pick(pool.as_slice()).clone();
             mutate(&mut rng, &mut input, &other, MAX_INPUT);
         }
-        if let Some(finding) = check(
+        let (finding, retained) = check(
             target,
             &input,
             &watchdog,
@@ -90,9 +98,17 @@ pub fn run(target: Target, budget: Duration, seed: u64, out: &Path) -> io::Resul
             &mut seen,
             &mut pool,
             &mut rng,
-        )? {
-            report.findings.push(finding);
+        )?;
+        report.findings.extend(finding);
+        if retained > most_retained.0 {
+            most_retained = (retained, input.clone());
         }
+    }
+    if report.retained > LEAK_BOUND {
+        let path = watchdog
+            .dir()
+            .join(format!("leak-{:016x}", fingerprint(&most_retained.1)));
+        report.findings.push(save(&path, &most_retained.1)?);
     }
     std::panic::set_hook(quiet);
     watchdog.stop()?;
@@ -100,7 +116,8 @@ pub fn run(target: Target, budget: Duration, seed: u64, out: &Path) -> io::Resul
     Ok(report)
 }
 
-/// Runs one input and keeps what it taught; returns the saved input if it is a finding.
+/// Runs one input and keeps what it taught; returns the saved input if it is a finding, and
+/// the bytes the run left allocated.
 fn check(
     target: Target,
     input: &[u8],
@@ -109,7 +126,7 @@ fn check(
     seen: &mut HashSet<u64>,
     pool: &mut Vec<Vec<u8>>,
     rng: &mut Rng,
-) -> io::Result<Option<PathBuf>> {
+) -> io::Result<(Option<PathBuf>, usize)> {
     watchdog.begin(input)?;
     let before = ALLOCATOR.current_usage();
     ALLOCATOR.reset_peak_usage();
@@ -117,8 +134,10 @@ fn check(
     let outcome = catch_unwind(AssertUnwindSafe(|| target.run(input)));
     let took = began.elapsed();
     let peak = ALLOCATOR.peak_usage().saturating_sub(before);
+    let retained = ALLOCATOR.current_usage().saturating_sub(before);
     watchdog.end();
     report.inputs += 1;
+    report.retained += retained;
     report.slowest = report.slowest.max(took);
     if peak > report.worst_memory.0 {
         report.worst_memory = (peak, input.len());
@@ -139,15 +158,17 @@ fn check(
             None
         }
     };
-    kind.map(|kind| {
-        save(
-            &watchdog
-                .dir()
-                .join(format!("{kind}-{:016x}", fingerprint(input))),
-            input,
-        )
-    })
-    .transpose()
+    let finding = kind
+        .map(|kind| {
+            save(
+                &watchdog
+                    .dir()
+                    .join(format!("{kind}-{:016x}", fingerprint(input))),
+                input,
+            )
+        })
+        .transpose()?;
+    Ok((finding, retained))
 }
 
 fn save(path: &Path, input: &[u8]) -> io::Result<PathBuf> {
@@ -162,15 +183,27 @@ fn fingerprint(input: &[u8]) -> u64 {
     })
 }
 
-/// Runs `target` once on `input` as the harness does; the peak allocation and the time taken.
+/// What running one input cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Cost {
+    /// Most bytes allocated at once during the run.
+    pub peak: usize,
+    /// Bytes still allocated after it.
+    pub retained: usize,
+    /// Time taken.
+    pub took: Duration,
+}
+
+/// Runs `target` once on `input` as the harness does, and what that cost.
 #[must_use]
-pub fn measure(target: Target, input: &[u8]) -> (usize, Duration) {
+pub fn measure(target: Target, input: &[u8]) -> Cost {
     let before = ALLOCATOR.current_usage();
     ALLOCATOR.reset_peak_usage();
     let began = Instant::now();
     std::hint::black_box(target.run(input));
-    (
-        ALLOCATOR.peak_usage().saturating_sub(before),
-        began.elapsed(),
-    )
+    Cost {
+        took: began.elapsed(),
+        peak: ALLOCATOR.peak_usage().saturating_sub(before),
+        retained: ALLOCATOR.current_usage().saturating_sub(before),
+    }
 }

@@ -104,12 +104,13 @@ fn print_report(target: Target, budget: Duration, report: &Report) {
     #[allow(clippy::cast_precision_loss)] // figures for a person
     let per_second = report.inputs as f64 / budget.as_secs_f64();
     println!(
-        "{:<16} {:>11} inputs ({per_second:>8.0}/s)  {:>5} signatures  worst peak {:>8.1} KiB for a {:>8}-byte input  slowest {:>7.1} ms  findings {}",
+        "{:<16} {:>11} inputs ({per_second:>8.0}/s)  {:>5} signatures  worst peak {:>8.1} KiB for a {:>8}-byte input  retained {:>6.1} KiB  slowest {:>7.1} ms  findings {}",
         target.name(),
         report.inputs,
         report.signatures,
         peak as f64 / 1024.0,
         len,
+        report.retained as f64 / 1024.0,
         report.slowest.as_secs_f64() * 1e3,
         report.findings.len(),
     );
@@ -126,16 +127,22 @@ fn reproduce(target: Target, file: &PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (peak, took) = fuzz::measure(target, &input);
+    // Once to fill what parsers build lazily on first use, once to measure.
+    let _ = fuzz::measure(target, &input);
+    let cost = fuzz::measure(target, &input);
     println!(
-        "{}: {} bytes, peak {} bytes (bound {}), {:.1} ms",
+        "{}: {} bytes, peak {} bytes (bound {}), retained {} bytes, {:.1} ms",
         target.name(),
         input.len(),
-        peak,
+        cost.peak,
         target.memory_bound(input.len()),
-        took.as_secs_f64() * 1e3
+        cost.retained,
+        cost.took.as_secs_f64() * 1e3
     );
-    if peak > target.memory_bound(input.len()) || took > fuzz::SLOW_AFTER {
+    if cost.peak > target.memory_bound(input.len())
+        || cost.retained > 0
+        || cost.took > fuzz::SLOW_AFTER
+    {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

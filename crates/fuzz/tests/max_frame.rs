@@ -48,7 +48,8 @@ fn assert_peak_under_four_times(target: Target, build: impl FnOnce() -> Vec<u8>)
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let input = build();
     let input = input.as_slice();
-    let (peak, took) = measure(target, input);
+    let cost = measure(target, input);
+    let (peak, took) = (cost.peak, cost.took);
     #[allow(clippy::cast_precision_loss)] // a ratio for the message
     let ratio = peak as f64 / input.len() as f64;
     eprintln!(

@@ -4,8 +4,9 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}={value:?}: {accepted}")]
 pub struct ConfigError {
-    /// The variable.
-    pub variable: &'static str,
+    /// The variable: a name the service knows, or (a value that is not UTF-8) the name found
+    /// in the environment.
+    pub variable: std::borrow::Cow<'static, str>,
     /// Its value as given (secrets are never put here).
     pub value: String,
     /// What would have been accepted.
@@ -21,7 +22,7 @@ pub fn flag(variable: &'static str, value: &str, accepted: &str) -> Result<bool,
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(ConfigError {
-            variable,
+            variable: variable.into(),
             value: value.to_owned(),
             accepted: accepted.to_owned(),
         }),
@@ -40,7 +41,7 @@ pub fn non_empty(
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ConfigError {
-            variable,
+            variable: variable.into(),
             value: value.to_owned(),
             accepted: accepted.to_owned(),
         });
@@ -60,7 +61,7 @@ pub fn checked(
     match check(&value) {
         Ok(()) => Ok(value),
         Err(accepted) => Err(ConfigError {
-            variable,
+            variable: variable.into(),
             value,
             accepted,
         }),
@@ -73,7 +74,7 @@ pub fn checked(
 /// [`ConfigError`] if it is not an IP address and port.
 pub fn http_addr(value: &str, example: &str) -> Result<std::net::SocketAddr, ConfigError> {
     value.trim().parse().map_err(|_| ConfigError {
-        variable: "HTTP_ADDR",
+        variable: "HTTP_ADDR".into(),
         value: value.to_owned(),
         accepted: format!("an IP address and port such as {example}"),
     })
@@ -125,8 +126,7 @@ pub fn utf8_vars(
             Err(value) if READ_PREFIXES.iter().any(|p| name.starts_with(p)) => {
                 return Err(ConfigError {
                     value: value.to_string_lossy().into_owned(),
-                    // A start-up error, reported once before the process exits.
-                    variable: Box::leak(name.into_boxed_str()),
+                    variable: name.into(),
                     accepted: "valid UTF-8 text".into(),
                 });
             }
@@ -143,12 +143,12 @@ pub fn utf8_vars(
 pub fn from_envconfig(e: envconfig::Error) -> ConfigError {
     match e {
         envconfig::Error::EnvVarMissing { name } => ConfigError {
-            variable: name,
+            variable: name.into(),
             value: String::new(),
             accepted: "required, not set".into(),
         },
         envconfig::Error::ParseError { name } => ConfigError {
-            variable: name,
+            variable: name.into(),
             value: String::new(),
             accepted: "a valid value".into(),
         },
