@@ -6,10 +6,14 @@ default:
     @just --list
 
 # Every test, no Docker or network: the fast suite (Kafka tests on librdkafka's mock cluster),
-# then the Kafka suites again on Apache Kafka (fetched once by `just kafka`).
+# then the Kafka suites again on Apache Kafka (fetched once by `just kafka`), then the tracing
+# test again on a real Jaeger (built once by `just jaeger`, which waits for a build already
+# under way: CI starts one beside the suites).
 test: kafka
     cargo test --workspace --locked
     TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg
+    just jaeger
+    TEST_TRACES=jaeger cargo test --locked -p app-agg --test tracing
 
 # Fetch the Apache Kafka broker (tools/kafka/pom.xml) with Maven into a cache outside the repo,
 # once (~10 s); later runs are offline and instant. Needs Java 17+ and Maven.
@@ -27,6 +31,24 @@ kafka:
         -DincludeScope=runtime -DoutputDirectory="$libs.partial"
     rm -rf "$libs" && mv "$libs.partial" "$libs"
     echo "kafka $version: $libs"
+
+# Build Jaeger v2 (the version tools/jaeger/go.mod pins) from the Go module proxy into a cache
+# outside the repo, once (~8 min on 2 cores); later runs are instant. Needs Go 1.26+.
+jaeger:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    version=$(sed -n 's:^[[:space:]]*github.com/jaegertracing/jaeger \(v[^ ]*\).*:\1:p' tools/jaeger/go.mod)
+    bin="${JAEGER_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/deribit-pipeline/jaeger-$version/jaeger}"
+    if [ -x "$bin" ]; then echo "jaeger $version: $bin"; exit 0; fi
+    command -v go >/dev/null || { echo "jaeger: go not found; install Go 1.26+ (README, Prerequisites)" >&2; exit 1; }
+    mkdir -p "$(dirname "$bin")"
+    # One build at a time: a second caller waits for the first and takes its binary.
+    exec 9>"$bin.lock"
+    flock 9
+    if [ -x "$bin" ]; then echo "jaeger $version: $bin"; exit 0; fi
+    (cd tools/jaeger && go build -o "$bin.partial" github.com/jaegertracing/jaeger/cmd/jaeger)
+    mv "$bin.partial" "$bin"
+    echo "jaeger $version: $bin"
 
 # Formatting and clippy, as CI checks them.
 lint:
@@ -106,6 +128,8 @@ demo *ARGS:
 stack:
     cargo run --release --locked --quiet -p app-agg --example demo -- --stack
 
-# Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`.
+# Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`;
+# paths are relative to where you run it, not to the repository.
+[no-cd]
 replay *ARGS:
-    cargo run --release --quiet -p app-agg -- replay {{ARGS}}
+    cargo run --release --locked --quiet --manifest-path "{{justfile_directory()}}/Cargo.toml" -p app-agg -- replay {{ARGS}}

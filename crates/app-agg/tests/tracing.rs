@@ -1,6 +1,7 @@
-//! Tracing across both services: an in-process OTLP collector receives spans from app-raw and
-//! app-agg, each under its own `service.name`; app-agg's commit span links to the trace that
-//! app-raw started for a Deribit notification; app-agg's JSON log lines carry that span's ids.
+//! Tracing across both services: the trace backend (the in-process OTLP collector, or a real
+//! Jaeger with `TEST_TRACES=jaeger`, read through its query API) lists both services;
+//! app-agg's commit span links to the trace that app-raw started for a Deribit notification;
+//! app-agg's JSON log lines carry that span's ids.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use testkit::process::{free_http_addr, healthcheck, sibling_binary, signal};
 use testkit::{
-    CollectedSpan, FakeDeribit, FakeInstrument, OtlpCollector, SchemaRegistryStub, TestBroker,
+    CollectedSpan, FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, TestTraces,
     wait_for,
 };
 
@@ -53,14 +54,14 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
     let broker = TestBroker::from_env().await.unwrap();
     common::create_topics(&broker, 2).await;
     let stub = SchemaRegistryStub::start().await.unwrap();
-    let collector = OtlpCollector::start().await.unwrap();
+    let traces = TestTraces::from_env().await.unwrap();
     let fake = FakeDeribit::start(FakeInstrument::default_market())
         .await
         .unwrap();
     let common = [
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
         ("SCHEMA_REGISTRY_URL", stub.url()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", traces.endpoint()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
         ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
     ];
@@ -112,7 +113,7 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         for _ in 0..60 {
             fake.trade("BTC-PERPETUAL", 3);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let spans = collector.spans();
+            let spans = traces.spans().await.unwrap();
             found = linked_pair(&spans);
             if found.is_some() && emit_under_commit(&spans) {
                 break;
@@ -125,7 +126,12 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
     let (raw_status, agg_output) = (raw.wait().unwrap(), agg.wait_with_output().unwrap());
     assert!(raw_status.success() && agg_output.status.success());
 
-    let spans = collector.spans();
+    let spans = traces.spans().await.unwrap();
+    assert_eq!(
+        traces.services().await.unwrap(),
+        ["app-agg", "app-raw"],
+        "each service under its own name"
+    );
     let (commit, notification) = pair.unwrap_or_else(|| {
         let names: Vec<(&str, &str, usize)> = spans
             .iter()

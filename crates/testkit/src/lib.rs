@@ -6,22 +6,28 @@
 //! * [`deribit`]: [`FakeDeribit`], a scriptable Deribit WebSocket API v2 on a loopback port.
 //! * [`registry`]: [`SchemaRegistryStub`], a Confluent-compatible Schema Registry stand-in.
 //! * [`otlp`]: [`OtlpCollector`], an in-process OTLP/gRPC trace collector.
+//! * [`jaeger`]: [`Jaeger`], a real Jaeger v2 built by `just jaeger`, read through its query API.
+//! * [`traces`]: [`TestTraces`], the collector, or Jaeger with `TEST_TRACES=jaeger`.
 //! * [`process`]: helpers for tests that run the service binaries (ports, signals, probes).
 //! * [`tls`]: [`tls::TestTls`], a throw-away CA and broker certificate for TLS listeners.
 //! * [`wait`]: polling helpers with deadlines (no bare sleeps in tests).
 
 pub mod broker;
 pub mod deribit;
+pub mod jaeger;
 pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod registry;
 pub mod tls;
+pub mod traces;
 pub mod wait;
 
 pub use broker::TestBroker;
 pub use deribit::{FakeDeribit, FakeInstrument};
+pub use jaeger::Jaeger;
 pub use kafka::{KafkaCluster, KafkaOptions};
 pub use otlp::{CollectedSpan, OtlpCollector};
 pub use registry::SchemaRegistryStub;
+pub use traces::TestTraces;
 pub use wait::wait_for;
