@@ -26,7 +26,7 @@ use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::avro::{AGGREGATE_SCHEMA_JSON, TRADE_SCHEMA_JSON, encode_aggregate, encode_trade};
 use crate::client_log::ClientLog;
@@ -453,7 +453,8 @@ impl AggregateCommitter for KafkaCommitter {
             }
         }
         instruments.sort_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
-        info!(partition, instruments = instruments.len(), next_offset = ?marker.as_ref().map(|m| m.next_offset), "Partition state restored.");
+        // The service logs the restore at info, once; this is the changelog's side of it.
+        debug!(partition, instruments = instruments.len(), next_offset = ?marker.as_ref().map(|m| m.next_offset), "Partition state read from the changelog.");
         let next_offset = marker.as_ref().map(|m| m.next_offset);
         let (watermark, writers) = marker.map_or((None, Vec::new()), |m| (m.watermark, m.writers));
         Ok(RestoredPartition {

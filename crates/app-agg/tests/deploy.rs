@@ -206,6 +206,73 @@ fn compose_wires_healthchecks_dependencies_and_the_changelog() {
     }
 }
 
+/// The `depends_on` condition of `service` on `on`, if it depends on it.
+fn condition(compose: &Value, service: &str, on: &str) -> Option<String> {
+    compose["services"][service]["depends_on"][on]["condition"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn compose_waits_only_for_what_a_service_cannot_start_without() {
+    let compose = compose();
+    // The services run without a trace collector: an unreachable one costs only spans.
+    for (service, ..) in APPS {
+        assert_ne!(
+            condition(&compose, service, "jaeger").as_deref(),
+            Some("service_healthy"),
+            "{service} must not wait for Jaeger to be healthy"
+        );
+    }
+    // Dashboards come up while a service is not ready (offline, Deribit maintenance): that is
+    // when they are needed.
+    for service in ["prometheus", "grafana"] {
+        for (app, ..) in APPS {
+            assert_ne!(
+                condition(&compose, service, app).as_deref(),
+                Some("service_healthy"),
+                "{service} must not wait for {app} to be ready"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_lets_app_agg_scale_out() {
+    let compose = compose();
+    let agg = &compose["services"]["app-agg"];
+    // A fixed id would make every replica fence the others.
+    assert!(
+        !environment("app-agg").contains_key("AGG_TRANSACTIONAL_ID"),
+        "replicas need distinct transactional ids (the default names the host)"
+    );
+    let ports: Vec<&str> = agg["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    for port in ports {
+        let host = port.rsplit_once(':').unwrap().0;
+        assert!(
+            host.contains('-'),
+            "app-agg publishes {port}: a fixed host port allows one replica"
+        );
+    }
+    // Prometheus scrapes every replica, not the one the name happens to resolve to.
+    let config: Value = serde_yaml_ng::from_str(&read("observability/prometheus.yml")).unwrap();
+    let job = config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some("app-agg"))
+        .unwrap();
+    assert_eq!(
+        job["dns_sd_configs"][0]["names"][0].as_str(),
+        Some("app-agg")
+    );
+}
+
 #[test]
 fn dockerfile_builds_and_checks_the_workspace_binaries() {
     let dockerfile = read("docker/Dockerfile");
@@ -253,6 +320,11 @@ fn dockerfile_builds_and_checks_the_workspace_binaries() {
         );
     }
     assert!(dockerfile.contains("USER 10001"), "runs as non-root");
+    // Debug line tables are for local profiling; images carry symbols only.
+    assert!(
+        dockerfile.contains("strip --strip-debug /out/app-raw /out/app-agg"),
+        "images carry stripped binaries"
+    );
     assert!(dockerfile.contains("ca-certificates"));
     assert!(
         dockerfile.contains("cargo chef cook"),
@@ -277,10 +349,18 @@ fn prometheus_scrapes_the_services_where_compose_runs_them() {
             .iter()
             .find(|j| j["job_name"].as_str() == Some(service))
             .unwrap_or_else(|| panic!("no scrape job {service}"));
-        assert_eq!(
-            job["static_configs"][0]["targets"][0].as_str(),
-            Some(format!("{service}:{port}").as_str())
-        );
+        let target = job["static_configs"][0]["targets"][0]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| {
+                let sd = &job["dns_sd_configs"][0];
+                Some(format!(
+                    "{}:{}",
+                    sd["names"][0].as_str()?,
+                    sd["port"].as_u64()?
+                ))
+            });
+        assert_eq!(target, Some(format!("{service}:{port}")));
         assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
     }
     let compose = compose();
@@ -299,6 +379,51 @@ fn compose_runs_the_kafka_release_the_tests_run() {
             compose["services"][service]["image"].as_str(),
             Some(want.as_str()),
             "{service}: the broker image is the release tools/kafka/pom.xml fetches for the tests"
+        );
+    }
+}
+
+#[test]
+fn compose_runs_the_jaeger_release_the_tests_run() {
+    let want = format!("jaegertracing/jaeger:{}", testkit::jaeger::jaeger_release());
+    assert_eq!(
+        compose()["services"]["jaeger"]["image"].as_str(),
+        Some(want.as_str()),
+        "the Jaeger image is the release tools/jaeger/go.mod builds for the tests"
+    );
+}
+
+#[test]
+fn dashboard_panels_plot_one_unit_and_show_health_and_load_shedding() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("observability/grafana/dashboards/pipeline.json")).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut plotted = Vec::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let unit = panel["fieldConfig"]["defaults"]["unit"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            plotted.push(expr.to_owned());
+            // A count drawn on a seconds axis reads as a duration.
+            if unit == "s" {
+                assert!(
+                    expr.contains("_seconds") && !expr.contains("_total"),
+                    "{title}: {expr} is not a duration in seconds"
+                );
+            }
+        }
+    }
+    for metric in [
+        "up{",
+        "app_agg_ready",
+        "app_raw_subscribed",
+        "app_raw_shed_batches_total",
+        "app_raw_rate_limit_hits_total",
+    ] {
+        assert!(
+            plotted.iter().any(|e| e.contains(metric)),
+            "no panel plots {metric}"
         );
     }
 }
