@@ -150,6 +150,33 @@ impl KafkaConfig {
     }
 }
 
+impl KafkaConfig {
+    /// The variables that set this configuration and the values in use, for `check-config`:
+    /// `KAFKA_BOOTSTRAP_SERVERS` and each `KAFKA_PROPERTY_*` (secret values hidden).
+    pub fn effective_variables(&self) -> Vec<(String, String)> {
+        let mut variables = vec![(
+            "KAFKA_BOOTSTRAP_SERVERS".to_owned(),
+            self.bootstrap_servers.clone(),
+        )];
+        for (key, value) in &self.properties {
+            let variable = format!(
+                "{PROPERTY_PREFIX}{}",
+                key.to_ascii_uppercase().replace('.', "_")
+            );
+            let shown = if is_secret(key) {
+                HIDDEN.to_owned()
+            } else {
+                value.clone()
+            };
+            variables.push((variable, shown));
+        }
+        variables
+    }
+}
+
+/// What `check-config` shows for a secret that is set.
+pub const HIDDEN: &str = "(set, hidden)";
+
 /// Whether a property's value must not be shown.
 pub fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();

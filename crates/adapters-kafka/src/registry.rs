@@ -63,6 +63,20 @@ impl RegistryConfig {
         }
     }
 
+    /// The variables that set this configuration and the values in use, for `check-config`
+    /// (the password hidden).
+    pub fn effective_variables(&self) -> Vec<(String, String)> {
+        let (user, password) = self.basic_auth.as_ref().map_or_else(
+            || ("(not set)".to_owned(), "(not set)".to_owned()),
+            |auth| (auth.user.clone(), crate::config::HIDDEN.to_owned()),
+        );
+        vec![
+            ("SCHEMA_REGISTRY_URL".to_owned(), self.url.clone()),
+            ("SCHEMA_REGISTRY_USER".to_owned(), user),
+            ("SCHEMA_REGISTRY_PASSWORD".to_owned(), password),
+        ]
+    }
+
     /// From the services' settings `SCHEMA_REGISTRY_URL` (http or https) and the optional
     /// `SCHEMA_REGISTRY_USER` / `SCHEMA_REGISTRY_PASSWORD` pair.
     ///

@@ -12,6 +12,7 @@ use adapters_kafka::topics::TopicSpec;
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use envconfig::Envconfig;
 use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
+use telemetry::service::{Effective, duration_text};
 
 use crate::duration::{parse_millis, parse_millis_list};
 
@@ -123,6 +124,64 @@ impl Settings {
             TopicSpec::new(dlq_topic(&self.log.topic), 1),
             TopicSpec::new(&self.commit.late_topic, 1),
         ]
+    }
+}
+
+impl Effective for Settings {
+    fn effective(&self) -> Vec<(String, String)> {
+        let ms = |ms: i64| duration_text(Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        let halflives: Vec<String> = self
+            .aggregator
+            .halflives_ms()
+            .iter()
+            .map(|&h| ms(h))
+            .collect();
+        let mut variables = self.kafka.effective_variables();
+        variables.extend([
+            (
+                "KAFKA_SESSION_TIMEOUT".into(),
+                duration_text(self.log.session_timeout),
+            ),
+            ("KAFKA_CREATE_TOPICS".into(), self.create_topics.to_string()),
+        ]);
+        variables.extend(self.registry.effective_variables());
+        variables.extend([
+            ("RAW_TOPIC".into(), self.log.topic.clone()),
+            ("AGG_TOPIC".into(), self.commit.aggregates_topic.clone()),
+            (
+                "AGG_CHANGELOG_TOPIC".into(),
+                self.commit.changelog_topic.clone(),
+            ),
+            ("AGG_GROUP_ID".into(), self.log.group_id.clone()),
+            ("AGG_WINDOW".into(), ms(self.aggregator.window().millis())),
+            ("AGG_HALFLIVES".into(), halflives.join(",")),
+            ("AGG_GRACE".into(), ms(self.aggregator.grace_ms())),
+        ]);
+        match self.aggregator.rule() {
+            WatermarkRule::Markers => variables.push(("AGG_WATERMARK".into(), "markers".into())),
+            WatermarkRule::TradeTime { max_delay_ms } => variables.extend([
+                ("AGG_WATERMARK".into(), "trades".into()),
+                ("AGG_MAX_DELAY".into(), ms(max_delay_ms)),
+            ]),
+        }
+        if let Some(timeout) = self.marker_timeout {
+            variables.push(("AGG_MARKER_TIMEOUT".into(), duration_text(timeout)));
+        }
+        variables.extend([
+            (
+                "AGG_COMMIT_INTERVAL".into(),
+                duration_text(self.commit_interval),
+            ),
+            (
+                "AGG_TRANSACTIONS".into(),
+                self.commit.transactional_id.is_some().to_string(),
+            ),
+        ]);
+        if let Some(id) = &self.commit.transactional_id {
+            variables.push(("AGG_TRANSACTIONAL_ID".into(), id.clone()));
+        }
+        variables.push(("HTTP_ADDR".into(), self.http_addr.to_string()));
+        variables
     }
 }
 

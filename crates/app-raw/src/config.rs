@@ -11,6 +11,7 @@ use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
 use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
+use telemetry::service::{Effective, duration_text, hidden};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -95,6 +96,58 @@ pub struct Settings {
     pub http_addr: std::net::SocketAddr,
     /// Create the raw topic at start if it is missing.
     pub create_topics: bool,
+}
+
+impl Effective for Settings {
+    fn effective(&self) -> Vec<(String, String)> {
+        let channels: Vec<String> = self
+            .deribit
+            .channels
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let credentials = self.deribit.credentials.as_ref();
+        let mut variables: Vec<(String, String)> = vec![
+            ("DERIBIT_URL".into(), self.deribit.url.clone()),
+            ("DERIBIT_CHANNELS".into(), channels.join(",")),
+            (
+                "DERIBIT_CLIENT_ID".into(),
+                credentials.map_or_else(|| "(not set)".into(), |c| c.client_id.clone()),
+            ),
+            (
+                "DERIBIT_CLIENT_SECRET".into(),
+                hidden(credentials.map(|c| c.client_secret.as_str())),
+            ),
+            (
+                "DERIBIT_HEARTBEAT".into(),
+                duration_text(self.deribit.heartbeat_interval),
+            ),
+            (
+                "DERIBIT_COMPLETENESS_MARGIN".into(),
+                duration_text(self.deribit.completeness_margin),
+            ),
+            (
+                "RAW_PROGRESS_INTERVAL".into(),
+                duration_text(self.progress_interval),
+            ),
+            ("RAW_WRITER_ID".into(), self.writer_id.clone()),
+        ];
+        variables.extend(self.kafka.effective_variables());
+        variables.extend([
+            ("KAFKA_COMPRESSION".into(), self.kafka.compression.clone()),
+            ("KAFKA_CREATE_TOPICS".into(), self.create_topics.to_string()),
+            ("RAW_TOPIC".into(), self.topic.clone()),
+        ]);
+        variables.extend(self.registry.effective_variables());
+        variables.extend([
+            (
+                "SHUTDOWN_TIMEOUT".into(),
+                duration_text(self.shutdown_timeout),
+            ),
+            ("HTTP_ADDR".into(), self.http_addr.to_string()),
+        ]);
+        variables
+    }
 }
 
 /// Partitions of a raw topic app-raw creates (`KAFKA_CREATE_TOPICS`), as in compose.

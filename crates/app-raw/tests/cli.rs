@@ -4,6 +4,7 @@
 
 use testkit::process::{
     assert_refuses_shared_config, assert_refuses_variable, assert_survives_foreign_bytes,
+    check_config_output,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_app-raw");
@@ -72,5 +73,38 @@ fn a_failing_healthcheck_says_why() {
     assert!(
         stderr.starts_with("app-raw healthcheck: not ready: cannot connect to 127.0.0.1:"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
+    let settings = check_config_output(
+        BINARY,
+        &[
+            ("DERIBIT_CLIENT_ID", "desk"),
+            ("DERIBIT_CLIENT_SECRET", "hunter2"),
+            ("DERIBIT_HEARTBEAT", "30s"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+        ],
+    );
+    let get = |name: &str| settings.get(name).map(String::as_str);
+    assert_eq!(
+        get("DERIBIT_CHANNELS"),
+        Some("trades.future.BTC.100ms,trades.option.BTC.100ms")
+    );
+    assert_eq!(get("DERIBIT_HEARTBEAT"), Some("30s"));
+    assert_eq!(get("DERIBIT_CLIENT_ID"), Some("desk"));
+    assert_eq!(get("DERIBIT_CLIENT_SECRET"), Some("(set, hidden)"));
+    assert_eq!(get("KAFKA_COMPRESSION"), Some("lz4"));
+    assert_eq!(get("RAW_TOPIC"), Some("deribit.trades"));
+    assert_eq!(get("SCHEMA_REGISTRY_PASSWORD"), Some("(not set)"));
+    assert_eq!(get("HTTP_ADDR"), Some("0.0.0.0:8080"));
+    assert_eq!(
+        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        Some("http://collector:4317")
+    );
+    assert!(
+        !settings.values().any(|v| v.contains("hunter2")),
+        "{settings:?}"
     );
 }

@@ -1,6 +1,6 @@
 //! The start-up and exit steps both service binaries share.
 
-use std::fmt::{Debug, Display};
+use std::fmt::Display;
 use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
@@ -88,9 +88,51 @@ where
     }
 }
 
+/// Settings as `check-config` prints them: each as the variable that sets it and the value the
+/// service will use, secrets hidden.
+pub trait Effective {
+    /// `(variable, value)` pairs, in the order of the README's tables.
+    fn effective(&self) -> Vec<(String, String)>;
+}
+
+/// What `check-config` prints for a secret: whether it is set, never its value.
+#[must_use]
+pub fn hidden(value: Option<&str>) -> String {
+    match value {
+        // The same words as adapters-kafka's, for Kafka and registry secrets.
+        Some(v) if !v.is_empty() => "(set, hidden)".to_owned(),
+        _ => "(not set)".to_owned(),
+    }
+}
+
+/// A duration as the variables take it, in its largest whole unit (`1m`, `90s`, `500ms`).
+#[must_use]
+pub fn duration_text(duration: std::time::Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".to_owned();
+    }
+    const UNITS: [(&str, u128); 6] = [
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+        ("ns", 1),
+    ];
+    UNITS
+        .iter()
+        .find(|(_, size)| nanos.is_multiple_of(*size))
+        .map_or_else(
+            || format!("{nanos}ns"),
+            |(unit, size)| format!("{}{unit}", nanos / size),
+        )
+}
+
 /// The `check-config` subcommand: validates `settings` and the telemetry variables as the
-/// service would, prints them (secrets redacted by their `Debug`), connects to nothing.
-pub fn check_config_command<S: Debug, E: Display>(
+/// service would, prints every setting as `VARIABLE=value` (the value the service will use,
+/// defaults included, secrets hidden), connects to nothing.
+pub fn check_config_command<S: Effective, E: Display>(
     service: &str,
     settings: Result<S, E>,
 ) -> ExitCode {
@@ -100,11 +142,16 @@ pub fn check_config_command<S: Debug, E: Display>(
     };
     match TelemetryConfig::from_env() {
         Ok(telemetry) => {
+            let mut text = format!("{service}: configuration OK\n");
+            for (variable, value) in settings
+                .effective()
+                .into_iter()
+                .chain(telemetry.effective())
+            {
+                text.push_str(&format!("{variable}={value}\n"));
+            }
             // `| head` closing the pipe early is fine.
-            let _ = writeln!(
-                std::io::stdout(),
-                "{service}: configuration OK\n{settings:#?}\n{telemetry:#?}"
-            );
+            let _ = std::io::stdout().write_all(text.as_bytes());
             ExitCode::SUCCESS
         }
         Err(e) => refuse(service, &e),
@@ -114,4 +161,28 @@ pub fn check_config_command<S: Debug, E: Display>(
 fn refuse(service: &str, reason: &dyn Display) -> ExitCode {
     eprintln!("{service}: invalid configuration: {reason}");
     ExitCode::from(EXIT_BAD_CONFIG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        let text = |ms| duration_text(Duration::from_millis(ms));
+        assert_eq!(text(0), "0s");
+        assert_eq!(text(60_000), "1m");
+        assert_eq!(text(90_000), "90s");
+        assert_eq!(text(7_200_000), "2h");
+        assert_eq!(text(1_500), "1500ms");
+        assert_eq!(duration_text(Duration::from_micros(1_500)), "1500us");
+    }
+
+    #[test]
+    fn secrets_print_as_set_or_not() {
+        assert_eq!(hidden(Some("hunter2")), "(set, hidden)");
+        assert_eq!(hidden(Some("")), "(not set)");
+        assert_eq!(hidden(None), "(not set)");
+    }
 }

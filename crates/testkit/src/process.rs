@@ -1,6 +1,6 @@
 //! Helpers for tests that run the service binaries as child processes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -280,6 +280,50 @@ pub fn assert_refuses_variable(binary: &str, var: &str, value: &str, expected: &
         &[&REQUIRED_VARS[..], &[(var, value)]].concat(),
         expected,
     );
+}
+
+/// What `binary check-config` prints for [`REQUIRED_VARS`] plus `pairs`, as variable → value.
+///
+/// # Panics
+/// When it does not pass, or a line after the first is not `VARIABLE=value` (a Rust `Debug`
+/// dump, say): that is the test failing.
+#[allow(clippy::expect_used, clippy::panic)] // test harness
+pub fn check_config_output(binary: &str, pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let out = Command::new(binary)
+        .arg("check-config")
+        .env_clear()
+        .envs(REQUIRED_VARS.iter().chain(pairs).copied())
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.ends_with(": configuration OK")),
+        "{stdout}"
+    );
+    lines
+        .map(|line| {
+            let (variable, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not VARIABLE=value: {line:?}\n{stdout}"));
+            assert!(
+                !variable.is_empty()
+                    && variable
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+                "not a variable name: {line:?}"
+            );
+            (variable.to_owned(), value.to_owned())
+        })
+        .collect()
 }
 
 /// An environment of [`REQUIRED_VARS`] with `pairs` added or overriding, as the services'
