@@ -108,3 +108,27 @@ fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
         "{settings:?}"
     );
 }
+
+#[test]
+fn log_lines_on_a_pipe_carry_no_colour_codes() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(BINARY)
+        .env_clear()
+        .envs(testkit::process::REQUIRED_VARS)
+        .env(
+            "HTTP_ADDR",
+            format!("127.0.0.1:{}", testkit::process::free_port()),
+        )
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nothing answers on port 9: it logs its start and its wait for the broker.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(" INFO "), "some log lines: {text}");
+    assert!(!text.contains('\u{1b}'), "escape codes on a pipe: {text:?}");
+}
