@@ -3,6 +3,8 @@
 //! Unknown fields are ignored on purpose: Deribit adds fields (e.g. `legs` on combo trades)
 //! without notice, and a new field must never stop the feed.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -149,8 +151,9 @@ pub struct MaybeNotification<'a> {
 /// `params` of a subscription notification; `data` is kept raw so each trade parses on its own.
 #[derive(Debug, Deserialize)]
 pub struct NotificationParams<'a> {
-    /// E.g. `trades.future.BTC.100ms`.
-    pub channel: String,
+    /// E.g. `trades.future.BTC.100ms`; borrowed from the frame (a hostile one may be huge).
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
     /// For trade channels, an array of trades.
     #[serde(borrow)]
     pub data: &'a RawValue,

@@ -60,6 +60,9 @@ pub fn clip(text: &str, max: usize) -> String {
     format!("{}… ({} bytes)", &text[..end], text.len())
 }
 
+/// Longest channel name a notification may carry (Deribit's are a few dozen bytes).
+pub const MAX_CHANNEL_BYTES: usize = 256;
+
 /// A trade stamped further ahead of this host's clock than this is refused (counted, WARN): a
 /// broken or hostile timestamp would open windows nothing closes downstream, and Kafka refuses
 /// records stamped far ahead (`log.message.timestamp.after.max.ms`, an hour by default).
@@ -141,14 +144,22 @@ pub fn parse_notification(text: &str) -> Result<ParsedTrades> {
         .ok_or_else(|| Error::Malformed("notification without `params`".into()))?;
     let params: NotificationParams<'_> = serde_json::from_str(params.get())
         .map_err(|e| Error::Malformed(format!("notification `params`: {e}")))?;
+    if params.channel.len() > MAX_CHANNEL_BYTES {
+        // Deribit's channel names are short; a huge one is only copied in part, to the log.
+        return Err(Error::Malformed(format!(
+            "channel name of {} bytes, longer than {MAX_CHANNEL_BYTES}: {}",
+            params.channel.len(),
+            clip(&params.channel, 64)
+        )));
+    }
     if !params.channel.starts_with("trades.") {
         return Err(Error::NotTrades {
-            channel: params.channel,
+            channel: params.channel.into_owned(),
         });
     }
     let mut parsed = parse_trade_array(params.data.get())
         .map_err(|e| Error::Malformed(format!("`data` is not an array: {e}")))?;
-    parsed.channel = Some(params.channel);
+    parsed.channel = Some(params.channel.into_owned());
     Ok(parsed)
 }
 

@@ -105,3 +105,17 @@ fn a_trade_whose_id_is_a_huge_array_costs_no_more_than_four_frames() {
     let prefix = format!(r#"{NOTIFICATION}{{"trade_id":["#);
     assert_peak_under_four_times(Target::DeribitFrame, || frame(&prefix, "1", "]}]}}"));
 }
+
+#[test]
+fn a_huge_channel_name_costs_no_more_than_four_frames() {
+    // Found by `just fuzz`: the channel was copied, then copied again into the error naming it
+    // (6× the frame). It is borrowed now, and one longer than Deribit's is refused, clipped.
+    let prefix = r#"{"jsonrpc":"2.0","method":"subscription","params":{"channel":"erades."#;
+    assert_peak_under_four_times(Target::DeribitFrame, || {
+        frame(prefix, "x", r#"","data":[]}}"#)
+    });
+    let trades = r#"{"jsonrpc":"2.0","method":"subscription","params":{"channel":"trades."#;
+    assert_peak_under_four_times(Target::DeribitFrame, || {
+        frame(trades, "x", r#"","data":[]}}"#)
+    });
+}
