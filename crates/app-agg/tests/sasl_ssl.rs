@@ -78,6 +78,7 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
             protocol: "SASL_SSL".to_owned(),
         }),
         scram_users: vec![scram_user(USER, PASSWORD)],
+        ..KafkaOptions::default()
     };
     let broker = TestBroker::Kafka(KafkaCluster::start_nodes(1, options).await.unwrap());
     let TestBroker::Kafka(cluster) = &broker else {

@@ -347,8 +347,12 @@ fn generate(state: &mut State, instrument: &str, n: usize) -> Vec<Value> {
             "amount": (r % 50 + 1) * 10,
         });
         if spec.kind == "option" {
+            // Options trade in coin contracts of 0.1 (futures in USD, multiples of 10).
+            #[allow(clippy::cast_precision_loss)]
+            let contracts = (r % 50 + 1) as f64 / 10.0;
+            trade["amount"] = json!(contracts);
             trade["iv"] = json!(55.5);
-            trade["contracts"] = trade["amount"].clone();
+            trade["contracts"] = json!(contracts);
         }
         record.push(trade.clone());
         trades.push(trade);

@@ -1,16 +1,17 @@
 //! `just demo`: the whole pipeline on one machine without Docker or internet.
 //!
 //! Starts the stand-ins (Apache Kafka if `just kafka` fetched it, else librdkafka's mock
-//! cluster; the Schema Registry stand-in; a simulated Deribit market), runs app-raw and app-agg
-//! as separate processes with 10 s windows (one Kafka transaction per commit cycle on Apache
-//! Kafka), and shows the aggregates as they arrive until Ctrl-C.
+//! cluster; the Schema Registry stand-in; a simulated Deribit market listing today's
+//! instruments), runs app-raw and app-agg as separate processes with 10 s windows (one Kafka
+//! transaction per commit cycle on Apache Kafka), and shows the aggregates as they arrive until
+//! Ctrl-C, which stops the services first, then the stand-ins.
 //!
 //! * `--live`: app-raw subscribes to the real Deribit instead of the simulation.
+//! * `--seed N`: the simulation's random seed (printed on screen; random by default).
 //! * `--stack`: start only the stand-ins (and the simulated market) and print the `export` lines
 //!   that point app-raw / app-agg at them.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a terminal program
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,17 +22,33 @@ use std::time::Duration;
 use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
 use adapters_kafka::framing::split_frame;
 use anyhow::{Context, bail};
-use domain::Aggregate;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use testkit::{FakeDeribit, FakeInstrument, KafkaCluster, SchemaRegistryStub, TestBroker};
+use std::os::unix::process::CommandExt;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use testkit::kafka::KafkaOptions;
+use testkit::process::{free_http_addr, http_get};
+use testkit::{FakeDeribit, KafkaCluster, SchemaRegistryStub, TestBroker};
+
+mod market;
+mod screen;
+
+use market::{Date, Listed};
+use screen::{Board, Source};
 
 const RAW: &str = "deribit.trades";
 const AGG: &str = "deribit.trades.agg";
 const STATE: &str = "deribit.trades.agg.state";
 const PARTITIONS: i32 = 3;
 const LIVE_URL: &str = "wss://www.deribit.com/ws/api/v2";
+const WINDOW_MS: i64 = 10_000;
+/// How long a service may take to become ready before the screen says why it is not.
+const READY_GRACE: Duration = Duration::from_secs(15);
+/// How long the services get to stop on Ctrl-C before they are killed.
+const STOP_DEADLINE: Duration = Duration::from_millis(2_500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -40,21 +57,10 @@ enum Mode {
     StackOnly,
 }
 
-fn market() -> Vec<FakeInstrument> {
-    vec![
-        FakeInstrument::new("BTC-PERPETUAL", "future", "BTC", 97_250.0),
-        FakeInstrument::new("ETH-PERPETUAL", "future", "ETH", 3_420.0),
-        FakeInstrument::new("BTC-26DEC25", "future", "BTC", 98_100.0),
-        FakeInstrument::new("BTC-26DEC25-100000-C", "option", "BTC", 0.0315),
-        FakeInstrument::new("BTC-26DEC25-90000-P", "option", "BTC", 0.0240),
-        FakeInstrument::new("ETH-26DEC25-3500-C", "option", "ETH", 0.0610),
-    ]
-}
-
 /// Trades in bursts: a quiet tick most of the time, now and then a sweep of many fills.
-async fn simulate(fake: Arc<FakeDeribit>, stop: Arc<AtomicBool>) {
-    let names: Vec<String> = market().into_iter().map(|i| i.name).collect();
-    let mut rng: u64 = 0x5DEE_CE66_D1CE_4E5B;
+async fn simulate(fake: Arc<FakeDeribit>, names: Vec<String>, seed: u64, stop: Arc<AtomicBool>) {
+    // xorshift never leaves 0.
+    let mut rng: u64 = seed.max(1);
     let mut next = move || {
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -105,74 +111,55 @@ fn spawn(name: &str, env: &[(&str, String)], log_dir: &Path) -> anyhow::Result<C
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
+        // Out of reach of the terminal's Ctrl-C: the demo stops it, in order.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {name}"))
 }
 
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    for _ in 0..100 {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+/// SIGTERM to every child at once, then waits for each until [`STOP_DEADLINE`]; kills the rest.
+fn stop_all(children: &mut [&mut Child]) {
+    for child in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    let started = Instant::now();
+    for child in children.iter_mut() {
+        while started.elapsed() < STOP_DEADLINE {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if !matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
-fn render(latest: &BTreeMap<String, Aggregate>, received: usize) -> String {
-    let mut out = String::from("\x1b[2J\x1b[H");
-    out.push_str(&format!(
-        "deribit-kafka demo: aggregates from app-agg ({received} received). Ctrl-C stops.\n\n"
-    ));
-    out.push_str(&format!(
-        "{:<22} {:>8} {:>6} {:>10} {:>12} {:>12} {:>12} {:>12} {:>12}  {}\n",
-        "instrument",
-        "window",
-        "trades",
-        "volume",
-        "vwap",
-        "open",
-        "high",
-        "low",
-        "close",
-        "ewma price per half-life"
-    ));
-    for a in latest.values() {
-        let window = chrono_like(a.window_start);
-        let ewma: Vec<String> = a
-            .ewma
-            .iter()
-            .map(|e| format!("{}s:{:.4}", e.halflife_ms / 1000, e.price))
-            .collect();
-        out.push_str(&format!(
-            "{:<22} {:>8} {:>6} {:>10.1} {:>12.4} {:>12.4} {:>12.4} {:>12.4} {:>12.4}  {}\n",
-            a.instrument_name,
-            window,
-            a.trade_count,
-            a.volume,
-            a.vwap,
-            a.open,
-            a.high,
-            a.low,
-            a.close,
-            ewma.join(" ")
-        ));
+/// What the table thread draws from.
+struct Screen {
+    board: Mutex<Board>,
+    source: Source,
+    listed: Vec<Listed>,
+}
+
+impl Screen {
+    fn draw(&self) {
+        let text = match self.board.lock() {
+            Ok(board) => screen::render(&board, &self.source, &self.listed, WINDOW_MS),
+            Err(_) => return,
+        };
+        print!("{text}");
+        let _ = std::io::stdout().flush();
     }
-    out
 }
 
-/// `HH:MM:SS` (UTC) of an epoch-ms timestamp.
-fn chrono_like(ms: i64) -> String {
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
-}
-
-/// Reads the aggregates topic and redraws the table on every new aggregate.
-fn watch(bootstrap: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+/// Reads the aggregates topic and redraws the screen on every new aggregate, and every second
+/// for news about the services.
+fn watch(bootstrap: &str, screen: &Screen, stop: &AtomicBool) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "demo-table")
@@ -182,10 +169,13 @@ fn watch(bootstrap: &str, stop: &AtomicBool) -> anyhow::Result<()> {
     tpl.add_partition_offset(AGG, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let schema = aggregate_schema()?;
-    let mut latest = BTreeMap::new();
-    let mut received = 0;
-    print!("{}", render(&latest, received));
+    screen.draw();
+    let mut drawn = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        if drawn.elapsed() > Duration::from_secs(1) {
+            screen.draw();
+            drawn = Instant::now();
+        }
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
@@ -196,21 +186,59 @@ fn watch(bootstrap: &str, stop: &AtomicBool) -> anyhow::Result<()> {
         let decoded = split_frame(payload)
             .map_err(anyhow::Error::from)
             .and_then(|(id, datum)| Ok(decode_aggregate(id, schema, datum)?));
-        match decoded {
-            Ok(aggregate) => {
-                received += 1;
-                latest.insert(aggregate.instrument_name.clone(), aggregate);
-                print!("{}", render(&latest, received));
-                let _ = std::io::stdout().flush();
+        if let Ok(mut board) = screen.board.lock() {
+            match decoded {
+                Ok(aggregate) => board.add(aggregate),
+                Err(e) => board.problems.push(format!("undecodable aggregate: {e}")),
             }
-            Err(e) => eprintln!("undecodable aggregate: {e}"),
         }
+        screen.draw();
+        drawn = Instant::now();
     }
     Ok(())
 }
 
+/// Why a service is not well, if it is not: it exited, or it has not become ready in time
+/// (its `/readyz` answer says why).
+fn service_problem(
+    name: &str,
+    child: &mut Child,
+    addr: &str,
+    started: Instant,
+    logs: &Path,
+) -> Option<String> {
+    let log = logs.join(format!("{name}.log"));
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(format!(
+            "{name} exited ({status}); its log: {}",
+            log.display()
+        ));
+    }
+    if started.elapsed() < READY_GRACE {
+        return None;
+    }
+    let response = http_get(addr, "/readyz");
+    if response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let reason = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .unwrap_or("no answer");
+    Some(format!(
+        "{name} not ready: {reason}; its log: {}",
+        log.display()
+    ))
+}
+
 async fn broker() -> anyhow::Result<TestBroker> {
-    match KafkaCluster::start().await {
+    let options = KafkaOptions {
+        own_process_group: true,
+        ..KafkaOptions::default()
+    };
+    match KafkaCluster::start_nodes(1, options).await {
         Ok(kafka) => Ok(TestBroker::Kafka(kafka)),
         Err(e) => {
             eprintln!(
@@ -221,14 +249,38 @@ async fn broker() -> anyhow::Result<TestBroker> {
     }
 }
 
+/// The command line: `[--live | --stack] [--seed N]`.
+fn arguments() -> anyhow::Result<(Mode, u64)> {
+    let mut mode = Mode::Simulated;
+    // A new market each run unless a seed is given.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::from(d.subsec_micros()) % 1_000_000);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--live" => mode = Mode::Live,
+            "--stack" => mode = Mode::StackOnly,
+            "--seed" => {
+                let value = args.next().context("--seed needs a number")?;
+                seed = value
+                    .parse()
+                    .with_context(|| format!("--seed {value:?}: expected a whole number"))?;
+            }
+            other => bail!("unknown option {other:?}; accepted: --live, --stack, --seed N"),
+        }
+    }
+    Ok((mode, seed))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let mode = match std::env::args().nth(1).as_deref() {
-        None => Mode::Simulated,
-        Some("--live") => Mode::Live,
-        Some("--stack") => Mode::StackOnly,
-        Some(other) => bail!("unknown option {other:?}; accepted: --live, --stack"),
-    };
+    let (mode, seed) = arguments()?;
+    let listed = market::market(Date::of_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0)),
+    ));
     let broker = broker().await?;
     for (topic, partitions, compacted) in [
         (RAW, PARTITIONS, false),
@@ -244,17 +296,31 @@ async fn main() -> anyhow::Result<()> {
     }
     let registry = SchemaRegistryStub::start().await?;
     let stop_market = Arc::new(AtomicBool::new(false));
-    let (deribit_url, channels) = if mode == Mode::Live {
+    let (deribit_url, channels, source) = if mode == Mode::Live {
         (
             LIVE_URL.to_owned(),
             "trades.future.BTC.100ms,trades.future.ETH.100ms".to_owned(),
+            Source::Live {
+                url: LIVE_URL.to_owned(),
+            },
         )
     } else {
-        let fake = Arc::new(FakeDeribit::start(market()).await?);
-        tokio::spawn(simulate(Arc::clone(&fake), Arc::clone(&stop_market)));
+        let instruments = listed.iter().map(|l| l.instrument.clone()).collect();
+        let fake = Arc::new(FakeDeribit::start(instruments).await?);
+        let names = listed.iter().map(|l| l.instrument.name.clone()).collect();
+        tokio::spawn(simulate(
+            Arc::clone(&fake),
+            names,
+            seed,
+            Arc::clone(&stop_market),
+        ));
         let url = fake.url();
         // The fake lives as long as the simulation task holds it.
-        (url, "trades.future.BTC.100ms,trades.future.ETH.100ms,trades.option.BTC.100ms,trades.option.ETH.100ms".to_owned())
+        (
+            url,
+            "trades.future.BTC.100ms,trades.future.ETH.100ms,trades.option.BTC.100ms,trades.option.ETH.100ms".to_owned(),
+            Source::Simulated { seed },
+        )
     };
     let common = vec![
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
@@ -284,42 +350,76 @@ async fn main() -> anyhow::Result<()> {
         .prefix("deribit-kafka-demo-")
         .tempdir()?
         .keep();
+    let (raw_addr, agg_addr) = (free_http_addr(), free_http_addr());
     let mut raw_env = common.clone();
     raw_env.extend([
         ("DERIBIT_URL", deribit_url),
         ("DERIBIT_CHANNELS", channels),
-        ("HTTP_ADDR", "127.0.0.1:18080".to_owned()),
+        ("HTTP_ADDR", raw_addr.clone()),
     ]);
     let mut agg_env = common.clone();
     agg_env.extend([
-        ("AGG_WINDOW", "10s".to_owned()),
+        ("AGG_WINDOW", format!("{}s", WINDOW_MS / 1000)),
         ("AGG_HALFLIVES", "10s,1m".to_owned()),
         // Windows close on app-raw's progress markers, within about 2 s of their end.
         ("AGG_GRACE", "0s".to_owned()),
-        ("HTTP_ADDR", "127.0.0.1:18081".to_owned()),
+        ("HTTP_ADDR", agg_addr.clone()),
     ]);
     let mut raw = spawn("app-raw", &raw_env, &logs)?;
     let mut agg = spawn("app-agg", &agg_env, &logs)?;
-    eprintln!(
-        "app-raw: http://127.0.0.1:18080/metrics, app-agg: http://127.0.0.1:18081/metrics, logs in {}",
-        logs.display()
-    );
+    let started = Instant::now();
 
+    let board = Board {
+        footer: format!(
+            "metrics: http://{raw_addr}/metrics (app-raw), http://{agg_addr}/metrics (app-agg); logs in {}",
+            logs.display()
+        ),
+        ..Board::default()
+    };
+    let screen = Arc::new(Screen {
+        board: Mutex::new(board),
+        source,
+        listed,
+    });
     let stop_table = Arc::new(AtomicBool::new(false));
     let table = {
-        let stop = Arc::clone(&stop_table);
+        let (stop, screen) = (Arc::clone(&stop_table), Arc::clone(&screen));
         let bootstrap = broker.bootstrap_servers();
-        std::thread::spawn(move || watch(&bootstrap, &stop))
+        std::thread::spawn(move || watch(&bootstrap, &screen, &stop))
     };
-    tokio::signal::ctrl_c().await?;
-    eprintln!("\nStopping…");
-    stop_market.store(true, Ordering::Relaxed);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                let problems: Vec<String> = [
+                    service_problem("app-raw", &mut raw, &raw_addr, started, &logs),
+                    service_problem("app-agg", &mut agg, &agg_addr, started, &logs),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if let Ok(mut board) = screen.board.lock() {
+                    board.problems = problems;
+                }
+            }
+        }
+    }
+    let stopping = Instant::now();
+    eprintln!("\nStopping the services, then the stand-ins…");
     stop_table.store(true, Ordering::Relaxed);
-    stop(&mut raw);
-    stop(&mut agg);
+    stop_all(&mut [&mut raw, &mut agg]);
+    stop_market.store(true, Ordering::Relaxed);
     if let Ok(Err(e)) = table.join() {
         eprintln!("table: {e:#}");
     }
-    eprintln!("Stopped. Logs kept in {}", logs.display());
+    drop(registry);
+    drop(broker);
+    eprintln!(
+        "Stopped in {:.1} s. Logs kept in {}",
+        stopping.elapsed().as_secs_f64(),
+        logs.display()
+    );
     Ok(())
 }

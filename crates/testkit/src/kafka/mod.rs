@@ -49,6 +49,10 @@ pub struct KafkaOptions {
     /// SCRAM users created when the storage is formatted, as `kafka-storage format --add-scram`
     /// arguments (see [`crate::tls::scram_user`]).
     pub scram_users: Vec<String>,
+    /// Each node in its own process group, out of reach of a terminal's Ctrl-C, so that the
+    /// program owning the cluster stops its clients first (the demo). Tests leave it off: a
+    /// Ctrl-C on `cargo test` ends their brokers too.
+    pub own_process_group: bool,
 }
 
 /// A second client listener with its own security protocol (the first is always PLAINTEXT).
@@ -87,6 +91,7 @@ pub struct KafkaCluster {
     dir: Option<tempfile::TempDir>,
     nodes: Vec<Node>,
     libs: PathBuf,
+    own_process_group: bool,
 }
 
 impl std::fmt::Debug for KafkaCluster {
@@ -136,6 +141,7 @@ impl KafkaCluster {
             dir: Some(dir),
             nodes,
             libs,
+            own_process_group: options.own_process_group,
         };
         cluster.write_configs(&options)?;
         cluster.format(&options).await?;
@@ -352,6 +358,9 @@ impl KafkaCluster {
             .arg(format!("{}/*", self.libs.display()))
             .arg(main)
             .stdin(Stdio::null());
+        if self.own_process_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
         command
     }
 
