@@ -49,12 +49,8 @@ pub fn jaeger_binary() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("JAEGER_BIN") {
         return Some(PathBuf::from(bin));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(
-        cache
-            .join("deribit-pipeline")
+        crate::process::tool_cache()?
             .join(format!("jaeger-{}", jaeger_version()))
             .join("jaeger"),
     )

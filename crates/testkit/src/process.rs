@@ -5,6 +5,18 @@ use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+/// The cache `just kafka` and `just jaeger` install into: `$XDG_CACHE_HOME` (else
+/// `~/.cache`), then `deribit-pipeline`.
+#[must_use]
+pub fn tool_cache() -> Option<std::path::PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".cache"))
+        })?;
+    Some(cache.join("deribit-pipeline"))
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 ///
 /// # Panics

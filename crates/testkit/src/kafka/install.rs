@@ -21,12 +21,8 @@ pub fn kafka_libs() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("KAFKA_LIBS") {
         return Some(PathBuf::from(dir));
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
     Some(
-        cache
-            .join("deribit-pipeline")
+        crate::process::tool_cache()?
             .join(format!("kafka-{}", kafka_version()))
             .join("libs"),
     )
