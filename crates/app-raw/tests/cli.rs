@@ -85,6 +85,10 @@ fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
             ("DERIBIT_CLIENT_SECRET", "hunter2"),
             ("DERIBIT_HEARTBEAT", "30s"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            (
+                "SCHEMA_REGISTRY_URL",
+                "https://reader:hunter2@registry:8081",
+            ),
         ],
     );
     let get = |name: &str| settings.get(name).map(String::as_str);
@@ -98,9 +102,13 @@ fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
     assert_eq!(get("KAFKA_COMPRESSION"), Some("lz4"));
     assert_eq!(get("RAW_TOPIC"), Some("deribit.trades"));
     assert_eq!(get("SCHEMA_REGISTRY_PASSWORD"), Some("(not set)"));
+    assert_eq!(
+        get("SCHEMA_REGISTRY_URL"),
+        Some("https://reader:(hidden)@registry:8081")
+    );
     assert_eq!(get("HTTP_ADDR"), Some("0.0.0.0:8080"));
     assert_eq!(
-        get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
         Some("http://collector:4317")
     );
     assert!(

@@ -108,7 +108,7 @@ impl crate::service::Effective for TelemetryConfig {
             ("LOG_FORMAT".into(), format.into()),
             ("OTEL_SDK_DISABLED".into(), self.otel_disabled.to_string()),
             (
-                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
                 self.otlp_endpoint.clone(),
             ),
         ]

@@ -129,6 +129,29 @@ pub fn duration_text(duration: std::time::Duration) -> String {
         )
 }
 
+/// A value as `check-config` prints it: on one line (a PEM's newlines as `\n`), and a URL's
+/// password (`https://user:secret@host`) hidden.
+#[must_use]
+pub fn printable(value: &str) -> String {
+    let one_line = value.replace('\r', "\\r").replace('\n', "\\n");
+    let Some((scheme, rest)) = one_line.split_once("://") else {
+        return one_line;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!(
+                "{scheme}://{user}:(hidden)@{host}{}",
+                &rest[authority_end..]
+            )
+        }
+        None => one_line,
+    }
+}
+
 /// The `check-config` subcommand: validates `settings` and the telemetry variables as the
 /// service would, prints every setting as `VARIABLE=value` (the value the service will use,
 /// defaults included, secrets hidden), connects to nothing.
@@ -148,7 +171,7 @@ pub fn check_config_command<S: Effective, E: Display>(
                 .into_iter()
                 .chain(telemetry.effective())
             {
-                text.push_str(&format!("{variable}={value}\n"));
+                text.push_str(&format!("{variable}={}\n", printable(&value)));
             }
             // `| head` closing the pipe early is fine.
             let _ = std::io::stdout().write_all(text.as_bytes());
@@ -177,6 +200,24 @@ mod tests {
         assert_eq!(text(7_200_000), "2h");
         assert_eq!(text(1_500), "1500ms");
         assert_eq!(duration_text(Duration::from_micros(1_500)), "1500us");
+    }
+
+    #[test]
+    fn values_print_on_one_line_without_a_url_password() {
+        assert_eq!(
+            printable("https://reader:hunter2@registry:8081/path?q=1"),
+            "https://reader:(hidden)@registry:8081/path?q=1"
+        );
+        assert_eq!(printable("http://registry:8081"), "http://registry:8081");
+        assert_eq!(
+            printable("http://token@host/a@b"),
+            "http://token:(hidden)@host/a@b"
+        );
+        assert_eq!(
+            printable("-----BEGIN\nabc\n-----END"),
+            "-----BEGIN\\nabc\\n-----END"
+        );
+        assert_eq!(printable("a@b"), "a@b");
     }
 
     #[test]

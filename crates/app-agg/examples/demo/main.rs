@@ -26,8 +26,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::os::unix::process::CommandExt;
+
 use std::sync::Mutex;
 use std::time::Instant;
+use tokio::signal::unix::SignalKind;
 
 use testkit::kafka::KafkaOptions;
 use testkit::process::{free_http_addr, http_get};
@@ -117,25 +119,50 @@ fn spawn(name: &str, env: &[(&str, String)], log_dir: &Path) -> anyhow::Result<C
         .with_context(|| format!("starting {name}"))
 }
 
-/// SIGTERM to every child at once, then waits for each until [`STOP_DEADLINE`]; kills the rest.
-fn stop_all(children: &mut [&mut Child]) {
-    for child in children.iter() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-    }
-    let started = Instant::now();
-    for child in children.iter_mut() {
-        while started.elapsed() < STOP_DEADLINE {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
+/// The services the demo runs; dropping them stops them (SIGTERM to all at once, then a wait
+/// up to [`STOP_DEADLINE`], then SIGKILL), however the demo ends.
+struct Services(Vec<(&'static str, Child)>);
+
+impl Services {
+    /// `name exited (status)` for each service that has exited since the last call.
+    fn exited(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+        let mut exited = Vec::new();
+        self.0.retain_mut(|(name, child)| match child.try_wait() {
+            Ok(Some(status)) => {
+                exited.push((*name, status));
+                false
             }
-            std::thread::sleep(Duration::from_millis(50));
+            _ => true,
+        });
+        exited
+    }
+
+    fn stop(&mut self) {
+        for (_, child) in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
         }
-        if !matches!(child.try_wait(), Ok(Some(_))) {
-            let _ = child.kill();
-            let _ = child.wait();
+        let started = Instant::now();
+        for (_, child) in &mut self.0 {
+            while started.elapsed() < STOP_DEADLINE {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+        self.0.clear();
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -198,25 +225,8 @@ fn watch(bootstrap: &str, screen: &Screen, stop: &AtomicBool) -> anyhow::Result<
     Ok(())
 }
 
-/// Why a service is not well, if it is not: it exited, or it has not become ready in time
-/// (its `/readyz` answer says why).
-fn service_problem(
-    name: &str,
-    child: &mut Child,
-    addr: &str,
-    started: Instant,
-    logs: &Path,
-) -> Option<String> {
-    let log = logs.join(format!("{name}.log"));
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(format!(
-            "{name} exited ({status}); its log: {}",
-            log.display()
-        ));
-    }
-    if started.elapsed() < READY_GRACE {
-        return None;
-    }
+/// Why the service at `addr` is not ready (its `/readyz` answer), if it is not.
+fn not_ready(addr: &str) -> Option<String> {
     let response = http_get(addr, "/readyz");
     if response.starts_with("HTTP/1.1 200") {
         return None;
@@ -224,13 +234,62 @@ fn service_problem(
     let reason = response
         .split("\r\n\r\n")
         .nth(1)
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .unwrap_or("no answer");
-    Some(format!(
-        "{name} not ready: {reason}; its log: {}",
-        log.display()
-    ))
+        .map(|body| {
+            body.trim()
+                .trim_start_matches("not ready")
+                .trim_start_matches(':')
+                .trim()
+        })
+        .filter(|r| !r.is_empty() && *r != "not ready")
+        .unwrap_or("no reason given");
+    Some(reason.to_owned())
+}
+
+/// The message of the last WARN or ERROR line of a service's text log, clipped to fit a line.
+fn last_warning(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" WARN ") || l.contains(" ERROR "))?;
+    // `<time>  WARN <target>: <message>`: the message is what a reader needs.
+    let message = line.split_once(": ").map_or(line, |(_, m)| m);
+    Some(message.chars().take(100).collect())
+}
+
+/// Every 2 s after [`READY_GRACE`], asks each service whether it is ready and puts the answer
+/// of those that are not on the screen (off the signal loop: a hung service can take seconds).
+fn watch_readiness(
+    services: &[(&'static str, String)],
+    logs: &Path,
+    screen: &Screen,
+    stop: &AtomicBool,
+) {
+    let mut next_check = Instant::now() + READY_GRACE;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if Instant::now() < next_check {
+            continue;
+        }
+        next_check = Instant::now() + Duration::from_secs(2);
+        let lines: Vec<String> = services
+            .iter()
+            .filter_map(|(name, addr)| {
+                not_ready(addr).map(|reason| {
+                    let log = logs.join(format!("{name}.log"));
+                    let last = last_warning(&log)
+                        .map_or_else(String::new, |w| format!("; last warning: {w}"));
+                    format!(
+                        "{name} not ready: {reason}{last}; its log: {}",
+                        log.display()
+                    )
+                })
+            })
+            .collect();
+        if let Ok(mut board) = screen.board.lock() {
+            board.not_ready = lines;
+        }
+    }
 }
 
 async fn broker() -> anyhow::Result<TestBroker> {
@@ -365,9 +424,10 @@ async fn main() -> anyhow::Result<()> {
         ("AGG_GRACE", "0s".to_owned()),
         ("HTTP_ADDR", agg_addr.clone()),
     ]);
-    let mut raw = spawn("app-raw", &raw_env, &logs)?;
-    let mut agg = spawn("app-agg", &agg_env, &logs)?;
-    let started = Instant::now();
+    let mut services = Services(vec![("app-raw", spawn("app-raw", &raw_env, &logs)?)]);
+    services
+        .0
+        .push(("app-agg", spawn("app-agg", &agg_env, &logs)?));
 
     let board = Board {
         footer: format!(
@@ -387,21 +447,26 @@ async fn main() -> anyhow::Result<()> {
         let bootstrap = broker.bootstrap_servers();
         std::thread::spawn(move || watch(&bootstrap, &screen, &stop))
     };
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let readiness = {
+        let (stop, screen) = (Arc::clone(&stop_table), Arc::clone(&screen));
+        let addrs = vec![("app-raw", raw_addr.clone()), ("app-agg", agg_addr.clone())];
+        let logs = logs.clone();
+        std::thread::spawn(move || watch_readiness(&addrs, &logs, &screen, &stop))
+    };
+    // Ctrl-C, `kill` or a closed terminal: the same orderly stop.
+    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => break,
-            () = tokio::time::sleep(Duration::from_secs(2)) => {
-                let problems: Vec<String> = [
-                    service_problem("app-raw", &mut raw, &raw_addr, started, &logs),
-                    service_problem("app-agg", &mut agg, &agg_addr, started, &logs),
-                ]
-                .into_iter()
-                .flatten()
-                .collect();
-                if let Ok(mut board) = screen.board.lock() {
-                    board.problems = problems;
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => break,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                for (name, status) in services.exited() {
+                    let log = logs.join(format!("{name}.log"));
+                    if let Ok(mut board) = screen.board.lock() {
+                        board.problems.push(format!("{name} exited ({status}); its log: {}", log.display()));
+                    }
                 }
             }
         }
@@ -409,7 +474,8 @@ async fn main() -> anyhow::Result<()> {
     let stopping = Instant::now();
     eprintln!("\nStopping the services, then the stand-ins…");
     stop_table.store(true, Ordering::Relaxed);
-    stop_all(&mut [&mut raw, &mut agg]);
+    services.stop();
+    let _ = readiness.join();
     stop_market.store(true, Ordering::Relaxed);
     if let Ok(Err(e)) = table.join() {
         eprintln!("table: {e:#}");

@@ -132,6 +132,27 @@ pub fn quarterly_expiry(today: Date) -> Date {
     candidate
 }
 
+/// Tick size and amount unit of an instrument by Deribit's conventions, for those the
+/// simulation does not list (the live feed): options (`…-C`, `…-P`) trade in the coin with a
+/// 0.0005 tick; BTC futures in USD at 0.5 (perpetual) or 2.5 (dated); ETH futures in USD at
+/// 0.05.
+pub fn conventions(name: &str) -> (f64, &'static str) {
+    let coin = if name.starts_with("ETH") {
+        "ETH"
+    } else {
+        "BTC"
+    };
+    if name.ends_with("-C") || name.ends_with("-P") {
+        (0.0005, coin)
+    } else if coin == "ETH" {
+        (0.05, "USD")
+    } else if name.ends_with("-PERPETUAL") {
+        (0.5, "USD")
+    } else {
+        (2.5, "USD")
+    }
+}
+
 /// `price` rounded to a multiple of `step`.
 fn strike(price: f64, step: f64) -> f64 {
     (price / step).round() * step
@@ -214,5 +235,23 @@ mod tests {
             ]
         );
         assert!(names(date(2027, 2, 10)).contains(&"BTC-26MAR27".to_owned()));
+    }
+
+    #[test]
+    fn live_instruments_follow_deribit_conventions() {
+        assert_eq!(conventions("BTC-PERPETUAL"), (0.5, "USD"));
+        assert_eq!(conventions("BTC-26MAR27"), (2.5, "USD"));
+        assert_eq!(conventions("ETH-PERPETUAL"), (0.05, "USD"));
+        assert_eq!(conventions("ETH-25DEC26-3600-C"), (0.0005, "ETH"));
+        assert_eq!(conventions("BTC-25DEC26-90000-P"), (0.0005, "BTC"));
+        // The simulation lists its instruments by the same rules.
+        for listed in market(date(2026, 12, 2)) {
+            assert_eq!(
+                conventions(&listed.instrument.name),
+                (listed.tick, listed.amount_unit),
+                "{}",
+                listed.instrument.name
+            );
+        }
     }
 }

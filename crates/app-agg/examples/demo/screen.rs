@@ -35,8 +35,10 @@ pub struct Board {
     pub closes: BTreeMap<String, VecDeque<f64>>,
     /// Aggregates received so far.
     pub received: usize,
-    /// Lines about children that failed or are not ready, each naming its log.
+    /// Lines about what went wrong (a service that exited, an undecodable aggregate).
     pub problems: Vec<String>,
+    /// Lines about services that are not ready, each with its reason and log.
+    pub not_ready: Vec<String>,
     /// Where the services' metrics and logs are.
     pub footer: String,
 }
@@ -200,7 +202,10 @@ pub fn render(board: &Board, source: &Source, listed: &[Listed], window_ms: i64)
             let (tick, unit) = listed
                 .iter()
                 .find(|l| l.instrument.name == a.instrument_name)
-                .map_or((0.0001, "?"), |l| (l.tick, l.amount_unit));
+                .map_or_else(
+                    || crate::market::conventions(&a.instrument_name),
+                    |l| (l.tick, l.amount_unit),
+                );
             let price = |p: f64| price_text(p, tick);
             let ewma = a.ewma.first().map_or_else(String::new, |e| price(e.price));
             // On the tick, so that a flat line on screen is a flat sparkline.
@@ -237,7 +242,9 @@ pub fn render(board: &Board, source: &Source, listed: &[Listed], window_ms: i64)
     if !board.footer.is_empty() {
         out.push_str(&format!("{}\n", board.footer));
     }
-    for problem in &board.problems {
+    // The last few, so that a stream of bad records cannot push the table off the screen.
+    let recent = board.problems.len().saturating_sub(5);
+    for problem in board.problems[recent..].iter().chain(&board.not_ready) {
         out.push_str(&format!("\n! {problem}"));
     }
     out.push('\n');
