@@ -26,6 +26,13 @@ impl Probe for RawProbe {
         self.feed.subscribed.load(Ordering::Relaxed)
     }
 
+    fn not_ready_reason(&self) -> Option<String> {
+        (!self.ready()).then(|| {
+            "not subscribed to Deribit (connecting, reconnecting or refused; the log says which)"
+                .to_owned()
+        })
+    }
+
     fn metrics(&self) -> String {
         let f = &self.feed;
         let get = FeedMetrics::get;
@@ -150,4 +157,21 @@ fn completeness_lag(marked_to_ms: i64) -> Vec<(Vec<(&'static str, String)>, f64)
     #[allow(clippy::cast_precision_loss)]
     let lag = ports::SystemClock.now_ms().saturating_sub(marked_to_ms) as f64 / 1e3;
     vec![(vec![], lag)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_says_why() {
+        let probe = RawProbe {
+            feed: Arc::default(),
+            run: Arc::default(),
+        };
+        let reason = probe.not_ready_reason().unwrap_or_default();
+        assert!(reason.starts_with("not subscribed to Deribit"), "{reason}");
+        probe.feed.subscribed.store(true, Ordering::Relaxed);
+        assert_eq!(probe.not_ready_reason(), None);
+    }
 }
