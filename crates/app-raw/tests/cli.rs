@@ -123,10 +123,7 @@ fn log_lines_on_a_pipe_carry_no_colour_codes() {
     let mut child = Command::new(BINARY)
         .env_clear()
         .envs(testkit::process::REQUIRED_VARS)
-        .env(
-            "HTTP_ADDR",
-            format!("127.0.0.1:{}", testkit::process::free_port()),
-        )
+        .env("HTTP_ADDR", testkit::process::free_http_addr())
         .env("OTEL_SDK_DISABLED", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
