@@ -176,6 +176,18 @@ impl KafkaConfig {
 
 /// What `check-config` shows for a secret that is set.
 pub const HIDDEN: &str = "(set, hidden)";
+/// What `check-config` shows for an optional setting that is not set.
+pub const NOT_SET: &str = "(not set)";
+
+/// What `check-config` shows for a secret (a Kafka, registry or Deribit one): whether it is
+/// set, never its value.
+#[must_use]
+pub fn shown_secret(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => HIDDEN.to_owned(),
+        _ => NOT_SET.to_owned(),
+    }
+}
 
 /// Whether a property's value must not be shown.
 pub fn is_secret(key: &str) -> bool {
@@ -208,6 +220,13 @@ impl fmt::Debug for KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_print_as_set_or_not() {
+        assert_eq!(shown_secret(Some("hunter2")), "(set, hidden)");
+        assert_eq!(shown_secret(Some("")), "(not set)");
+        assert_eq!(shown_secret(None), "(not set)");
+    }
 
     #[test]
     fn bootstrap_servers_need_host_and_port() {

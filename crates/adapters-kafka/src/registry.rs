@@ -67,7 +67,12 @@ impl RegistryConfig {
     /// (the password hidden).
     pub fn effective_variables(&self) -> Vec<(String, String)> {
         let (user, password) = self.basic_auth.as_ref().map_or_else(
-            || ("(not set)".to_owned(), "(not set)".to_owned()),
+            || {
+                (
+                    crate::config::NOT_SET.to_owned(),
+                    crate::config::NOT_SET.to_owned(),
+                )
+            },
             |auth| (auth.user.clone(), crate::config::HIDDEN.to_owned()),
         );
         vec![

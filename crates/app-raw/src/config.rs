@@ -8,10 +8,11 @@ use std::time::Duration;
 use adapters_deribit::config::{DEFAULT_CHANNELS, PRODUCTION_URL};
 use adapters_deribit::{Channel, Credentials, DeribitConfig};
 use adapters_kafka::config::KafkaConfig;
+use adapters_kafka::config::{NOT_SET, shown_secret};
 use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
 use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
-use telemetry::service::{Effective, duration_text, hidden};
+use telemetry::service::{Effective, duration_text};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -112,11 +113,11 @@ impl Effective for Settings {
             ("DERIBIT_CHANNELS".into(), channels.join(",")),
             (
                 "DERIBIT_CLIENT_ID".into(),
-                credentials.map_or_else(|| "(not set)".into(), |c| c.client_id.clone()),
+                credentials.map_or_else(|| NOT_SET.into(), |c| c.client_id.clone()),
             ),
             (
                 "DERIBIT_CLIENT_SECRET".into(),
-                hidden(credentials.map(|c| c.client_secret.as_str())),
+                shown_secret(credentials.map(|c| c.client_secret.as_str())),
             ),
             (
                 "DERIBIT_HEARTBEAT".into(),

@@ -95,16 +95,6 @@ pub trait Effective {
     fn effective(&self) -> Vec<(String, String)>;
 }
 
-/// What `check-config` prints for a secret: whether it is set, never its value.
-#[must_use]
-pub fn hidden(value: Option<&str>) -> String {
-    match value {
-        // The same words as adapters-kafka's, for Kafka and registry secrets.
-        Some(v) if !v.is_empty() => "(set, hidden)".to_owned(),
-        _ => "(not set)".to_owned(),
-    }
-}
-
 /// A duration as the variables take it, in its largest whole unit (`1m`, `90s`, `500ms`).
 #[must_use]
 pub fn duration_text(duration: std::time::Duration) -> String {
@@ -218,12 +208,5 @@ mod tests {
             "-----BEGIN\\nabc\\n-----END"
         );
         assert_eq!(printable("a@b"), "a@b");
-    }
-
-    #[test]
-    fn secrets_print_as_set_or_not() {
-        assert_eq!(hidden(Some("hunter2")), "(set, hidden)");
-        assert_eq!(hidden(Some("")), "(not set)");
-        assert_eq!(hidden(None), "(not set)");
     }
 }
