@@ -2,10 +2,15 @@
 //!
 //! Frames are shaped like captured ones: `trades.option.BTC.100ms` batches of 1, 10 and 50
 //! trades mixing futures and options (with `iv`, `contracts`, a string `combo_trade_id`).
-//! Criterion reports `thrpt` in trades per second.
+//! Criterion reports `thrpt` in trades per second. `notification` is the text entry point
+//! (replay lines); `live` is the session's path, the frame read once by `rpc::classify` and its
+//! `params` handed on; `live_read_twice` is that path as it was before, the frame classified and
+//! then parsed again whole, as the reference.
 #![allow(missing_docs, clippy::unwrap_used)]
 
+use adapters_deribit::parse::parse_notification_params;
 use adapters_deribit::parse_notification;
+use adapters_deribit::rpc::{Incoming, classify};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn notification(trades: usize) -> String {
@@ -51,5 +56,40 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn live(frame: &str) -> usize {
+    match classify(frame).unwrap() {
+        Incoming::Notification(params) => parse_notification_params(params).unwrap().trades.len(),
+        _ => 0,
+    }
+}
+
+fn live_read_twice(frame: &str) -> usize {
+    match classify(frame).unwrap() {
+        Incoming::Notification(_) => parse_notification(frame).unwrap().trades.len(),
+        _ => 0,
+    }
+}
+
+fn live_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deribit_live_frame");
+    for trades in [1usize, 10, 50] {
+        let frame = notification(trades);
+        assert_eq!(live(&frame), trades);
+        assert_eq!(live_read_twice(&frame), trades);
+        group.throughput(Throughput::Elements(trades as u64));
+        group.bench_with_input(BenchmarkId::new("live", trades), &frame, |b, frame| {
+            b.iter(|| live(std::hint::black_box(frame)));
+        });
+        group.bench_with_input(
+            BenchmarkId::new("live_read_twice", trades),
+            &frame,
+            |b, frame| {
+                b.iter(|| live_read_twice(std::hint::black_box(frame)));
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, live_path);
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 
 /// Deribit production WebSocket endpoint.
 pub const PRODUCTION_URL: &str = "wss://www.deribit.com/ws/api/v2";
@@ -48,10 +48,13 @@ impl Channel {
     /// [`Error::Config`] naming the channel and the accepted forms.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |why: String| {
-            Error::Config(format!(
-                "invalid channel {text:?}: {why}; expected trades.{{instrument_name}}.{{interval}} \
+            Error::config(
+                Setting::Channels,
+                format!(
+                    "invalid channel {text:?}: {why}; expected trades.{{instrument_name}}.{{interval}} \
                  or trades.{{kind}}.{{currency}}.{{interval}} with interval one of {INTERVALS:?}"
-            ))
+                ),
+            )
         };
         let parts: Vec<&str> = text.trim().split('.').collect();
         if parts.first() != Some(&"trades") {
@@ -100,9 +103,10 @@ impl Channel {
             }
         }
         if channels.is_empty() {
-            return Err(Error::Config(format!(
-                "no channels given; for example {DEFAULT_CHANNELS}"
-            )));
+            return Err(Error::config(
+                Setting::Channels,
+                format!("no channels given; for example {DEFAULT_CHANNELS}"),
+            ));
         }
         Ok(channels)
     }
@@ -272,47 +276,63 @@ impl DeribitConfig {
     /// unusable URL, zero capacities, or an inverted backoff.
     pub fn validate(&self) -> Result<()> {
         if !(self.url.starts_with("wss://") || self.url.starts_with("ws://")) {
-            return Err(Error::Config(format!(
-                "invalid URL {:?}: expected wss://… (e.g. {PRODUCTION_URL} or {TESTNET_URL})",
-                self.url
-            )));
+            return Err(Error::config(
+                Setting::Url,
+                format!(
+                    "invalid URL {:?}: expected wss://… (e.g. {PRODUCTION_URL} or {TESTNET_URL})",
+                    self.url
+                ),
+            ));
         }
         if self.channels.is_empty() {
-            return Err(Error::Config("no channels to subscribe".into()));
+            return Err(Error::config(Setting::Channels, "no channels to subscribe"));
         }
         if self.credentials.is_none()
             && let Some(raw) = self.channels.iter().find(|c| c.interval() == "raw")
         {
-            return Err(Error::Config(format!(
-                "channel {raw} needs credentials: Deribit serves `raw` only to authenticated \
-                 clients; set a client id and secret, or use the 100ms interval"
-            )));
+            return Err(Error::config(
+                Setting::Channels,
+                format!(
+                    "channel {raw} needs credentials: Deribit serves `raw` only to authenticated \
+                     clients; set a client id and secret, or use the 100ms interval"
+                ),
+            ));
         }
         if self.heartbeat_interval < Duration::from_secs(10) {
-            return Err(Error::Config(format!(
-                "heartbeat interval {:?} is below Deribit's minimum of 10 s",
-                self.heartbeat_interval
-            )));
+            return Err(Error::config(
+                Setting::HeartbeatInterval,
+                format!(
+                    "heartbeat interval {:?} is below Deribit's minimum of 10 s",
+                    self.heartbeat_interval
+                ),
+            ));
         }
         if self.queue_capacity == 0
             || self.max_held_per_instrument == 0
             || self.max_backfill_in_flight == 0
         {
-            return Err(Error::Config(
-                "queue capacity, hold limit and in-flight limit must be > 0".into(),
+            return Err(Error::config(
+                Setting::Limits,
+                "queue capacity, hold limit and in-flight limit must be > 0",
             ));
         }
         if self.progress_interval < Duration::from_millis(100) {
-            return Err(Error::Config(format!(
-                "progress interval {:?} is below 100 ms (each one costs a request)",
-                self.progress_interval
-            )));
+            return Err(Error::config(
+                Setting::ProgressInterval,
+                format!(
+                    "progress interval {:?} is below 100 ms (each one costs a request)",
+                    self.progress_interval
+                ),
+            ));
         }
         if self.backoff.initial.is_zero() || self.backoff.initial > self.backoff.max {
-            return Err(Error::Config(format!(
-                "backoff must satisfy 0 < initial ≤ max, got {:?} and {:?}",
-                self.backoff.initial, self.backoff.max
-            )));
+            return Err(Error::config(
+                Setting::Backoff,
+                format!(
+                    "backoff must satisfy 0 < initial ≤ max, got {:?} and {:?}",
+                    self.backoff.initial, self.backoff.max
+                ),
+            ));
         }
         Ok(())
     }
@@ -401,6 +421,46 @@ mod tests {
                 .to_string()
                 .contains("minimum of 10 s")
         );
+    }
+
+    #[test]
+    fn each_error_names_its_setting_whatever_its_words() {
+        let setting = |change: &dyn Fn(&mut DeribitConfig)| {
+            let mut config =
+                DeribitConfig::new(TESTNET_URL, Channel::parse_list(DEFAULT_CHANNELS).unwrap());
+            change(&mut config);
+            match config.validate() {
+                Err(Error::Config { setting, .. }) => Some(setting),
+                _ => None,
+            }
+        };
+        assert_eq!(setting(&|_| {}), None);
+        assert_eq!(setting(&|c| c.url = "https://x".into()), Some(Setting::Url));
+        assert_eq!(setting(&|c| c.channels.clear()), Some(Setting::Channels));
+        assert_eq!(
+            setting(&|c| c.channels = Channel::parse_list("trades.future.BTC.raw").unwrap()),
+            Some(Setting::Channels)
+        );
+        assert_eq!(
+            setting(&|c| c.heartbeat_interval = Duration::from_secs(5)),
+            Some(Setting::HeartbeatInterval)
+        );
+        assert_eq!(
+            setting(&|c| c.progress_interval = Duration::from_millis(10)),
+            Some(Setting::ProgressInterval)
+        );
+        assert_eq!(setting(&|c| c.queue_capacity = 0), Some(Setting::Limits));
+        assert_eq!(
+            setting(&|c| c.backoff.initial = Duration::ZERO),
+            Some(Setting::Backoff)
+        );
+        assert!(matches!(
+            Channel::parse("book.BTC.100ms"),
+            Err(Error::Config {
+                setting: Setting::Channels,
+                ..
+            })
+        ));
     }
 
     #[test]

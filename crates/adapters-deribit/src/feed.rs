@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ports::{FeedError, FeedEvent, StartPositions, TraceContext, TradeFeed};
+use ports::{Clock, FeedError, FeedEvent, StartPositions, SystemClock, TradeFeed};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -19,17 +19,10 @@ use crate::config::DeribitConfig;
 use crate::error::Result;
 use crate::metrics::FeedMetrics;
 use crate::sequencer::Sequencer;
-use crate::session::{self, Context, SessionEnd};
+use crate::session::{self, Context, FeedItem, SessionEnd, TraceExtractor};
 
 /// How far before our latest trade instrument discovery starts searching.
 const DISCOVERY_MARGIN_MS: i64 = 5_000;
-
-/// What the session hands the consumer: a batch or progress, or the error that stopped the feed.
-pub(crate) type FeedItem = Result<FeedEvent, FeedError>;
-
-/// Turns the span that received a batch into the trace context sent downstream (supplied by
-/// the telemetry layer; the adapter itself stays free of OpenTelemetry).
-pub type TraceExtractor = Arc<dyn Fn(&tracing::Span) -> Option<TraceContext> + Send + Sync>;
 
 /// Deribit trades as a [`TradeFeed`]. Dropping it stops the connection.
 pub struct DeribitFeed {
@@ -126,9 +119,10 @@ async fn supervise(
     let mut sequencer = Sequencer::new(config.max_held_per_instrument);
     sequencer.seed(&seed);
     let mut backoff = Backoff::new(config.backoff);
-    let mut clock = CompletenessClock::new(config.completeness_margin);
+    let mut completeness = CompletenessClock::new(config.completeness_margin);
+    let wall = SystemClock;
     let mut recover = !seed.is_empty();
-    let started_ms = session::now_ms();
+    let started_ms = wall.now_ms();
     loop {
         if *shutdown.borrow() {
             break;
@@ -148,7 +142,8 @@ async fn supervise(
             metrics: &metrics,
             trace: trace.as_ref(),
             sequencer: &mut sequencer,
-            clock: &mut clock,
+            completeness: &mut completeness,
+            wall: &wall,
             tx: &tx,
             shutdown: &mut shutdown,
             recover,

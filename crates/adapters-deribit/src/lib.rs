@@ -3,12 +3,15 @@
 //! * [`config`]: endpoint, channels (validated), credentials, limits.
 //! * [`backoff`]: reconnect delays.
 //! * [`messages`]: serde models of the frames, exactly as Deribit sends them.
-//! * [`parse`]: pure frame → domain mapping, tolerant of unknown fields, strict about values.
+//! * [`rpc`]: JSON-RPC framing: requests out; each frame read once and classified.
+//! * [`parse`]: pure frame → domain mapping, tolerant of unknown fields, strict about values;
+//!   the one path from a raw trade to a `Trade` or a typed rejection, live and history alike.
 //! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
 //! * [`error`]: the crate's error type.
 //!
 //! * [`feed`]: [`DeribitFeed`], the `TradeFeed`: supervisor with reconnect and backoff.
-//! * `session`: one connection: handshake, heartbeat, subscriptions, backfill, discovery.
+//! * `session`: one connection, split into transport, handshake, history work and delivery
+//!   around a small routing core.
 //! * [`completeness`]: the time up to which the feed's stream is complete (progress).
 //! * [`credits`], [`metrics`]: rate-limit pacing and counters.
 
@@ -26,7 +29,8 @@ pub mod sequencer;
 mod session;
 
 pub use config::{Channel, Credentials, DeribitConfig};
-pub use error::{Error, Result};
-pub use feed::{DeribitFeed, TraceExtractor};
+pub use error::{Error, Result, Setting};
+pub use feed::DeribitFeed;
 pub use metrics::FeedMetrics;
 pub use parse::{ParsedTrades, TradeRejection, parse_json_line, parse_notification, parse_trade};
+pub use session::TraceExtractor;

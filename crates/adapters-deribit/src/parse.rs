@@ -139,9 +139,16 @@ pub fn parse_notification(text: &str) -> Result<ParsedTrades> {
         }
         None => return Err(Error::Malformed("no `method`: not a notification".into())),
     }
-    let params = message
-        .params
-        .ok_or_else(|| Error::Malformed("notification without `params`".into()))?;
+    parse_notification_params(message.params)
+}
+
+/// Parses the `params` of a subscription notification: the live path, where
+/// [`crate::rpc::classify`] has read the frame around them once already.
+///
+/// # Errors
+/// As [`parse_notification`], but for the `params` object alone (`None`: the frame had none).
+pub fn parse_notification_params(params: Option<&RawValue>) -> Result<ParsedTrades> {
+    let params = params.ok_or_else(|| Error::Malformed("notification without `params`".into()))?;
     let params: NotificationParams<'_> = serde_json::from_str(params.get())
         .map_err(|e| Error::Malformed(format!("notification `params`: {e}")))?;
     if params.channel.len() > MAX_CHANNEL_BYTES {

@@ -19,8 +19,9 @@ pub enum Incoming<'a> {
         /// Deribit's `usOut`: server time the answer left, µs (absent or unreadable: `None`).
         us_out: Option<i64>,
     },
-    /// A subscription notification (the whole frame, for the notification parser).
-    Notification,
+    /// A subscription notification: its `params`, borrowed from the frame, for
+    /// [`crate::parse::parse_notification_params`] (the frame itself is not read again).
+    Notification(Option<&'a RawValue>),
     /// `heartbeat` with `type` `test_request` (must be answered) or `heartbeat`.
     Heartbeat {
         /// Whether the server expects a `public/test`.
@@ -125,7 +126,7 @@ pub fn classify(text: &str) -> Result<Incoming<'_>, serde_json::Error> {
         });
     }
     match frame.method.as_deref() {
-        Some("subscription") => Ok(Incoming::Notification),
+        Some("subscription") => Ok(Incoming::Notification(frame.params)),
         Some("heartbeat") => {
             let test_request = frame
                 .params
@@ -217,7 +218,7 @@ mod tests {
         ));
         assert!(matches!(
             classify(r#"{"jsonrpc":"2.0","method":"subscription","params":{}}"#).unwrap(),
-            Incoming::Notification
+            Incoming::Notification(Some(p)) if p.get() == "{}"
         ));
         assert!(classify("[1,2").is_err());
     }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use adapters_deribit::config::{DEFAULT_CHANNELS, PRODUCTION_URL};
-use adapters_deribit::{Channel, Credentials, DeribitConfig};
+use adapters_deribit::{Channel, Credentials, DeribitConfig, Setting};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::config::{NOT_SET, shown_secret};
 use adapters_kafka::registry::RegistryConfig;
@@ -246,14 +246,19 @@ impl RawConfig {
             }
         };
         if let Err(e) = deribit.validate() {
-            let (variable, value) =
-                if e.to_string().contains("interval") && e.to_string().contains("heartbeat") {
-                    ("DERIBIT_HEARTBEAT", self.deribit_heartbeat)
-                } else if e.to_string().contains("channel") {
-                    ("DERIBIT_CHANNELS", self.deribit_channels)
-                } else {
-                    ("DERIBIT_URL", deribit.url)
-                };
+            let (variable, value) = match &e {
+                adapters_deribit::Error::Config { setting, .. } => match setting {
+                    Setting::HeartbeatInterval => ("DERIBIT_HEARTBEAT", self.deribit_heartbeat),
+                    Setting::Channels => ("DERIBIT_CHANNELS", self.deribit_channels),
+                    Setting::ProgressInterval => {
+                        ("RAW_PROGRESS_INTERVAL", self.raw_progress_interval)
+                    }
+                    Setting::Url => ("DERIBIT_URL", deribit.url),
+                    // No variable sets these; their built-in values are valid.
+                    Setting::Limits | Setting::Backoff => ("DERIBIT_*", String::new()),
+                },
+                _ => ("DERIBIT_*", String::new()),
+            };
             return Err(ConfigError {
                 variable: variable.into(),
                 value,

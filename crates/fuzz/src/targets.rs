@@ -8,7 +8,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::Cursor;
 
-use adapters_deribit::parse::parse_notification;
+use adapters_deribit::parse::parse_notification_params;
 use adapters_deribit::rpc::{Incoming, TradesPage, classify};
 use adapters_kafka::avro::{
     decode_aggregate, decode_foreign_trade, decode_own_trade, decode_value, encode_aggregate,
@@ -195,7 +195,7 @@ fn text(input: &[u8]) -> &str {
 fn deribit_frame(input: &[u8]) -> u64 {
     let text = text(input);
     match classify(text) {
-        Ok(Incoming::Notification) => match parse_notification(text) {
+        Ok(Incoming::Notification(params)) => match parse_notification_params(params) {
             Ok(parsed) => signature(&[
                 &"notification",
                 &parsed.trades.len().min(4),
