@@ -9,28 +9,37 @@
 //! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
 //! * [`error`]: the crate's error type.
 //!
-//! * [`feed`]: [`DeribitFeed`], the `TradeFeed`: supervisor with reconnect and backoff.
+//! With the `live` feature (on by default; app-agg's `replay` builds without it, so the
+//! WebSocket and TLS stack stay out of the aggregator):
+//! * `feed`: `DeribitFeed`, the `TradeFeed`: supervisor with reconnect and backoff.
 //! * `session`: one connection, split into transport, handshake, history work and delivery
 //!   around a small routing core.
+//! * `credits`: rate-limit pacing.
+//!
 //! * [`completeness`]: the time up to which the feed's stream is complete (progress).
-//! * [`credits`], [`metrics`]: rate-limit pacing and counters.
+//! * [`metrics`]: the feed's counters.
 
 pub mod backoff;
 pub mod completeness;
 pub mod config;
+#[cfg(feature = "live")]
 pub mod credits;
 pub mod error;
+#[cfg(feature = "live")]
 pub mod feed;
 pub mod messages;
 pub mod metrics;
 pub mod parse;
 pub mod rpc;
 pub mod sequencer;
+#[cfg(feature = "live")]
 mod session;
 
 pub use config::{Channel, Credentials, DeribitConfig};
 pub use error::{Error, Result, Setting};
+#[cfg(feature = "live")]
 pub use feed::DeribitFeed;
 pub use metrics::FeedMetrics;
 pub use parse::{ParsedTrades, TradeRejection, parse_json_line, parse_notification, parse_trade};
+#[cfg(feature = "live")]
 pub use session::TraceExtractor;
