@@ -8,11 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use adapters_deribit::{DeribitConfig, DeribitFeed, FeedMetrics};
-use common::{ALL, Collector, DEADLINE, config, subscribed};
+use adapters_deribit::{DeribitConfig, FeedMetrics};
+use common::{ALL, Collector, DEADLINE, config, market, subscribed};
 use ports::StartPositions;
 use serde_json::json;
-use testkit::{FakeDeribit, FakeInstrument, wait_for};
+use testkit::{FakeDeribit, wait_for};
 
 const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"];
 
@@ -67,11 +67,8 @@ fn last_progress(feed: &Collector) -> Option<i64> {
 
 #[tokio::test]
 async fn every_trade_up_to_the_completeness_time_comes_before_it_and_a_quiet_market_advances_it() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let feed =
-        Collector::start(DeribitFeed::spawn(fast(&fake), StartPositions::new(), None).unwrap());
+    let fake = market().await;
+    let feed = Collector::spawn(fast(&fake), StartPositions::new());
     subscribed(&feed).await;
     for _ in 0..10 {
         fake.trade_all(2);
@@ -96,11 +93,8 @@ async fn every_trade_up_to_the_completeness_time_comes_before_it_and_a_quiet_mar
 
 #[tokio::test]
 async fn completeness_holds_through_a_disconnect_and_a_slow_backfill_then_jumps() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let feed =
-        Collector::start(DeribitFeed::spawn(fast(&fake), StartPositions::new(), None).unwrap());
+    let fake = market().await;
+    let feed = Collector::spawn(fast(&fake), StartPositions::new());
     subscribed(&feed).await;
     fake.trade_all(2);
     assert!(wait_for(DEADLINE, || feed.count() == 6).await);
@@ -137,12 +131,9 @@ async fn completeness_holds_through_a_disconnect_and_a_slow_backfill_then_jumps(
 
 #[tokio::test]
 async fn a_broken_server_clock_stops_progress_instead_of_racing_it() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.set_us_out(Some(json!(-1)));
-    let feed =
-        Collector::start(DeribitFeed::spawn(fast(&fake), StartPositions::new(), None).unwrap());
+    let feed = Collector::spawn(fast(&fake), StartPositions::new());
     subscribed(&feed).await;
     assert!(
         wait_for(DEADLINE, || feed.metric(|m| &m.implausible_server_times)
@@ -176,12 +167,9 @@ async fn a_broken_server_clock_stops_progress_instead_of_racing_it() {
 
 #[tokio::test]
 async fn a_channel_deribit_did_not_confirm_holds_completeness() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.leave_unconfirmed("trades.ETH-PERPETUAL.100ms");
-    let feed =
-        Collector::start(DeribitFeed::spawn(fast(&fake), StartPositions::new(), None).unwrap());
+    let feed = Collector::spawn(fast(&fake), StartPositions::new());
     subscribed(&feed).await;
     fake.trade_all(1);
     assert!(

@@ -8,19 +8,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use adapters_deribit::{Credentials, DeribitFeed, FeedMetrics};
-use common::{ALL, Collector, DEADLINE, config, expected, subscribed};
+use common::{ALL, Collector, DEADLINE, config, expected, market, subscribed, subscribed_feed};
 use ports::{FeedError, FeedEvent, Position, StartPositions, TradeFeed};
-use testkit::{FakeDeribit, FakeInstrument, wait_for};
+use testkit::wait_for;
 
 #[tokio::test]
 async fn handshake_runs_in_order_for_both_channel_forms_and_trades_flow() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
-    subscribed(&c).await;
+    let (fake, c) = subscribed_feed().await;
     let methods = fake.methods();
     assert_eq!(
         &methods[..3],
@@ -45,13 +39,9 @@ async fn handshake_runs_in_order_for_both_channel_forms_and_trades_flow() {
 
 #[tokio::test]
 async fn test_requests_are_answered_at_once() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.send_test_requests_every(Duration::from_millis(50));
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
+    let c = Collector::spawn(config(&fake, ALL), StartPositions::new());
     subscribed(&c).await;
     assert!(wait_for(DEADLINE, || fake.test_reply_delays().len() >= 10).await);
     let delays = fake.test_reply_delays();
@@ -65,13 +55,9 @@ async fn test_requests_are_answered_at_once() {
 
 #[tokio::test]
 async fn a_silent_server_is_detected_and_replaced_within_two_intervals() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.send_test_requests_every(Duration::from_millis(400)); // silence timeout 800 ms = 2 intervals
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
+    let c = Collector::spawn(config(&fake, ALL), StartPositions::new());
     subscribed(&c).await;
     fake.trade("BTC-PERPETUAL", 1);
     assert!(wait_for(DEADLINE, || c.count() == 1).await);
@@ -93,13 +79,7 @@ async fn a_silent_server_is_detected_and_replaced_within_two_intervals() {
 
 #[tokio::test]
 async fn a_hundred_disconnects_lose_and_repeat_nothing() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
-    subscribed(&c).await;
+    let (fake, c) = subscribed_feed().await;
     let instruments = ["BTC-PERPETUAL", "BTC-27DEC24-70000-C", "ETH-PERPETUAL"];
     for round in 0..100u64 {
         fake.trade_all(2);
@@ -147,9 +127,7 @@ async fn a_hundred_disconnects_lose_and_repeat_nothing() {
 
 #[tokio::test]
 async fn a_seeded_start_repeats_nothing_before_and_misses_nothing_after() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.trade("BTC-PERPETUAL", 50);
     fake.trade("ETH-PERPETUAL", 5);
     let last = |i: &str, seq: usize| fake.record(i)[seq - 1]["timestamp"].as_i64().unwrap();
@@ -171,7 +149,7 @@ async fn a_seeded_start_repeats_nothing_before_and_misses_nothing_after() {
     ]);
     // An option that first traded while we were away is found by discovery.
     fake.trade("BTC-27DEC24-70000-C", 4);
-    let c = Collector::start(DeribitFeed::spawn(config(&fake, ALL), seed, None).unwrap());
+    let c = Collector::spawn(config(&fake, ALL), seed);
     subscribed(&c).await;
     fake.trade_all(2);
     let want = BTreeMap::from([
@@ -192,12 +170,10 @@ async fn a_seeded_start_repeats_nothing_before_and_misses_nothing_after() {
 
 #[tokio::test]
 async fn malformed_invalid_and_oversized_input_is_counted_and_survived() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     let mut cfg = config(&fake, ALL);
     cfg.max_frame_bytes = 64 * 1024;
-    let c = Collector::start(DeribitFeed::spawn(cfg, StartPositions::new(), None).unwrap());
+    let c = Collector::spawn(cfg, StartPositions::new());
     subscribed(&c).await;
     fake.trade("BTC-PERPETUAL", 1);
     fake.send_raw("{not json");
@@ -231,9 +207,7 @@ async fn malformed_invalid_and_oversized_input_is_counted_and_survived() {
 
 #[tokio::test]
 async fn authenticates_refreshes_and_re_authenticates_after_reconnect() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.require_credentials("id", "s3cr3t");
     fake.send_test_requests_every(Duration::from_millis(200));
     let mut cfg = config(&fake, "trades.future.BTC.raw");
@@ -241,7 +215,7 @@ async fn authenticates_refreshes_and_re_authenticates_after_reconnect() {
         client_id: "id".into(),
         client_secret: "s3cr3t".into(),
     });
-    let c = Collector::start(DeribitFeed::spawn(cfg, StartPositions::new(), None).unwrap());
+    let c = Collector::spawn(cfg, StartPositions::new());
     subscribed(&c).await;
     assert_eq!(
         &fake.methods()[..4],
@@ -265,16 +239,14 @@ async fn authenticates_refreshes_and_re_authenticates_after_reconnect() {
 
 #[tokio::test]
 async fn bad_credentials_stop_the_feed_with_a_clear_error() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.require_credentials("id", "right");
     let mut cfg = config(&fake, ALL);
     cfg.credentials = Some(Credentials {
         client_id: "id".into(),
         client_secret: "wrong".into(),
     });
-    let c = Collector::start(DeribitFeed::spawn(cfg, StartPositions::new(), None).unwrap());
+    let c = Collector::spawn(cfg, StartPositions::new());
     assert!(wait_for(DEADLINE, || c.task.is_finished()).await);
     let error = c.error.lock().unwrap().take().unwrap();
     assert!(
@@ -290,12 +262,8 @@ async fn bad_credentials_stop_the_feed_with_a_clear_error() {
 
 #[tokio::test]
 async fn a_subscription_set_is_never_doubled_across_reconnects() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
+    let fake = market().await;
+    let c = Collector::spawn(config(&fake, ALL), StartPositions::new());
     for round in 1..=5u64 {
         subscribed(&c).await;
         assert!(wait_for(DEADLINE, || fake.subscribe_calls().len() as u64 == round).await);
@@ -315,14 +283,10 @@ async fn a_subscription_set_is_never_doubled_across_reconnects() {
 
 #[tokio::test]
 async fn rate_limit_and_maintenance_errors_are_survived() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.fail_next("public/subscribe", 10028, "too_many_requests");
     fake.fail_next("public/subscribe", 11051, "system_maintenance");
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
+    let c = Collector::spawn(config(&fake, ALL), StartPositions::new());
     subscribed(&c).await;
     assert_eq!(fake.connections_total(), 3);
     assert_eq!(c.metric(|m| &m.rate_limit_hits), 1);
@@ -343,13 +307,7 @@ async fn rate_limit_and_maintenance_errors_are_survived() {
 
 #[tokio::test]
 async fn a_gap_history_cannot_fill_is_reported_not_skipped_silently() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
-    let c = Collector::start(
-        DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap(),
-    );
-    subscribed(&c).await;
+    let (fake, c) = subscribed_feed().await;
     fake.trade("BTC-PERPETUAL", 1);
     assert!(wait_for(DEADLINE, || c.count() == 1).await);
     fake.disconnect_all();
@@ -367,9 +325,7 @@ async fn a_gap_history_cannot_fill_is_reported_not_skipped_silently() {
 
 #[tokio::test]
 async fn stop_closes_the_connection_and_ends_the_stream() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     let feed = DeribitFeed::spawn(config(&fake, ALL), StartPositions::new(), None).unwrap();
     let metrics = feed.metrics();
     assert!(
@@ -386,9 +342,7 @@ async fn stop_closes_the_connection_and_ends_the_stream() {
 
 #[tokio::test]
 async fn a_stalled_consumer_costs_nothing_shed_batches_are_fetched_again() {
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.send_test_requests_every(Duration::from_millis(200));
     let mut cfg = config(&fake, ALL);
     cfg.queue_capacity = 2;

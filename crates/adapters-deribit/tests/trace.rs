@@ -4,12 +4,15 @@
 //! without a subscriber could otherwise disable the span under test.
 #![allow(clippy::unwrap_used)] // test helpers
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapters_deribit::{Channel, DeribitConfig, DeribitFeed};
+use common::market;
 use ports::{FeedEvent, StartPositions, TradeFeed};
-use testkit::{FakeDeribit, FakeInstrument, wait_for};
+use testkit::wait_for;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -26,9 +29,7 @@ async fn each_batch_carries_the_context_of_the_span_that_received_it() {
             tracestate: None,
         })
     });
-    let fake = FakeDeribit::start(FakeInstrument::default_market())
-        .await
-        .unwrap();
+    let fake = market().await;
     fake.send_test_requests_every(Duration::from_millis(200));
     let channels = Channel::parse_list("trades.future.BTC.100ms").unwrap();
     let config = DeribitConfig::new(fake.url(), channels);

@@ -8,8 +8,8 @@ use std::time::Duration;
 use adapters_deribit::config::BackoffConfig;
 use adapters_deribit::{Channel, DeribitConfig, DeribitFeed, FeedMetrics};
 use domain::Trade;
-use ports::{FeedError, FeedEvent, TradeFeed};
-use testkit::{FakeDeribit, wait_for};
+use ports::{FeedError, FeedEvent, StartPositions, TradeFeed};
+use testkit::{FakeDeribit, FakeInstrument, wait_for};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -39,7 +39,27 @@ pub struct Collector {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// The fake's default market, no feed connected yet.
+pub async fn market() -> FakeDeribit {
+    FakeDeribit::start(FakeInstrument::default_market())
+        .await
+        .unwrap()
+}
+
+/// The default market and a feed on all its channels, subscribed: where most tests begin.
+pub async fn subscribed_feed() -> (FakeDeribit, Collector) {
+    let fake = market().await;
+    let c = Collector::spawn(config(&fake, ALL), StartPositions::new());
+    subscribed(&c).await;
+    (fake, c)
+}
+
 impl Collector {
+    /// Spawns a feed with `config` from `seed` and collects it.
+    pub fn spawn(config: DeribitConfig, seed: StartPositions) -> Self {
+        Self::start(DeribitFeed::spawn(config, seed, None).unwrap())
+    }
+
     pub fn start(mut feed: DeribitFeed) -> Self {
         let trades = Arc::new(Mutex::new(Vec::new()));
         let progress = Arc::new(Mutex::new(Vec::new()));
