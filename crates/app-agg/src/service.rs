@@ -78,7 +78,7 @@ impl From<CommitError> for ServiceError {
     }
 }
 
-/// Counters of the service.
+/// A reading of the service's counters ([`ServiceMetrics`] is where each event is counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ServiceStats {
     /// Commit cycles completed.
@@ -132,6 +132,17 @@ pub struct PartitionHealth {
 }
 
 impl ServiceMetrics {
+    /// The counters as they are now.
+    pub fn stats(&self) -> ServiceStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ServiceStats {
+            cycles: get(&self.cycles),
+            aggregates: get(&self.windows_emitted),
+            trades: get(&self.trades) + get(&self.duplicates) + get(&self.late),
+            aborted: get(&self.aborted),
+        }
+    }
+
     /// The watermark and marker age of every assigned partition.
     pub fn partition_health(&self) -> BTreeMap<Partition, PartitionHealth> {
         self.partitions
@@ -177,7 +188,6 @@ pub struct Service<L, C, K> {
     late_unwarned: u64,
     /// Wall time of the last WARN about an implausible marker.
     ahead_warned_ms: i64,
-    stats: ServiceStats,
     metrics: Arc<ServiceMetrics>,
 }
 
@@ -195,7 +205,6 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             late_warned_ms: i64::MIN,
             late_unwarned: 0,
             ahead_warned_ms: i64::MIN,
-            stats: ServiceStats::default(),
             metrics: Arc::default(),
         }
     }
@@ -207,7 +216,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
 
     /// Counters so far.
     pub fn stats(&self) -> ServiceStats {
-        self.stats
+        self.metrics.stats()
     }
 
     /// Partitions assigned and restored.
@@ -243,12 +252,13 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             }
         }
         self.cycle(None).await?;
+        let stats = self.stats();
         info!(
-            cycles = self.stats.cycles,
-            aggregates = self.stats.aggregates,
+            cycles = stats.cycles,
+            aggregates = stats.aggregates,
             "Aggregation stopped."
         );
-        Ok(self.stats)
+        Ok(stats)
     }
 
     /// A broker outage is weather: say so once, report not ready, read on. No pause here:
@@ -333,7 +343,6 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         }
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    self.stats.trades += 1;
                     // One notification's trades share a context: link it once.
                     if let Some(trace) = logged.trace
                         && self.links.len() < MAX_LINKS
@@ -565,14 +574,11 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         state.committed_offset = Some(marker.next_offset);
                     }
                 }
-                self.stats.cycles += 1;
-                self.stats.aggregates += count;
                 cycle_span.in_scope(|| debug!(aggregates = count, "Cycle committed."));
                 Ok(())
             }
             Err(CommitError::Aborted(reason)) => {
                 // Back to the last commit: restore every partition and re-read from its marker.
-                self.stats.aborted += 1;
                 self.metrics.aborted.fetch_add(1, Ordering::Relaxed);
                 warn!(reason = %reason, "Commit cycle aborted; rewinding to the last commit.");
                 // Everything after the last commit is read again, late trades and links too.

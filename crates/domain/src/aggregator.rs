@@ -37,19 +37,6 @@ pub enum Ingested {
     Late,
 }
 
-/// Counters since this aggregator was created (not part of snapshots).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AggregatorStats {
-    /// Trades folded in.
-    pub accepted: u64,
-    /// Trades dropped as duplicates.
-    pub duplicates: u64,
-    /// Trades dropped as late.
-    pub late: u64,
-    /// Aggregates handed out by `drain_closed` / `flush_all`.
-    pub windows_emitted: u64,
-}
-
 #[derive(Debug, Clone)]
 struct InstrumentState {
     last_trade_seq: Option<u64>,
@@ -96,7 +83,6 @@ pub struct Aggregator {
     earliest_open_end: Option<i64>,
     /// Ids of instruments changed since the last `take_changed`.
     changed: Vec<usize>,
-    stats: AggregatorStats,
 }
 
 impl Aggregator {
@@ -115,7 +101,6 @@ impl Aggregator {
             states: Vec::new(),
             earliest_open_end: None,
             changed: Vec::new(),
-            stats: AggregatorStats::default(),
         }
     }
 
@@ -134,11 +119,6 @@ impl Aggregator {
         &self.writers
     }
 
-    /// Counters since creation.
-    pub fn stats(&self) -> AggregatorStats {
-        self.stats
-    }
-
     /// Number of instruments with state.
     pub fn instrument_count(&self) -> usize {
         self.states.len()
@@ -151,11 +131,6 @@ impl Aggregator {
     /// did, so late/not-late decisions repeat and the output is identical.
     pub fn ingest(&mut self, trade: &Trade) -> Ingested {
         let outcome = self.classify_and_fold(trade);
-        match outcome {
-            Ingested::Accepted => self.stats.accepted += 1,
-            Ingested::Duplicate => self.stats.duplicates += 1,
-            Ingested::Late => self.stats.late += 1,
-        }
         if let WatermarkRule::TradeTime { .. } = self.config.rule {
             self.watermark = Some(
                 self.watermark
@@ -344,7 +319,6 @@ impl Aggregator {
         out.sort_unstable_by(|a, b| {
             (a.window_end, &a.instrument_name).cmp(&(b.window_end, &b.instrument_name))
         });
-        self.stats.windows_emitted += out.len() as u64;
         out
     }
 

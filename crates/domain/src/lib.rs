@@ -27,9 +27,7 @@ pub mod trade;
 pub mod window;
 
 pub use aggregate::{Aggregate, WindowAccumulator};
-pub use aggregator::{
-    Aggregator, AggregatorConfig, AggregatorStats, Ingested, MAX_WRITERS, WatermarkRule,
-};
+pub use aggregator::{Aggregator, AggregatorConfig, Ingested, MAX_WRITERS, WatermarkRule};
 pub use error::{Error, Result};
 pub use ewma::{EwmaSums, EwmaValue};
 pub use snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
