@@ -17,23 +17,15 @@ use apache_avro::writer::datum::GenericDatumWriter;
 use domain::{Aggregate, Direction, EwmaValue, Liquidation, Trade, TradeFields};
 use proptest::prelude::*;
 
+/// The documented example trade (Deribit's `trade_seq` 30289442), no optional field set.
 fn fields() -> TradeFields {
     TradeFields {
-        instrument_name: "BTC-PERPETUAL".into(),
-        trade_id: "48079269".into(),
-        trade_seq: 30_289_442,
-        timestamp: 1_590_484_512_188,
-        price: 8950.0,
-        amount: 10.0,
         direction: Direction::Sell,
         index_price: 8955.88,
         mark_price: 8948.9,
         tick_direction: 2,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        trade_id: "48079269".into(),
+        ..domain::testing::fields("BTC-PERPETUAL", 30_289_442, 1_590_484_512_188, 8950.0, 10.0)
     }
 }
 

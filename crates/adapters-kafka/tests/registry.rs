@@ -11,24 +11,10 @@ use domain::{Direction, Trade, TradeFields};
 use testkit::SchemaRegistryStub;
 
 fn trade() -> Trade {
-    Trade::new(TradeFields {
-        instrument_name: "BTC-PERPETUAL".into(),
-        trade_id: "48079269".into(),
-        trade_seq: 30_289_442,
-        timestamp: 1_590_484_512_188,
-        price: 8950.0,
-        amount: 10.0,
+    domain::testing::validated(TradeFields {
         direction: Direction::Sell,
-        index_price: 8955.88,
-        mark_price: 8948.9,
-        tick_direction: 2,
-        iv: None,
-        liquidation: None,
-        block_trade_id: None,
-        combo_id: None,
-        contracts: None,
+        ..domain::testing::fields("BTC-PERPETUAL", 30_289_442, 1_590_484_512_188, 8950.0, 10.0)
     })
-    .unwrap()
 }
 
 fn config(url: String) -> RegistryConfig {
