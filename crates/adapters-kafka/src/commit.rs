@@ -14,12 +14,10 @@
 //! aggregate exactly once.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use domain::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
 use ports::{AggregateCommitter, CommitBatch, CommitError, Partition, RestoredPartition};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
@@ -31,10 +29,11 @@ use tracing::{debug, info, warn};
 use crate::avro::{AGGREGATE_SCHEMA_JSON, TRADE_SCHEMA_JSON, encode_aggregate, encode_trade};
 use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
-use crate::consumer::LogContext;
 use crate::error::{Error, Result};
 use crate::framing::start_frame;
+use crate::group::GroupOffsets;
 use crate::registry::{Registry, value_subject};
+use crate::tail::{Start, TailReader};
 use crate::weather;
 
 /// Changelog key of a partition's marker. Starts with NUL, which no instrument name does.
@@ -85,7 +84,8 @@ pub struct CommitConfig {
 /// The commit port over Kafka.
 pub struct KafkaCommitter {
     producer: FutureProducer<ClientLog>,
-    consumer: Arc<StreamConsumer<LogContext>>,
+    /// The trade log's group: where the source offsets are committed.
+    group: GroupOffsets,
     reader: ClientConfig,
     config: CommitConfig,
     schema_id: u32,
@@ -106,7 +106,9 @@ fn kafka(what: &str, e: &KafkaError) -> Error {
 
 impl KafkaCommitter {
     /// Registers the aggregate schema, creates the producer and, with transactions, initialises
-    /// them (fencing any earlier instance with the same `transactional.id`).
+    /// them (fencing any earlier instance with the same `transactional.id`). `group` is the trade
+    /// log's ([`crate::consumer::KafkaTradeLog::group_offsets`]): each cycle commits the source
+    /// offsets there.
     ///
     /// # Errors
     /// [`Error::Registry`] for the schema; [`Error::Kafka`] if the producer cannot be created or
@@ -114,7 +116,7 @@ impl KafkaCommitter {
     pub async fn connect(
         config: &KafkaConfig,
         registry: &Registry,
-        consumer: Arc<StreamConsumer<LogContext>>,
+        group: GroupOffsets,
         commit: CommitConfig,
     ) -> Result<Self> {
         let schema_id = registry
@@ -164,7 +166,7 @@ impl KafkaCommitter {
         }
         Ok(KafkaCommitter {
             producer,
-            consumer,
+            group,
             reader: config.reader(),
             config: commit,
             schema_id,
@@ -344,11 +346,8 @@ impl KafkaCommitter {
         if !self.transactional() {
             let offsets = self.write_cycle(&batch).await?;
             if offsets.count() > 0 {
-                let consumer = Arc::clone(&self.consumer);
-                let committed = tokio::task::spawn_blocking(move || {
-                    consumer.commit(&offsets, CommitMode::Sync)
-                })
-                .await;
+                let group = self.group.clone();
+                let committed = tokio::task::spawn_blocking(move || group.commit(&offsets)).await;
                 // Markers are the truth; group offsets only feed lag tools, so a failure is a warning.
                 match committed {
                     Ok(Ok(())) => {}
@@ -373,8 +372,8 @@ impl KafkaCommitter {
             }
         };
         let metadata = self
-            .consumer
-            .group_metadata()
+            .group
+            .metadata()
             .ok_or_else(|| CommitError::Fatal("consumer has no group metadata".into()))?;
         let result = self
             .blocking(move |p, t| {
@@ -475,51 +474,18 @@ fn read_changelog(
     partition: Partition,
     timeout: Duration,
 ) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut config = config.clone();
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<crate::consumer::EofAwareContext> = config
-        .create_with_context(crate::consumer::EofAwareContext)
-        .map_err(|e| kafka("creating a changelog reader", &e))?;
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, timeout)
-        .map_err(|e| kafka("changelog watermarks", &e))?;
     let mut latest = BTreeMap::new();
-    if high <= low {
-        return Ok(latest);
-    }
-    let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(|e| kafka("assignment", &e))?;
-    consumer
-        .assign(&assignment)
-        .map_err(|e| kafka("assign", &e))?;
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Kafka(format!(
-                "restoring {topic}/{partition} timed out"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            // With read_committed the end can be a transaction marker, never delivered: EOF is
-            // the reliable end of what there is to read.
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(kafka("reading the changelog", &e)),
-            Some(Ok(message)) => {
-                let Some(key) = message.key() else { continue };
-                let key = String::from_utf8_lossy(key).into_owned();
-                match message.payload() {
-                    Some(value) => {
-                        latest.insert(key, value.to_vec());
-                    }
-                    None => {
-                        latest.remove(&key);
-                    }
-                }
+    TailReader::new(config, topic, timeout)?.read(&[partition], Start::Beginning, |record| {
+        let Some(key) = record.key() else { return };
+        let key = String::from_utf8_lossy(key).into_owned();
+        match record.payload() {
+            Some(value) => {
+                latest.insert(key, value.to_vec());
+            }
+            None => {
+                latest.remove(&key);
             }
         }
-    }
+    })?;
     Ok(latest)
 }

@@ -29,6 +29,7 @@ use crate::client_log::{self, ClientLog};
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::split_frame;
+use crate::group::{GroupOffsets, LagProbe};
 use crate::headers;
 use crate::progress::{MarkerHeaders, read_marker};
 use crate::registry::Registry;
@@ -64,7 +65,7 @@ impl Decoded {
 
 /// Rebalance events queued by the consumer's callbacks.
 #[derive(Default)]
-pub struct RebalanceEvents {
+pub(crate) struct RebalanceEvents {
     queue: Mutex<VecDeque<LogEvent>>,
 }
 
@@ -85,7 +86,7 @@ impl RebalanceEvents {
 }
 
 /// Consumer context that records rebalances.
-pub struct LogContext {
+pub(crate) struct LogContext {
     events: Arc<RebalanceEvents>,
 }
 
@@ -110,24 +111,6 @@ pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
             | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
     )
 }
-
-/// Context for readers that use `enable.partition.eof` only to know where the end is.
-pub(crate) struct EofAwareContext;
-
-impl ClientContext for EofAwareContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        client_log::forward(level, facility, message);
-    }
-
-    // The reader's calls return their errors too; the caller logs them with context.
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !is_partition_eof(&error) {
-            debug!(error = %error, reason, "librdkafka error callback.");
-        }
-    }
-}
-
-impl ConsumerContext for EofAwareContext {}
 
 impl ConsumerContext for LogContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -256,9 +239,14 @@ impl KafkaTradeLog {
         Arc::clone(&self.dead_lettered)
     }
 
-    /// The underlying consumer, shared with the committer (offset commits, group metadata).
-    pub fn consumer(&self) -> Arc<StreamConsumer<LogContext>> {
-        Arc::clone(&self.consumer)
+    /// What the committer needs of the group: committing its offsets, its metadata.
+    pub fn group_offsets(&self) -> GroupOffsets {
+        GroupOffsets::new(Arc::clone(&self.consumer))
+    }
+
+    /// The consumer's lag per assigned partition, for `/metrics`.
+    pub fn lag_probe(&self) -> LagProbe {
+        LagProbe::new(Arc::clone(&self.consumer), &self.topic)
     }
 
     async fn decode(&self, message: &OwnedMessage) -> Result<Decoded> {

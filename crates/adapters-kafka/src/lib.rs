@@ -3,6 +3,8 @@
 //! * [`avro`]: the `.avsc` schemas in `schemas/`, a fast encoder for trades and aggregates, and
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
+//! * [`group`]: the trade log's group as the committer ([`group::GroupOffsets`]) and the lag
+//!   probe ([`group::LagProbe`]) need it, without the consumer.
 //! * [`client_log`]: librdkafka's own reports into the logs, once each.
 //! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
@@ -12,6 +14,8 @@
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`, trades and progress markers.
 //! * [`progress`]: the progress marker record (no value; completeness time and writer in headers).
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
+//! * `tail` (crate-private): partitions read from a start to their end; the raw topic's tail
+//!   (`last_positions`) and a changelog partition (restore) are read with it.
 //! * [`topics`]: the topics a service needs, checked (and created if allowed) at start.
 //! * [`weather`]: which Kafka errors are outages to wait out and which need a person.
 //! * [`error`]: the crate's error type.
@@ -24,10 +28,12 @@ pub mod consumer;
 pub mod datum_bounds;
 pub mod error;
 pub mod framing;
+pub mod group;
 pub mod headers;
 pub mod producer;
 pub mod progress;
 pub mod registry;
+mod tail;
 pub mod topics;
 pub mod weather;
 

@@ -13,12 +13,10 @@ use std::time::Duration;
 
 use ports::{Position, SinkError, StartPositions, TradeBatch, TradeSink};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::future_producer::{DeliveryFuture, OwnedDeliveryResult};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use crate::avro::{TRADE_SCHEMA_JSON, decode_trade, encode_trade};
@@ -29,6 +27,7 @@ use crate::framing::{split_frame, start_frame};
 use crate::headers;
 use crate::progress::{MAX_WRITER_LEN, marker_headers};
 use crate::registry::{Registry, value_subject};
+use crate::tail::{Start, TailReader};
 
 /// How many records at the end of each partition `last_positions` reads.
 pub const DEFAULT_LOOKBACK: i64 = 50_000;
@@ -407,63 +406,20 @@ fn read_tail(
     lookback: i64,
     timeout: Duration,
 ) -> Result<Vec<(String, Vec<u8>)>> {
-    let kafka = |what: &str, e: KafkaError| Error::Kafka(format!("{what} of {topic}: {e}"));
-    let consumer: BaseConsumer = config.create().map_err(|e| kafka("creating a reader", e))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .map_err(|e| kafka("metadata", e))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends: HashMap<i32, i64> = HashMap::new();
-    for partition in partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| kafka("watermarks", e))?;
-        if high > low {
-            let start = low.max(high - lookback);
-            assignment
-                .add_partition_offset(topic, partition, Offset::Offset(start))
-                .map_err(|e| kafka("assignment", e))?;
-            ends.insert(partition, high);
-        }
-    }
+    let reader = TailReader::new(config, topic, timeout)?;
+    let partitions = reader.partitions()?;
     // Per key and partition (a key spans partitions only after the partition count grew).
     let mut newest: HashMap<(String, i32), (i64, Vec<u8>)> = HashMap::new();
-    if ends.is_empty() {
-        return Ok(Vec::new());
-    }
-    consumer
-        .assign(&assignment)
-        .map_err(|e| kafka("assign", e))?;
-    let deadline = std::time::Instant::now() + timeout;
-    while !ends.is_empty() {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Kafka(format!(
-                "reading the end of {topic} timed out; partitions left: {:?}",
-                ends.keys()
-            )));
-        }
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let message = message.map_err(|e| kafka("reading", e))?;
-        let (partition, offset) = (message.partition(), message.offset());
-        if let (Some(key), Some(payload)) = (message.key(), message.payload()) {
+    reader.read(&partitions, Start::Last(lookback), |record| {
+        let (partition, offset) = (record.partition(), record.offset());
+        if let (Some(key), Some(payload)) = (record.key(), record.payload()) {
             let key = (String::from_utf8_lossy(key).into_owned(), partition);
             // Within a partition a later offset is a later trade of the same instrument.
             if newest.get(&key).is_none_or(|(o, _)| *o < offset) {
                 newest.insert(key, (offset, payload.to_vec()));
             }
         }
-        if ends.get(&partition).is_some_and(|&end| offset + 1 >= end) {
-            ends.remove(&partition);
-        }
-    }
+    })?;
     Ok(newest
         .into_iter()
         .map(|((key, _), (_, frame))| (key, frame))

@@ -77,7 +77,7 @@ async fn committer(s: &Setup, transactional: bool) -> KafkaCommitter {
         transactional_id: transactional.then(|| format!("{}-agg-0", s.name)),
         timeout: Duration::from_secs(10),
     };
-    KafkaCommitter::connect(&kafka, &s.registry, log.consumer(), commit)
+    KafkaCommitter::connect(&kafka, &s.registry, log.group_offsets(), commit)
         .await
         .unwrap()
 }

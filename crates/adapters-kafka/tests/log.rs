@@ -446,3 +446,59 @@ async fn progress_markers_sit_between_the_trades_around_them() {
         "two markers and the malformed one, all read as null"
     );
 }
+
+/// The lag probe reports every assigned partition; where the log has read, high watermark minus
+/// position: 0 once everything is handed out, then the records written since.
+#[tokio::test]
+async fn the_lag_probe_counts_what_the_log_has_not_handed_out() {
+    let s = setup("lag").await;
+    let sink = sink(&s).await;
+    let batch = |seqs: std::ops::RangeInclusive<u64>| TradeBatch {
+        trades: seqs
+            .map(|seq| Trade::new(trade("BTC-PERPETUAL", seq, 100.0)).unwrap())
+            .collect(),
+        trace: None,
+    };
+    sink.publish(batch(1..=10)).await.unwrap();
+    let mut log = log(&s);
+    let probe = log.lag_probe();
+    let lag = || {
+        let probe = probe.clone();
+        async move {
+            tokio::task::spawn_blocking(move || probe.lag())
+                .await
+                .unwrap()
+        }
+    };
+    let (mut handed_out, mut partition) = (0, None);
+    while handed_out < 10 {
+        if let LogEvent::Trades(trades) = next(&mut log).await {
+            handed_out += trades.len();
+            partition = partition.or(trades.first().map(|t| t.partition));
+        }
+    }
+    let partition = partition.unwrap();
+    let caught_up = lag().await;
+    assert!(caught_up.contains(&(partition, 0)), "{caught_up:?}");
+    let mut reported: Vec<i32> = caught_up.iter().map(|&(p, _)| p).collect();
+    reported.sort_unstable();
+    assert_eq!(
+        reported,
+        (0..PARTITIONS).collect::<Vec<_>>(),
+        "one entry per assigned partition"
+    );
+
+    sink.publish(batch(11..=15)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let behind = lag().await;
+        if behind.contains(&(partition, 5)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag never reached 5: {behind:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

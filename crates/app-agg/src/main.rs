@@ -123,16 +123,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     let log = KafkaTradeLog::connect(&settings.kafka, Arc::clone(&registry), &settings.log)
         .context("joining the consumer group")?;
-    let committer =
-        KafkaCommitter::connect(&settings.kafka, &registry, log.consumer(), settings.commit)
-            .await
-            .context("setting up the commit cycle")?;
-    let (consumer, dead_lettered) = (log.consumer(), log.dead_lettered());
+    let committer = KafkaCommitter::connect(
+        &settings.kafka,
+        &registry,
+        log.group_offsets(),
+        settings.commit,
+    )
+    .await
+    .context("setting up the commit cycle")?;
+    let (lag, dead_lettered) = (log.lag_probe(), log.dead_lettered());
     let mut service = Service::new(log, committer, SystemClock, settings.aggregator);
     let probe = Arc::new(AggProbe {
         service: service.metrics(),
         dead_lettered,
-        consumer,
+        lag,
         topic: settings.log.topic.clone(),
         marker_timeout: settings.marker_timeout,
     });

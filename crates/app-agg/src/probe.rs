@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use adapters_kafka::consumer::LogContext;
+use adapters_kafka::group::LagProbe;
 use ports::{Clock, SystemClock};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use telemetry::http::Probe;
 use telemetry::prometheus::Exposition;
 
@@ -18,35 +17,13 @@ pub struct AggProbe {
     pub service: Arc<ServiceMetrics>,
     /// Records sent to the dead-letter topic.
     pub dead_lettered: Arc<AtomicU64>,
-    /// The group consumer, for lag.
-    pub consumer: Arc<StreamConsumer<LogContext>>,
+    /// The group consumer's lag per partition.
+    pub lag: LagProbe,
     /// The raw topic.
     pub topic: String,
     /// A partition without a progress marker this long makes the service not ready (`None`:
     /// markers are not used).
     pub marker_timeout: Option<Duration>,
-}
-
-impl AggProbe {
-    /// Lag per assigned partition: high watermark minus position (asks the broker).
-    fn lag(&self) -> Vec<(i32, i64)> {
-        let Ok(positions) = self.consumer.position() else {
-            return Vec::new();
-        };
-        positions
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == self.topic)
-            .filter_map(|e| {
-                let position = e.offset().to_raw()?;
-                let (_, high) = self
-                    .consumer
-                    .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(1))
-                    .ok()?;
-                Some((e.partition(), (high - position).max(0)))
-            })
-            .collect()
-    }
 }
 
 impl Probe for AggProbe {
@@ -92,7 +69,7 @@ impl Probe for AggProbe {
         let s = &self.service;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         // Asking for watermarks blocks briefly: keep it off the async workers.
-        let lag = tokio::task::block_in_place(|| self.lag());
+        let lag = tokio::task::block_in_place(|| self.lag.lag());
         #[allow(clippy::cast_precision_loss)]
         let lag: Vec<(Vec<(&str, String)>, f64)> = lag
             .into_iter()

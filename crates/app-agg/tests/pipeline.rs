@@ -224,7 +224,7 @@ async fn run_pipeline(poison: bool) -> Outcome {
         transactional_id: None,
         timeout: Duration::from_secs(10),
     };
-    let committer = KafkaCommitter::connect(&kafka, &registry, log.consumer(), commit)
+    let committer = KafkaCommitter::connect(&kafka, &registry, log.group_offsets(), commit)
         .await
         .unwrap();
     let (stop_agg, agg_stopped) = tokio::sync::oneshot::channel::<()>();
