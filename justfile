@@ -11,9 +11,9 @@ default:
 # under way: CI starts one beside the suites).
 test: kafka
     cargo test --workspace --locked
-    TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg --test '*' -- --skip app_agg_commit_spans_link_to_the_traces_app_raw_started
+    TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg -p system --test '*' -- --skip app_agg_commit_spans_link_to_the_traces_app_raw_started
     just jaeger
-    TEST_BROKER=kafka TEST_TRACES=jaeger cargo test --locked -p app-agg --test tracing
+    TEST_BROKER=kafka TEST_TRACES=jaeger cargo test --locked -p system --test tracing
 
 # Fetch the Apache Kafka broker (tools/kafka/pom.xml) with Maven into a cache outside the repo,
 # once (~10 s); later runs are offline and instant. Needs Java 17+ and Maven.
@@ -91,7 +91,7 @@ fuzz secs="600" *targets="all":
 # instrument and app-raw stopped for 2 minutes (`just test` runs 15 s of each).
 soak: kafka
     TEST_BROKER=kafka COMPLETENESS_QUIET_SECS=300 COMPLETENESS_STOP_SECS=120 \
-        cargo test --locked -p app-agg --test completeness -- --nocapture
+        cargo test --locked -p system --test completeness -- --nocapture
 
 # Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
 up *ARGS:
@@ -117,16 +117,16 @@ ps:
 
 # End-to-end checks against a running `just up` stack (needs Docker and internet).
 e2e:
-    cargo test --locked -p app-agg --test e2e_stack -- --ignored --test-threads 1
+    cargo test --locked -p system --test e2e_stack -- --ignored --test-threads 1
 
-# No Docker or internet: stand-ins, simulated market, both services, live table; `--live` for real Deribit.
+# No Docker or internet: stand-ins, simulated market, both services, live table; `--live` for real
+# Deribit, `--help` for the rest. The demo has cargo build both services first (release).
 demo *ARGS:
-    cargo build --release --locked -p app-raw -p app-agg --bins
-    cargo run --release --locked --quiet -p app-agg --example demo -- {{ARGS}}
+    cargo run --release --locked --quiet -p system --example demo -- {{ARGS}}
 
 # Only the stand-ins (broker, registry, simulated Deribit); prints the `export` lines for them.
 stack:
-    cargo run --release --locked --quiet -p app-agg --example demo -- --stack
+    cargo run --release --locked --quiet -p system --example demo -- --stack
 
 # Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`;
 # paths are relative to where you run it, not to the repository.

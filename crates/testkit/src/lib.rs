@@ -9,6 +9,10 @@
 //! * [`jaeger`]: [`Jaeger`], a real Jaeger v2 built by `just jaeger`, read through its query API.
 //! * [`traces`]: [`TestTraces`], the collector, or Jaeger with `TEST_TRACES=jaeger`.
 //! * [`process`]: helpers for tests that run the service binaries (ports, signals, probes).
+//! * [`services`]: the service binaries, built for tests that run both, and app-agg started
+//!   with the tests' settings.
+//! * [`topics`]: the pipeline's topics: their default names, creating them, reading back what
+//!   app-agg wrote.
 //! * [`tls`]: [`tls::TestTls`], a throw-away CA and broker certificate for TLS listeners.
 //! * [`wait`]: polling helpers with deadlines (no bare sleeps in tests).
 
@@ -19,7 +23,9 @@ pub mod kafka;
 pub mod otlp;
 pub mod process;
 pub mod registry;
+pub mod services;
 pub mod tls;
+pub mod topics;
 pub mod traces;
 pub mod wait;
 

@@ -82,36 +82,6 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The path of another workspace binary next to `this_binary` (e.g. `app-raw` from app-agg's
-/// tests), built first (once per test process): `cargo test -p app-agg` does not rebuild it,
-/// and a stale one would test old code.
-///
-/// # Panics
-/// If the binary cannot be built.
-#[must_use]
-#[allow(clippy::panic)] // test harness: without the binary the test cannot run
-pub fn sibling_binary(this_binary: &str, package: &str) -> std::path::PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let path = std::path::Path::new(this_binary).with_file_name(package);
-    let mut built = BUILT
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !built.iter().any(|p| p == package) {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let ok = Command::new(cargo)
-            .args(["build", "--locked", "-p", package, "--bin", package])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && path.exists(),
-            "cannot build {package} at {}",
-            path.display()
-        );
-        built.push(package.to_owned());
-    }
-    path
-}
-
 /// Metric families the Grafana dashboard queries whose names start with `prefix`
 /// (`_bucket`/`_sum`/`_count` reduced to the histogram's family).
 ///

@@ -1,4 +1,6 @@
-//! Helpers shared by app-agg's Kafka-level tests (pipeline, process, tracing, crash, scale-out).
+//! Helpers shared by app-agg's Kafka-level tests (process, crash, fencing, outage, scale-out,
+//! topics, watermark, compaction): app-agg started from this package's binary, a test stream
+//! and its oracle, the raw topic's producer; topics and their readers come from testkit.
 #![allow(
     clippy::unwrap_used,
     clippy::panic,
@@ -6,11 +8,11 @@
     clippy::cast_sign_loss,
     clippy::cast_possible_truncation,
     clippy::cast_precision_loss,
-    dead_code
+    dead_code,
+    unused_imports
 )] // test helpers; not every test uses every helper
 
-use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,34 +26,16 @@ use domain::{
     WindowSize, testing,
 };
 use ports::{TradeBatch, TradeSink};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use testkit::services::{agg_command, spawn_agg};
 use testkit::{SchemaRegistryStub, TestBroker};
+
+pub use testkit::topics::{
+    AGG, DLQ, LATE, RAW, STATE, aggregates_topic, aggregates_topic_as, create_topics,
+    end_offset as raw_end_offset, wait_for_aggregates,
+};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_app-agg");
-/// Topic names (the services' defaults).
-pub const RAW: &str = "deribit.trades";
-/// See [`RAW`].
-pub const AGG: &str = "deribit.trades.agg";
-/// See [`RAW`].
-pub const STATE: &str = "deribit.trades.agg.state";
-
-/// The dead-letter topic (the service's default).
-pub const DLQ: &str = "deribit.trades.dlq";
-/// The late-trades topic (the service's default).
-pub const LATE: &str = "deribit.trades.late";
-
-/// Creates the five topics app-agg checks at start: raw and changelog with `partitions`,
-/// aggregates, dead letters and late trades with one.
-pub async fn create_topics(broker: &TestBroker, partitions: i32) {
-    broker.create_topic(RAW, partitions, false).await.unwrap();
-    broker.create_topic(AGG, 1, false).await.unwrap();
-    broker.create_topic(STATE, partitions, true).await.unwrap();
-    broker.create_topic(DLQ, 1, false).await.unwrap();
-    broker.create_topic(LATE, 1, false).await.unwrap();
-}
 
 /// A deterministic stream an hour old, in `batches` of `per_batch` trades over `instruments`,
 /// timestamps strictly increasing; then one trade per instrument a minute later, so every
@@ -131,8 +115,8 @@ fn sort(aggregates: &mut [Aggregate]) {
     });
 }
 
-/// Starts app-agg as configured by [`config`], on `http`; one transaction per cycle on Apache
-/// Kafka (the mock only fakes them), as instance `0`.
+/// Starts app-agg as configured by [`config`], on `http`, as instance `0`
+/// (`testkit::services::agg_command`).
 pub fn spawn(broker: &TestBroker, stub: &SchemaRegistryStub, http: &str) -> Child {
     spawn_instance(broker, stub, http, "0")
 }
@@ -145,17 +129,7 @@ pub fn spawn_instance(
     http: &str,
     instance: &str,
 ) -> Child {
-    let stdout = match std::env::var("CHILD_LOG_DIR") {
-        Ok(dir) => Stdio::from(
-            std::fs::File::create(format!("{dir}/app-agg-{}.log", http.replace(':', "_"))).unwrap(),
-        ),
-        Err(_) => Stdio::null(),
-    };
-    command(broker, stub, http, instance)
-        .stdout(stdout)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    spawn_agg(BIN, broker, stub, http, instance)
 }
 
 /// The command [`spawn_instance`] runs, output not yet directed.
@@ -165,26 +139,7 @@ pub fn command(
     http: &str,
     instance: &str,
 ) -> Command {
-    let mut command = Command::new(BIN);
-    command.env_clear().envs([
-        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-        ("SCHEMA_REGISTRY_URL", stub.url()),
-        ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
-        ("AGG_TRANSACTIONAL_ID", format!("app-agg-test-{instance}")),
-        ("AGG_WINDOW", "1s".into()),
-        ("AGG_GRACE", "0s".into()),
-        ("AGG_MAX_DELAY", "24h".into()),
-        ("AGG_HALFLIVES", "2s,30s".into()),
-        ("AGG_COMMIT_INTERVAL", "50ms".into()),
-        ("KAFKA_SESSION_TIMEOUT", "3s".into()),
-        ("HTTP_ADDR", http.to_owned()),
-        (
-            "RUST_LOG",
-            std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
-        ),
-        ("OTEL_SDK_DISABLED", "true".into()),
-    ]);
-    command
+    agg_command(BIN, broker, stub, http, instance)
 }
 
 /// The raw topic's producer in a test: publishes a stream's batches in order, a pause before
@@ -247,86 +202,16 @@ impl Feeder {
     }
 }
 
-/// Every record of the aggregates topic, raw, as a `read_committed` reader sees it.
-pub fn aggregates_topic(broker: &TestBroker) -> Vec<Vec<u8>> {
-    aggregates_topic_as(broker, "read_committed")
-}
-
-/// Every record of the aggregates topic, raw, at `isolation` (`read_committed` or
-/// `read_uncommitted`: the latter also sees records of aborted transactions).
-pub fn aggregates_topic_as(broker: &TestBroker, isolation: &str) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", "agg-check")
-        .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(AGG, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => out.push(m.payload().unwrap().to_vec()),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Polls the aggregates topic until it holds at least `want` distinct records.
-pub async fn wait_for_aggregates(broker: &TestBroker, want: usize) -> Vec<Vec<u8>> {
-    let mut records = Vec::new();
-    for _ in 0..120 {
-        records = aggregates_topic(broker);
-        let distinct: std::collections::BTreeSet<&Vec<u8>> = records.iter().collect();
-        if distinct.len() >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    records
-}
-
 /// The records deduplicated by (instrument, window_start), sorted, after asserting that every
 /// repeat is byte-identical to its first; also the number of repeats.
 pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
-    let mut seen: BTreeMap<(String, i64), &Vec<u8>> = BTreeMap::new();
-    let mut repeats = 0;
-    for bytes in records {
-        let a = decode(bytes);
-        match seen.get(&(a.instrument_name.clone(), a.window_start)) {
-            Some(earlier) => {
-                assert_eq!(*earlier, bytes, "a repeated aggregate is byte-identical");
-                repeats += 1;
-            }
-            None => {
-                seen.insert((a.instrument_name, a.window_start), bytes);
-            }
-        }
-    }
-    let mut union: Vec<Aggregate> = seen.values().map(|b| decode(b)).collect();
-    sort(&mut union);
-    (union, repeats)
+    testkit::topics::union_by(records, decode, |a| {
+        (a.instrument_name.clone(), a.window_start)
+    })
 }
 
 /// One framed aggregate record, decoded.
 pub fn decode(record: &[u8]) -> Aggregate {
     let (id, datum) = split_frame(record).unwrap();
     decode_aggregate(id, aggregate_schema().unwrap(), datum).unwrap()
-}
-
-/// The end offset (next offset to be written) of `topic`'s `partition`.
-pub fn raw_end_offset(broker: &TestBroker, topic: &str, partition: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .unwrap()
-        .1
 }

@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use app_agg::replay::replay;
-use common::{BIN, LATE, decode};
+use common::{LATE, decode};
 use domain::{Aggregate, AggregatorConfig, WatermarkRule, WindowSize};
-use testkit::process::{free_http_addr, healthcheck, http_get, now_ms, sibling_binary, signal};
+use testkit::process::{free_http_addr, healthcheck, http_get, now_ms, signal};
+use testkit::services::service_binary;
 use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
 
 const CHANNELS: &str = "trades.future.BTC.100ms,trades.option.BTC.100ms,trades.future.ETH.100ms,trades.option.ETH.100ms";
@@ -87,10 +88,10 @@ impl Pipeline {
         };
         assert!(
             wait_for(Duration::from_secs(60), || healthcheck(
-                BIN,
+                common::bin(),
                 &pipeline.agg_http
             ) && healthcheck(
-                BIN,
+                common::bin(),
                 &pipeline.raw_http
             ))
             .await,
@@ -130,7 +131,7 @@ fn spawn_raw(
     fake: &FakeDeribit,
     http: &str,
 ) -> Child {
-    Command::new(sibling_binary(BIN, "app-raw"))
+    Command::new(service_binary("app-raw"))
         .env_clear()
         .envs([
             ("DERIBIT_URL", fake.url()),
@@ -393,7 +394,13 @@ async fn a_quiet_instrument_closes_on_time_and_a_stopped_app_raw_closes_nothing_
         latest_end - stopped_at
     );
     p.restart_raw();
-    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &p.raw_http)).await);
+    assert!(
+        wait_for(Duration::from_secs(30), || healthcheck(
+            common::bin(),
+            &p.raw_http
+        ))
+        .await
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     trader.stop().await;
 

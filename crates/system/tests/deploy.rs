@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml_ng::Value;
-use testkit::process::sibling_binary;
+use testkit::services::service_binary;
 
-const AGG_BIN: &str = env!("CARGO_BIN_EXE_app-agg");
 /// (compose service, Dockerfile stage, binary, default HTTP port)
 const APPS: [(&str, &str, &str, u16); 2] = [
     ("app-raw", "app-raw", "app-raw", 8080),
@@ -30,12 +29,8 @@ fn compose() -> Value {
     compose
 }
 
-fn binary(name: &str) -> PathBuf {
-    if name == "app-agg" {
-        PathBuf::from(AGG_BIN)
-    } else {
-        sibling_binary(AGG_BIN, name)
-    }
+fn binary(name: &str) -> &'static Path {
+    service_binary(name)
 }
 
 /// `${NAME:-default}` as compose would resolve it with NAME unset.

@@ -10,29 +10,33 @@
 //! * `--seed N`: the simulation's random seed (printed on screen; random by default).
 //! * `--stack`: start only the stand-ins (and the simulated market) and print the `export` lines
 //!   that point app-raw / app-agg at them.
+//!
+//! The services' binaries come from `testkit::services`, which has cargo build them (with the
+//! demo's profile) before anything starts; the topics are those app-agg's configuration names by
+//! default, and the live URL is adapters-deribit's `PRODUCTION_URL`.
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a terminal program
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use adapters_deribit::config::PRODUCTION_URL;
 use adapters_kafka::avro::{aggregate_schema, decode_aggregate};
 use adapters_kafka::framing::split_frame;
 use anyhow::{Context, bail};
+use app_agg::config::{AggConfig, Settings};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::os::unix::process::CommandExt;
-
-use std::sync::Mutex;
-use std::time::Instant;
 use tokio::signal::unix::SignalKind;
 
 use testkit::kafka::KafkaOptions;
-use testkit::process::{free_http_addr, http_get};
+use testkit::process::{free_http_addr, http_get, now_ms, required_env_with, signal};
+use testkit::services::service_binaries;
 use testkit::{FakeDeribit, KafkaCluster, SchemaRegistryStub, TestBroker};
 
 mod market;
@@ -41,11 +45,8 @@ mod screen;
 use market::{Date, Listed};
 use screen::{Board, Source};
 
-const RAW: &str = "deribit.trades";
-const AGG: &str = "deribit.trades.agg";
-const STATE: &str = "deribit.trades.agg.state";
+/// Partitions of the raw topic (and of the changelog, partitioned like it).
 const PARTITIONS: i32 = 3;
-const LIVE_URL: &str = "wss://www.deribit.com/ws/api/v2";
 const WINDOW_MS: i64 = 10_000;
 /// How long a service may take to become ready before the screen says why it is not.
 const READY_GRACE: Duration = Duration::from_secs(15);
@@ -90,26 +91,20 @@ async fn simulate(fake: Arc<FakeDeribit>, names: Vec<String>, seed: u64, stop: A
     }
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    // target/<profile>/examples/demo → target/<profile>/<name>
-    let exe = std::env::current_exe().context("locating the demo binary")?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the demo binary has no target directory")?;
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} missing: build it first (`just demo` does)",
-            path.display()
-        );
-    }
-    Ok(path)
+/// The settings app-agg runs with when only the required variables are set: the topic names
+/// the services use by default.
+fn default_settings() -> anyhow::Result<Settings> {
+    AggConfig::settings_from(&required_env_with(&[])).context("app-agg's default settings")
 }
 
+/// Starts the service `name` (`app-raw` or `app-agg`), its output in `<log_dir>/<name>.log`.
 fn spawn(name: &str, env: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Child> {
+    let binary = service_binaries()
+        .map_err(anyhow::Error::msg)?
+        .get(name)
+        .with_context(|| format!("{name} is not a service"))?;
     let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-    Command::new(sibling(name)?)
+    Command::new(binary)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -139,9 +134,7 @@ impl Services {
 
     fn stop(&mut self) {
         for (_, child) in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            signal(child, "TERM");
         }
         let started = Instant::now();
         for (_, child) in &mut self.0 {
@@ -186,14 +179,14 @@ impl Screen {
 
 /// Reads the aggregates topic and redraws the screen on every new aggregate, and every second
 /// for news about the services.
-fn watch(bootstrap: &str, screen: &Screen, stop: &AtomicBool) -> anyhow::Result<()> {
+fn watch(bootstrap: &str, topic: &str, screen: &Screen, stop: &AtomicBool) -> anyhow::Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "demo-table")
         .create()
         .context("creating the table's consumer")?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(AGG, 0, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let schema = aggregate_schema()?;
     screen.draw();
@@ -308,8 +301,20 @@ async fn broker() -> anyhow::Result<TestBroker> {
     }
 }
 
-/// The command line: `[--live | --stack] [--seed N]`.
-fn arguments() -> anyhow::Result<(Mode, u64)> {
+const USAGE: &str = "\
+Usage: demo [--live | --stack] [--seed N]
+
+Both services and every stand-in on this machine (Apache Kafka if `just kafka` fetched it, else
+librdkafka's mock cluster; the Schema Registry stand-in; a simulated Deribit market), aggregates
+shown as they arrive until Ctrl-C.
+
+  --live      app-raw subscribes to the real Deribit instead of the simulation
+  --stack     start only the stand-ins and print the `export` lines for app-raw / app-agg
+  --seed N    the simulation's random seed (random by default; shown on screen)
+  --help      this text";
+
+/// The command line: `[--live | --stack] [--seed N]`; `None` for `--help`.
+fn arguments() -> anyhow::Result<Option<(Mode, u64)>> {
     let mut mode = Mode::Simulated;
     // A new market each run unless a seed is given.
     let mut seed = std::time::SystemTime::now()
@@ -326,30 +331,36 @@ fn arguments() -> anyhow::Result<(Mode, u64)> {
                     .parse()
                     .with_context(|| format!("--seed {value:?}: expected a whole number"))?;
             }
-            other => bail!("unknown option {other:?}; accepted: --live, --stack, --seed N"),
+            "--help" | "-h" => return Ok(None),
+            other => bail!("unknown option {other:?}; accepted: --live, --stack, --seed N, --help"),
         }
     }
-    Ok((mode, seed))
+    Ok(Some((mode, seed)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let (mode, seed) = arguments()?;
-    let listed = market::market(Date::of_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0)),
-    ));
+    let Some((mode, seed)) = arguments()? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    if mode != Mode::StackOnly {
+        // Built (or found fresh) before anything starts: cargo's output stays above the table.
+        service_binaries().map_err(anyhow::Error::msg)?;
+    }
+    let listed = market::market(Date::of_millis(now_ms()));
+    let settings = default_settings()?;
     let broker = broker().await?;
-    for (topic, partitions, compacted) in [
-        (RAW, PARTITIONS, false),
-        (AGG, 1, false),
-        (STATE, PARTITIONS, true),
-        ("deribit.trades.dlq", 1, false),
-        ("deribit.trades.late", 1, false),
-    ] {
+    for topic in settings.topics() {
+        // The raw topic and its changelog with a few partitions; the others with one (the table
+        // reads partition 0 of the aggregates topic).
+        let partitions = if topic.name == settings.log.topic || topic.partitioned_like.is_some() {
+            PARTITIONS
+        } else {
+            1
+        };
         broker
-            .create_topic(topic, partitions, compacted)
+            .create_topic(&topic.name, partitions, topic.compacted)
             .await
             .map_err(anyhow::Error::msg)?;
     }
@@ -357,10 +368,10 @@ async fn main() -> anyhow::Result<()> {
     let stop_market = Arc::new(AtomicBool::new(false));
     let (deribit_url, channels, source) = if mode == Mode::Live {
         (
-            LIVE_URL.to_owned(),
+            PRODUCTION_URL.to_owned(),
             "trades.future.BTC.100ms,trades.future.ETH.100ms".to_owned(),
             Source::Live {
-                url: LIVE_URL.to_owned(),
+                url: PRODUCTION_URL.to_owned(),
             },
         )
     } else {
@@ -445,7 +456,8 @@ async fn main() -> anyhow::Result<()> {
     let table = {
         let (stop, screen) = (Arc::clone(&stop_table), Arc::clone(&screen));
         let bootstrap = broker.bootstrap_servers();
-        std::thread::spawn(move || watch(&bootstrap, &screen, &stop))
+        let topic = settings.commit.aggregates_topic.clone();
+        std::thread::spawn(move || watch(&bootstrap, &topic, &screen, &stop))
     };
     let readiness = {
         let (stop, screen) = (Arc::clone(&stop_table), Arc::clone(&screen));

@@ -10,9 +10,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN as AGG_BIN;
 use testkit::kafka::ExtraListener;
-use testkit::process::{free_http_addr, healthcheck, http_get, sibling_binary, signal};
+use testkit::process::{free_http_addr, healthcheck, http_get, signal};
+use testkit::services::service_binary;
 use testkit::tls::{TestTls, scram_user};
 use testkit::{
     FakeDeribit, FakeInstrument, KafkaCluster, KafkaOptions, SchemaRegistryStub, TestBroker,
@@ -93,10 +93,10 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
     fake.send_test_requests_every(Duration::from_millis(300));
 
     // A wrong password: a clear start-up error, not a hang.
-    let raw_bin = sibling_binary(AGG_BIN, "app-raw");
+    let raw_bin = service_binary("app-raw");
     let started = Instant::now();
     let refused = raw_command(
-        &raw_bin,
+        raw_bin,
         &secure_env(&secure, &tls, "wrong"),
         &stub,
         &fake,
@@ -124,7 +124,7 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
     // The right one: trades in, aggregates out, over TLS + SCRAM only.
     let env = secure_env(&secure, &tls, PASSWORD);
     let raw_http = free_http_addr();
-    let mut raw = raw_command(&raw_bin, &env, &stub, &fake, &raw_http)
+    let mut raw = raw_command(raw_bin, &env, &stub, &fake, &raw_http)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -142,7 +142,8 @@ async fn the_pipeline_runs_over_sasl_ssl_and_a_wrong_password_is_a_clear_error()
         wait_for(Duration::from_secs(60), || healthcheck(
             &raw_path, &raw_http
         ) && healthcheck(
-            AGG_BIN, &agg_http
+            common::bin(),
+            &agg_http
         ))
         .await,
         "both services ready over SASL_SSL"

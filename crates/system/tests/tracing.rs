@@ -9,13 +9,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::process::{free_http_addr, healthcheck, sibling_binary, signal};
+use testkit::process::{free_http_addr, healthcheck, signal};
+use testkit::services::service_binary;
 use testkit::{
     CollectedSpan, FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, TestTraces,
     wait_for,
 };
-
-const AGG_BIN: &str = env!("CARGO_BIN_EXE_app-agg");
 
 /// An app-agg commit span linked to an app-raw notification span, and the emit span under it.
 fn linked_pair(spans: &[CollectedSpan]) -> Option<(CollectedSpan, CollectedSpan)> {
@@ -66,8 +65,8 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         ("KAFKA_SESSION_TIMEOUT", "3s".to_owned()),
     ];
     let (raw_http, agg_http) = (free_http_addr(), free_http_addr());
-    let raw_bin = sibling_binary(AGG_BIN, "app-raw");
-    let mut raw = Command::new(&raw_bin)
+    let raw_bin = service_binary("app-raw");
+    let mut raw = Command::new(raw_bin)
         .env_clear()
         .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
         .envs([
@@ -80,7 +79,7 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let agg = Command::new(AGG_BIN)
+    let agg = Command::new(common::bin())
         .env_clear()
         .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
         .envs([
@@ -102,7 +101,8 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         wait_for(Duration::from_secs(30), || healthcheck(
             &raw_path, &raw_http
         ) && healthcheck(
-            AGG_BIN, &agg_http
+            common::bin(),
+            &agg_http
         ))
         .await,
         "services never ready"
