@@ -5,35 +5,21 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use adapters_kafka::commit::{CommitConfig, late_topic};
-use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::consumer::{LogConfig, dlq_topic};
-use adapters_kafka::registry::RegistryConfig;
 use adapters_kafka::topics::TopicSpec;
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use envconfig::Envconfig;
-use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
-use telemetry::service::{Effective, duration_text};
-
-use crate::duration::{parse_millis, parse_millis_list};
+use shell::broker::{Broker, BrokerVariables};
+use shell::config::{flag, from_envconfig, http_addr, millis, non_empty};
+use shell::duration::parse_millis_list;
+use shell::{Effective, duration_text};
 
 /// The raw variables (strings; checked by [`AggConfig::settings`]).
 #[derive(Envconfig)]
 pub struct AggConfig {
-    /// Kafka `bootstrap.servers`.
-    #[envconfig(from = "KAFKA_BOOTSTRAP_SERVERS")]
-    pub kafka_bootstrap_servers: String,
-    /// Schema Registry base URL.
-    #[envconfig(from = "SCHEMA_REGISTRY_URL")]
-    pub schema_registry_url: String,
-    /// Schema Registry basic-auth user.
-    #[envconfig(from = "SCHEMA_REGISTRY_USER")]
-    pub schema_registry_user: Option<String>,
-    /// Schema Registry basic-auth password (never logged).
-    #[envconfig(from = "SCHEMA_REGISTRY_PASSWORD")]
-    pub schema_registry_password: Option<String>,
-    /// Create missing topics at start instead of refusing to start.
-    #[envconfig(from = "KAFKA_CREATE_TOPICS", default = "false")]
-    pub kafka_create_topics: String,
+    /// Kafka and the Schema Registry, as app-raw reads them.
+    #[envconfig(nested)]
+    pub broker: BrokerVariables,
     /// Topic with the raw trades.
     #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
     pub raw_topic: String,
@@ -86,15 +72,13 @@ pub struct AggConfig {
     pub http_addr: String,
 }
 
-pub use telemetry::config::ConfigError;
+pub use shell::ConfigError;
 
 /// Everything the service needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Kafka connection.
-    pub kafka: KafkaConfig,
-    /// Schema Registry.
-    pub registry: RegistryConfig,
+    /// Kafka and the Schema Registry.
+    pub broker: Broker,
     /// The trade log (raw topic, group).
     pub log: LogConfig,
     /// The commit port (topics, transactions).
@@ -108,8 +92,6 @@ pub struct Settings {
     pub commit_interval: Duration,
     /// Where the health and metrics endpoint listens.
     pub http_addr: std::net::SocketAddr,
-    /// Create missing topics at start.
-    pub create_topics: bool,
 }
 
 impl Settings {
@@ -136,15 +118,10 @@ impl Effective for Settings {
             .iter()
             .map(|&h| ms(h))
             .collect();
-        let mut variables = self.kafka.effective_variables();
-        variables.extend([
-            (
-                "KAFKA_SESSION_TIMEOUT".into(),
-                duration_text(self.log.session_timeout),
-            ),
-            ("KAFKA_CREATE_TOPICS".into(), self.create_topics.to_string()),
-        ]);
-        variables.extend(self.registry.effective_variables());
+        let mut variables = self.broker.effective(vec![(
+            "KAFKA_SESSION_TIMEOUT".into(),
+            duration_text(self.log.session_timeout),
+        )]);
         variables.extend([
             ("RAW_TOPIC".into(), self.log.topic.clone()),
             ("AGG_TOPIC".into(), self.commit.aggregates_topic.clone()),
@@ -189,14 +166,6 @@ impl Effective for Settings {
 pub const DEFAULT_PARTITIONS: i32 = 6;
 /// Partitions of an aggregates topic app-agg creates.
 pub const AGGREGATE_PARTITIONS: i32 = 3;
-
-fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
-    parse_millis(value).map_err(|accepted| ConfigError {
-        variable: variable.into(),
-        value: value.to_owned(),
-        accepted,
-    })
-}
 
 fn positive(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let ms = millis(variable, value)?;
@@ -273,7 +242,7 @@ impl AggConfig {
     /// # Errors
     /// As [`AggConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        AggConfig::settings_from(&telemetry::config::utf8_env()?)
+        AggConfig::settings_from(&shell::config::utf8_env()?)
     }
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
@@ -284,36 +253,7 @@ impl AggConfig {
         self,
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let bootstrap = checked(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            non_empty(
-                "KAFKA_BOOTSTRAP_SERVERS",
-                &self.kafka_bootstrap_servers,
-                "host:port[,host:port…]",
-            )?,
-            adapters_kafka::config::check_bootstrap_servers,
-        )?;
-        let kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
-        kafka.validate().map_err(|reason| ConfigError {
-            variable: "KAFKA_PROPERTY_*".into(),
-            value: String::new(),
-            accepted: reason,
-        })?;
-        let url = non_empty(
-            "SCHEMA_REGISTRY_URL",
-            &self.schema_registry_url,
-            "an http(s):// URL",
-        )?;
-        let registry = RegistryConfig::from_settings(
-            &url,
-            self.schema_registry_user,
-            self.schema_registry_password,
-        )
-        .map_err(|e| ConfigError {
-            variable: e.variable.into(),
-            value: e.value,
-            accepted: e.accepted.into(),
-        })?;
+        let broker = self.broker.settings(all)?;
         let window = millis("AGG_WINDOW", &self.agg_window)?;
         let window = WindowSize::from_millis(window).map_err(|e| ConfigError {
             variable: "AGG_WINDOW".into(),
@@ -368,11 +308,6 @@ impl AggConfig {
             &self.agg_transactions,
             "true or false (false for brokers without transactions)",
         )?;
-        let create_topics = flag(
-            "KAFKA_CREATE_TOPICS",
-            &self.kafka_create_topics,
-            "true or false",
-        )?;
         let transactional_id = match (transactions, self.agg_transactional_id) {
             (false, _) => None,
             (true, Some(id)) => Some(id),
@@ -410,15 +345,13 @@ impl AggConfig {
         let commit_interval = positive("AGG_COMMIT_INTERVAL", &self.agg_commit_interval)?;
         let http_addr = http_addr(&self.http_addr, "0.0.0.0:8091")?;
         Ok(Settings {
-            kafka,
-            registry,
+            broker,
             log,
             commit,
             aggregator,
             marker_timeout,
             commit_interval,
             http_addr,
-            create_topics,
         })
     }
 }

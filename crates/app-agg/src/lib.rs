@@ -5,10 +5,8 @@
 //! * [`service`]: the Kafka service loop over its ports: restore, aggregate, commit cycles.
 //! * [`config`]: the service's environment variables, validated.
 //! * [`probe`]: what `/readyz` and `/metrics` report.
-//! * [`duration`]: human durations (`1m`, `30s`) as used on the command line and in config.
 
 pub mod config;
-pub mod duration;
 pub mod probe;
 pub mod replay;
 pub mod service;

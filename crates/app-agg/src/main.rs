@@ -18,13 +18,14 @@ use adapters_kafka::consumer::KafkaTradeLog;
 use adapters_kafka::registry::Registry;
 use anyhow::Context;
 use app_agg::config::{AggConfig, Settings};
-use app_agg::duration::parse_millis;
 use app_agg::probe::AggProbe;
 use app_agg::replay::{ReplayError, replay};
 use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use ports::{CommitError, SystemClock};
+use shell::duration::parse_millis;
+use shell::http::ProbeServer;
 
 /// Windowed trade aggregates (OHLC, volume, VWAP, EWMA) per instrument.
 #[derive(Debug, Parser)]
@@ -68,11 +69,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         None => serve_from_env(),
-        Some(Command::Healthcheck) => {
-            telemetry::http::healthcheck_command("app-agg", "0.0.0.0:8091")
-        }
+        Some(Command::Healthcheck) => shell::http::healthcheck_command("app-agg", "0.0.0.0:8091"),
         Some(Command::CheckConfig) => {
-            telemetry::service::check_config_command("app-agg", AggConfig::settings_from_env())
+            shell::check_config_command("app-agg", AggConfig::settings_from_env())
         }
         Some(Command::Replay(args)) => match run_replay(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -91,12 +90,7 @@ fn main() -> ExitCode {
 }
 
 fn serve_from_env() -> ExitCode {
-    telemetry::service::run_service_with(
-        "app-agg",
-        AggConfig::settings_from_env(),
-        serve,
-        exit_code,
-    )
+    shell::run_service_with("app-agg", AggConfig::settings_from_env(), serve, exit_code)
 }
 
 /// Fenced (another instance took over) exits with its own code; any other failure with 1.
@@ -107,24 +101,21 @@ fn exit_code(error: &anyhow::Error) -> u8 {
             Some(ServiceError::Commit(CommitError::Fenced(_)))
         )
     });
-    if fenced {
-        telemetry::service::EXIT_FENCED
-    } else {
-        1
-    }
+    if fenced { shell::EXIT_FENCED } else { 1 }
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    adapters_kafka::topics::ensure(&settings.kafka, &settings.topics(), settings.create_topics)
+    let topics = settings.topics();
+    let broker = settings.broker;
+    adapters_kafka::topics::ensure(&broker.kafka, &topics, broker.create_topics)
         .await
         .context("checking topics")?;
-    let registry = Arc::new(
-        Registry::new(settings.registry).context("configuring the schema registry client")?,
-    );
-    let log = KafkaTradeLog::connect(&settings.kafka, Arc::clone(&registry), &settings.log)
+    let registry =
+        Arc::new(Registry::new(broker.registry).context("configuring the schema registry client")?);
+    let log = KafkaTradeLog::connect(&broker.kafka, Arc::clone(&registry), &settings.log)
         .context("joining the consumer group")?;
     let committer = KafkaCommitter::connect(
-        &settings.kafka,
+        &broker.kafka,
         &registry,
         log.group_offsets(),
         settings.commit,
@@ -140,19 +131,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         topic: settings.log.topic.clone(),
         marker_timeout: settings.marker_timeout,
     });
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+    let http = ProbeServer::start(settings.http_addr, probe)
         .await
         .with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?;
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(telemetry::http::serve(listener, probe, async {
-        let _ = http_stopped.await;
-    }));
     let stats = service
-        .run(settings.commit_interval, telemetry::http::shutdown_signal())
+        .run(settings.commit_interval, shell::http::shutdown_signal())
         .await
         .context("aggregating")?;
-    let _ = stop_http.send(());
-    let _ = http.await;
+    http.stop().await;
     tracing::info!(
         cycles = stats.cycles,
         aggregates = stats.aggregates,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use adapters_kafka::group::LagProbe;
 use ports::{Clock, SystemClock};
-use telemetry::http::Probe;
+use shell::http::Probe;
 use telemetry::prometheus::Exposition;
 
 use crate::service::ServiceMetrics;

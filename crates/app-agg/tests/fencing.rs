@@ -15,7 +15,7 @@ use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::{SchemaRegistryStub, TestBroker, wait_for};
 
 const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
-/// telemetry::service::EXIT_FENCED, as a supervisor sees it.
+/// shell::EXIT_FENCED, as a supervisor sees it.
 const EXIT_FENCED: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

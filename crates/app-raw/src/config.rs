@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use adapters_deribit::config::{DEFAULT_CHANNELS, PRODUCTION_URL};
 use adapters_deribit::{Channel, Credentials, DeribitConfig, Setting};
-use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::config::{NOT_SET, shown_secret};
-use adapters_kafka::registry::RegistryConfig;
 use envconfig::Envconfig;
-use telemetry::config::{checked, flag, from_envconfig, http_addr, non_empty};
-use telemetry::service::{Effective, duration_text};
+use shell::broker::{Broker, BrokerVariables, check_kafka};
+use shell::config::{duration, from_envconfig, http_addr, non_empty};
+use shell::{Effective, duration_text};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
 #[derive(Envconfig)]
@@ -45,27 +44,15 @@ pub struct RawConfig {
     /// different ones.
     #[envconfig(from = "RAW_WRITER_ID", default = "app-raw")]
     pub raw_writer_id: String,
-    /// Kafka `bootstrap.servers`.
-    #[envconfig(from = "KAFKA_BOOTSTRAP_SERVERS")]
-    pub kafka_bootstrap_servers: String,
+    /// Kafka and the Schema Registry, as app-agg reads them.
+    #[envconfig(nested)]
+    pub broker: BrokerVariables,
     /// Topic the trades go to.
     #[envconfig(from = "RAW_TOPIC", default = "deribit.trades")]
     pub raw_topic: String,
-    /// Create the raw topic at start if it is missing, instead of refusing to start.
-    #[envconfig(from = "KAFKA_CREATE_TOPICS", default = "false")]
-    pub kafka_create_topics: String,
     /// Producer compression.
     #[envconfig(from = "KAFKA_COMPRESSION", default = "lz4")]
     pub kafka_compression: String,
-    /// Schema Registry base URL.
-    #[envconfig(from = "SCHEMA_REGISTRY_URL")]
-    pub schema_registry_url: String,
-    /// Schema Registry basic-auth user.
-    #[envconfig(from = "SCHEMA_REGISTRY_USER")]
-    pub schema_registry_user: Option<String>,
-    /// Schema Registry basic-auth password (never logged).
-    #[envconfig(from = "SCHEMA_REGISTRY_PASSWORD")]
-    pub schema_registry_password: Option<String>,
     /// How long shutdown may take to flush.
     #[envconfig(from = "SHUTDOWN_TIMEOUT", default = "10s")]
     pub shutdown_timeout: String,
@@ -74,29 +61,25 @@ pub struct RawConfig {
     pub http_addr: String,
 }
 
-pub use telemetry::config::ConfigError;
+pub use shell::ConfigError;
 
 /// Everything app-raw needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The Deribit feed.
     pub deribit: DeribitConfig,
-    /// Kafka connection.
-    pub kafka: KafkaConfig,
+    /// Kafka (with the producer's compression) and the Schema Registry.
+    pub broker: Broker,
     /// Raw topic.
     pub topic: String,
     /// Progress marker pace.
     pub progress_interval: Duration,
     /// Id on progress markers.
     pub writer_id: String,
-    /// Schema Registry.
-    pub registry: RegistryConfig,
     /// Flush deadline at shutdown.
     pub shutdown_timeout: Duration,
     /// Where the health and metrics endpoint listens.
     pub http_addr: std::net::SocketAddr,
-    /// Create the raw topic at start if it is missing.
-    pub create_topics: bool,
 }
 
 impl Effective for Settings {
@@ -133,14 +116,12 @@ impl Effective for Settings {
             ),
             ("RAW_WRITER_ID".into(), self.writer_id.clone()),
         ];
-        variables.extend(self.kafka.effective_variables());
+        variables.extend(self.broker.effective(vec![(
+            "KAFKA_COMPRESSION".into(),
+            self.broker.kafka.compression.clone(),
+        )]));
         variables.extend([
-            ("KAFKA_COMPRESSION".into(), self.kafka.compression.clone()),
-            ("KAFKA_CREATE_TOPICS".into(), self.create_topics.to_string()),
             ("RAW_TOPIC".into(), self.topic.clone()),
-        ]);
-        variables.extend(self.registry.effective_variables());
-        variables.extend([
             (
                 "SHUTDOWN_TIMEOUT".into(),
                 duration_text(self.shutdown_timeout),
@@ -153,14 +134,6 @@ impl Effective for Settings {
 
 /// Partitions of a raw topic app-raw creates (`KAFKA_CREATE_TOPICS`), as in compose.
 pub const DEFAULT_PARTITIONS: i32 = 6;
-
-fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|e| ConfigError {
-        variable: variable.into(),
-        value: value.to_owned(),
-        accepted: format!("a duration such as 500ms, 10s or 1m ({e})"),
-    })
-}
 
 impl RawConfig {
     /// Reads the variables from `vars` (tests) — see [`RawConfig::settings_from_env`].
@@ -177,7 +150,7 @@ impl RawConfig {
     /// # Errors
     /// As [`RawConfig::settings_from`].
     pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        RawConfig::settings_from(&telemetry::config::utf8_env()?)
+        RawConfig::settings_from(&shell::config::utf8_env()?)
     }
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
@@ -265,16 +238,7 @@ impl RawConfig {
                 accepted: e.to_string(),
             });
         }
-        let bootstrap = checked(
-            "KAFKA_BOOTSTRAP_SERVERS",
-            non_empty(
-                "KAFKA_BOOTSTRAP_SERVERS",
-                &self.kafka_bootstrap_servers,
-                "host:port[,host:port…]",
-            )?,
-            adapters_kafka::config::check_bootstrap_servers,
-        )?;
-        let mut kafka = KafkaConfig::new(bootstrap).with_env_properties(all);
+        let mut broker = self.broker.settings(all)?;
         const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
         if !CODECS.contains(&self.kafka_compression.as_str()) {
             return Err(ConfigError {
@@ -283,45 +247,20 @@ impl RawConfig {
                 accepted: format!("one of {CODECS:?}"),
             });
         }
-        kafka.compression = self.kafka_compression;
-        kafka.validate().map_err(|reason| ConfigError {
-            variable: "KAFKA_PROPERTY_*".into(),
-            value: String::new(),
-            accepted: reason,
-        })?;
+        broker.kafka.compression = self.kafka_compression;
+        // Again with the codec: librdkafka refuses one this build lacks.
+        check_kafka(&broker.kafka)?;
         let topic = non_empty("RAW_TOPIC", &self.raw_topic, "a Kafka topic name")?;
-        let create_topics = flag(
-            "KAFKA_CREATE_TOPICS",
-            &self.kafka_create_topics,
-            "true or false",
-        )?;
-        let registry_url = non_empty(
-            "SCHEMA_REGISTRY_URL",
-            &self.schema_registry_url,
-            "an http(s):// URL",
-        )?;
-        let registry = RegistryConfig::from_settings(
-            &registry_url,
-            self.schema_registry_user,
-            self.schema_registry_password,
-        )
-        .map_err(|e| ConfigError {
-            variable: e.variable.into(),
-            value: e.value,
-            accepted: e.accepted.into(),
-        })?;
         let shutdown_timeout = duration("SHUTDOWN_TIMEOUT", &self.shutdown_timeout)?;
         let http_addr = http_addr(&self.http_addr, "0.0.0.0:8080")?;
         Ok(Settings {
             deribit,
-            kafka,
+            broker,
             topic,
             progress_interval,
             writer_id,
-            registry,
             shutdown_timeout,
             http_addr,
-            create_topics,
         })
     }
 }
@@ -346,7 +285,7 @@ mod tests {
         assert_eq!(settings.deribit.url, PRODUCTION_URL);
         assert_eq!(settings.deribit.channels.len(), 2);
         assert_eq!(settings.topic, "deribit.trades");
-        assert_eq!(settings.kafka.compression, "lz4");
+        assert_eq!(settings.broker.kafka.compression, "lz4");
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(10));
     }
 
@@ -363,7 +302,7 @@ mod tests {
             ),
             (
                 &[("DERIBIT_HEARTBEAT", "ten")],
-                "DERIBIT_HEARTBEAT=\"ten\": a duration such as",
+                "DERIBIT_HEARTBEAT=\"ten\": invalid duration \"ten\"",
             ),
             (
                 &[("DERIBIT_HEARTBEAT", "5s")],
@@ -383,7 +322,7 @@ mod tests {
             ),
             (
                 &[("SHUTDOWN_TIMEOUT", "-1s")],
-                "SHUTDOWN_TIMEOUT=\"-1s\": a duration",
+                "SHUTDOWN_TIMEOUT=\"-1s\": invalid duration \"-1s\"",
             ),
         ];
         for (pairs, expected) in cases {

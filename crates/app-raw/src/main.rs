@@ -13,6 +13,7 @@ use app_raw::config::{DEFAULT_PARTITIONS, RawConfig, Settings};
 use app_raw::probe::RawProbe;
 use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
+use shell::http::ProbeServer;
 use tracing::info;
 
 const USAGE: &str = "\
@@ -35,13 +36,10 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => {
-            return telemetry::http::healthcheck_command("app-raw", "0.0.0.0:8080");
+            return shell::http::healthcheck_command("app-raw", "0.0.0.0:8080");
         }
         Some("check-config") => {
-            return telemetry::service::check_config_command(
-                "app-raw",
-                RawConfig::settings_from_env(),
-            );
+            return shell::check_config_command("app-raw", RawConfig::settings_from_env());
         }
         Some("-h" | "--help" | "help") => {
             // `| head` closing the pipe early is fine.
@@ -59,18 +57,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    telemetry::service::run_service("app-raw", RawConfig::settings_from_env(), serve)
+    shell::run_service("app-raw", RawConfig::settings_from_env(), serve)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let topics = [TopicSpec::new(&settings.topic, DEFAULT_PARTITIONS)];
-    adapters_kafka::topics::ensure(&settings.kafka, &topics, settings.create_topics)
+    let broker = settings.broker;
+    adapters_kafka::topics::ensure(&broker.kafka, &topics, broker.create_topics)
         .await
         .context("checking topics")?;
-    let registry = Arc::new(
-        Registry::new(settings.registry).context("configuring the schema registry client")?,
-    );
-    let sink = KafkaTradeSink::connect(&settings.kafka, registry, &settings.topic)
+    let registry =
+        Arc::new(Registry::new(broker.registry).context("configuring the schema registry client")?);
+    let sink = KafkaTradeSink::connect(&broker.kafka, registry, &settings.topic)
         .await
         .context("connecting to Kafka and the schema registry")?
         .with_writer(&settings.writer_id)
@@ -91,24 +89,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         feed: feed.metrics(),
         run: Arc::clone(&counters),
     });
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+    let http = ProbeServer::start(settings.http_addr, probe)
         .await
         .with_context(|| format!("listening on HTTP_ADDR {}", settings.http_addr))?;
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = tokio::spawn(telemetry::http::serve(listener, probe, async {
-        let _ = http_stopped.await;
-    }));
     let stats = run(
         &mut feed,
         &sink,
-        telemetry::http::shutdown_signal(),
+        shell::http::shutdown_signal(),
         &counters,
         settings.progress_interval,
     )
     .await
     .context("publishing trades")?;
-    let _ = stop_http.send(());
-    let _ = http.await;
+    http.stop().await;
     feed.shutdown().await;
     tokio::time::timeout(settings.shutdown_timeout, sink.flush())
         .await

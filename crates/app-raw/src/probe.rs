@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use adapters_deribit::FeedMetrics;
 use adapters_deribit::metrics::LATENCY_BUCKETS_MS;
 use ports::Clock;
-use telemetry::http::Probe;
+use shell::http::Probe;
 use telemetry::prometheus::Exposition;
 
 use crate::run::RunCounters;

@@ -349,7 +349,7 @@ fn env(input: &[u8]) -> u64 {
             std::ffi::OsString::from_vec(line[eq + 1..].to_vec()),
         ))
     });
-    let vars = match telemetry::config::utf8_vars(vars) {
+    let vars = match shell::config::utf8_vars(vars) {
         Ok(vars) => vars,
         Err(e) => return signature(&[&"not utf-8", &e.variable]),
     };

@@ -1,16 +1,15 @@
-//! Observability shared by both services.
+//! Observability shared by both services: tracing and OpenTelemetry, and the metrics format.
 //!
-//! * [`init`]: logs (text or JSON with trace ids) and OTLP span export, one call per service.
-//! * [`http`]: the `/healthz`, `/readyz` and `/metrics` endpoint, and the client side of the
-//!   `healthcheck` subcommand.
+//! * [`init`]: logs (text or JSON with trace ids) and OTLP span export, one call per service;
+//!   trace context to and from Kafka headers ([`span_trace_context`], [`link_span`]).
 //! * [`prometheus`]: a writer for the Prometheus text exposition format.
+//!
+//! The service shell (start-up, configuration helpers, the health endpoint) is the `shell`
+//! crate.
 
-pub mod config;
-pub mod http;
 mod json_log;
 mod otel;
 pub mod prometheus;
-pub mod service;
 
 pub use json_log::JsonLines;
 pub use otel::{

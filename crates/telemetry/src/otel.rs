@@ -98,23 +98,6 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: String,
 }
 
-impl crate::service::Effective for TelemetryConfig {
-    fn effective(&self) -> Vec<(String, String)> {
-        let format = match self.log_format {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        };
-        vec![
-            ("LOG_FORMAT".into(), format.into()),
-            ("OTEL_SDK_DISABLED".into(), self.otel_disabled.to_string()),
-            (
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT".into(),
-                self.otlp_endpoint.clone(),
-            ),
-        ]
-    }
-}
-
 /// The samplers the SDK reads from `OTEL_TRACES_SAMPLER`; it falls back to the default in
 /// silence for any other name, so a typo would go unnoticed.
 const SAMPLERS: &[&str] = &[

@@ -1,14 +1,25 @@
-//! Human-readable durations (`250ms`, `30s`, `5m`, `1h`) as whole milliseconds.
+//! Human-readable durations (`250ms`, `30s`, `5m`, `1h`), as the variables and the command
+//! lines of both services take them: one parser, one wording of its errors.
 
-/// Parses `text` (humantime syntax) into milliseconds.
+use std::time::Duration;
+
+/// Parses `text` (humantime syntax).
 ///
 /// # Errors
-/// A message naming the text and the accepted form, if it is not a duration, is not a whole
-/// number of milliseconds, or does not fit in an `i64`.
+/// A message naming the text and the accepted form.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration {text:?} ({e}): expected a duration such as 250ms, 30s, 5m or 1h")
+    })
+}
+
+/// Parses `text` (humantime syntax) into whole milliseconds.
+///
+/// # Errors
+/// As [`parse_duration`], and if it is not a whole number of milliseconds or does not fit in
+/// an `i64`.
 pub fn parse_millis(text: &str) -> Result<i64, String> {
-    let accepted = "expected a duration such as 250ms, 30s, 5m or 1h";
-    let duration = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}): {accepted}"))?;
+    let duration = parse_duration(text)?;
     if duration.subsec_nanos() % 1_000_000 != 0 {
         return Err(format!(
             "invalid duration {text:?}: must be a whole number of milliseconds"

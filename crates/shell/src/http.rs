@@ -26,6 +26,34 @@ pub trait Probe: Send + Sync + 'static {
     fn metrics(&self) -> String;
 }
 
+/// The endpoint serving in the background until [`ProbeServer::stop`].
+#[derive(Debug)]
+pub struct ProbeServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProbeServer {
+    /// Listens on `addr` and serves `probe` there.
+    ///
+    /// # Errors
+    /// The bind error (address in use, not permitted…).
+    pub async fn start(addr: SocketAddr, probe: Arc<dyn Probe>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, probe, async {
+            let _ = stopped.await;
+        }));
+        Ok(ProbeServer { stop, task })
+    }
+
+    /// Stops serving and waits until it has.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Serves the endpoint on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,

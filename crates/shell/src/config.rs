@@ -68,6 +68,30 @@ pub fn checked(
     }
 }
 
+/// A duration variable (`500ms`, `10s`, `1m`).
+///
+/// # Errors
+/// [`ConfigError`] naming `variable` if `value` is not a duration.
+pub fn duration(variable: &'static str, value: &str) -> Result<std::time::Duration, ConfigError> {
+    crate::duration::parse_duration(value).map_err(|accepted| ConfigError {
+        variable: variable.into(),
+        value: value.to_owned(),
+        accepted,
+    })
+}
+
+/// A duration variable in whole milliseconds.
+///
+/// # Errors
+/// [`ConfigError`] naming `variable` if `value` is not a whole number of milliseconds.
+pub fn millis(variable: &'static str, value: &str) -> Result<i64, ConfigError> {
+    crate::duration::parse_millis(value).map_err(|accepted| ConfigError {
+        variable: variable.into(),
+        value: value.to_owned(),
+        accepted,
+    })
+}
+
 /// Parses `HTTP_ADDR`; `example` (the service's default) goes into the error.
 ///
 /// # Errors
