@@ -14,16 +14,14 @@ use std::time::Duration;
 
 use common::{BIN, spawn};
 use testkit::process::{free_http_addr, healthcheck, signal};
-use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+use testkit::wait_for;
 
 const KILLS: usize = 20;
 const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_twenty_times_and_restart_gives_the_uninterrupted_output_exactly_once() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 1).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(1).await;
 
     let batches = common::stream(&INSTRUMENTS, 4 * KILLS, 60);
     let expected = common::uninterrupted(&batches);

@@ -14,13 +14,11 @@ use adapters_kafka::registry::{Registry, RegistryConfig};
 use domain::{Trade, testing};
 use ports::{TradeBatch, TradeSink};
 use testkit::process::{free_http_addr, healthcheck, http_get, now_ms};
-use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+use testkit::wait_for;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 2).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(2).await;
     let http = free_http_addr();
     let env = [
         ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{BIN, spawn_instance};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
-use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+use testkit::wait_for;
 
 const INSTRUMENTS: [&str; 8] = [
     "BTC-PERPETUAL",
@@ -33,9 +33,7 @@ fn held_partitions(http: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_the_work_through_two_to_one_to_two() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 4).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(4).await;
     let batches = common::stream(&INSTRUMENTS, 30, 80);
     let expected = common::uninterrupted(&batches);
 

@@ -18,15 +18,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use testkit::process::{free_http_addr, healthcheck, http_get, signal};
-use testkit::{SchemaRegistryStub, TestBroker, wait_for};
+use testkit::wait_for;
 
 const INSTRUMENTS: [&str; 3] = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC24-70000-C"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_markers_the_trades_rule_closes_windows_and_the_markers_rule_waits_not_ready() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 2).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(2).await;
     let batches = common::stream(&INSTRUMENTS, 10, 40);
     let expected = common::uninterrupted(&batches);
     let mut feeder = common::Feeder::start(&broker, &stub, batches, Duration::ZERO)
@@ -90,9 +88,7 @@ async fn without_markers_the_trades_rule_closes_windows_and_the_markers_rule_wai
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trade_after_its_window_closed_is_warned_counted_and_copied_never_dropped_silently() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 1).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(1).await;
     let batches = common::stream(&INSTRUMENTS, 4, 30);
     let expected = common::uninterrupted(&batches);
     let first = batches[0][0].clone();

@@ -19,10 +19,10 @@ use adapters_kafka::producer::KafkaTradeSink;
 use adapters_kafka::registry::{Registry, RegistryConfig};
 use app_agg::replay::replay;
 use app_agg::service::Service;
-use common::{AGG, LATE, RAW, STATE, aggregates_topic, create_topics, decode};
+use common::{AGG, LATE, RAW, STATE, aggregates_topic, decode};
 use domain::{Aggregate, AggregatorConfig, WatermarkRule, WindowSize};
 use ports::{StartPositions, SystemClock};
-use testkit::{FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, wait_for};
+use testkit::{FakeDeribit, FakeInstrument, TestBroker, wait_for};
 
 fn aggregator_config(rule: WatermarkRule) -> AggregatorConfig {
     AggregatorConfig::new(
@@ -158,9 +158,7 @@ async fn poison_in_raw_topic(broker: &TestBroker, registry: &Registry) {
 
 /// Runs the pipeline over a market of bursts; with `poison`, both kinds of poison mid-way.
 async fn run_pipeline(poison: bool) -> Outcome {
-    let broker = TestBroker::from_env().await.unwrap();
-    create_topics(&broker, 3).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(3).await;
     let registry = Arc::new(Registry::new(RegistryConfig::new(stub.url())).unwrap());
     let kafka = KafkaConfig::new(broker.bootstrap_servers());
     let fake = FakeDeribit::start(FakeInstrument::default_market())

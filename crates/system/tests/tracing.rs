@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use testkit::process::{free_http_addr, healthcheck, signal};
 use testkit::services::service_binary;
-use testkit::{
-    CollectedSpan, FakeDeribit, FakeInstrument, SchemaRegistryStub, TestBroker, TestTraces,
-    wait_for,
-};
+use testkit::{CollectedSpan, FakeDeribit, FakeInstrument, TestTraces, wait_for};
 
 /// An app-agg commit span linked to an app-raw notification span, and the emit span under it.
 fn linked_pair(spans: &[CollectedSpan]) -> Option<(CollectedSpan, CollectedSpan)> {
@@ -50,9 +47,7 @@ fn emit_under_commit(spans: &[CollectedSpan]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
-    let broker = TestBroker::from_env().await.unwrap();
-    common::create_topics(&broker, 2).await;
-    let stub = SchemaRegistryStub::start().await.unwrap();
+    let (broker, stub) = testkit::topics::pipeline_ground(2).await;
     let traces = TestTraces::from_env().await.unwrap();
     let fake = FakeDeribit::start(FakeInstrument::default_market())
         .await

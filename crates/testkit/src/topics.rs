@@ -40,6 +40,18 @@ pub async fn create_topics(broker: &TestBroker, partitions: i32) {
     broker.create_topic(LATE, 1, false).await.unwrap();
 }
 
+/// Where the service tests begin: the broker `TEST_BROKER` names with the pipeline's topics
+/// ([`create_topics`]), and a Schema Registry stub.
+///
+/// # Panics
+/// If either cannot start.
+pub async fn pipeline_ground(partitions: i32) -> (TestBroker, crate::SchemaRegistryStub) {
+    let broker = TestBroker::from_env().await.unwrap();
+    create_topics(&broker, partitions).await;
+    let stub = crate::SchemaRegistryStub::start().await.unwrap();
+    (broker, stub)
+}
+
 /// Every record of the aggregates topic, raw, as a `read_committed` reader sees it.
 ///
 /// # Panics
