@@ -67,9 +67,13 @@ fn environment(service: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Variable names the app's envconfig struct reads (`from = "NAME"`).
+/// Variable names the app's envconfig struct reads (`from = "NAME"`), with those of the Kafka
+/// and registry block both apps nest (`shell::broker::BrokerVariables`).
 fn config_variables(app: &str) -> Vec<String> {
-    let source = read(&format!("crates/{app}/src/config.rs"));
+    let mut source = read(&format!("crates/{app}/src/config.rs"));
+    if source.contains("#[envconfig(nested)]") {
+        source.push_str(&read("crates/shell/src/broker.rs"));
+    }
     source
         .match_indices("from = \"")
         .map(|(i, m)| {
