@@ -70,27 +70,54 @@ impl LagProbe {
         }
     }
 
-    /// Lag per assigned partition of the topic: high watermark minus position, at least 0. A
-    /// partition whose watermark the broker does not give within 1 s is left out; if librdkafka
-    /// gives no positions, the list is empty. Before a partition's first record librdkafka's
-    /// position is "invalid" (-1001), so its lag reads as its high watermark plus 1001.
-    /// Blocking (it asks the broker): call it off the async workers.
+    /// Lag per assigned partition of the topic: high watermark minus where the group reads
+    /// next, at least 0. Before a partition's first record librdkafka has no position yet
+    /// (-1001): the group then reads from its committed offset, or from the log start. A
+    /// partition whose watermarks the broker does not give within 1 s is left out; if
+    /// librdkafka gives no positions, the list is empty. Blocking (it asks the broker): call it
+    /// off the async workers.
     pub fn lag(&self) -> Vec<(Partition, i64)> {
         let Ok(positions) = self.consumer.position() else {
             return Vec::new();
         };
+        let mut unread: Option<TopicPartitionList> = None;
         positions
             .elements()
             .iter()
             .filter(|e| e.topic() == self.topic)
             .filter_map(|e| {
-                let position = e.offset().to_raw()?;
-                let (_, high) = self
+                let (low, high) = self
                     .consumer
                     .fetch_watermarks(&self.topic, e.partition(), WATERMARK_TIMEOUT)
                     .ok()?;
-                Some((e.partition(), (high - position).max(0)))
+                let next = match e.offset().to_raw() {
+                    Some(position) if position >= 0 => position,
+                    _ => self.committed(&mut unread, e.partition()).unwrap_or(low),
+                };
+                Some((e.partition(), (high - next).max(0)))
             })
             .collect()
+    }
+
+    /// The group's committed offset of `partition` (asked once per call of [`Self::lag`] for
+    /// all partitions), if it has one.
+    fn committed(
+        &self,
+        cache: &mut Option<TopicPartitionList>,
+        partition: Partition,
+    ) -> Option<i64> {
+        if cache.is_none() {
+            *cache = Some(
+                self.consumer
+                    .committed(WATERMARK_TIMEOUT)
+                    .unwrap_or_else(|_| TopicPartitionList::new()),
+            );
+        }
+        cache
+            .as_ref()?
+            .find_partition(&self.topic, partition)?
+            .offset()
+            .to_raw()
+            .filter(|&offset| offset >= 0)
     }
 }
