@@ -1,4 +1,7 @@
-//! Kafka client settings, turned into an rdkafka `ClientConfig` in exactly one place.
+//! Kafka client settings, turned into rdkafka `ClientConfig`s: every kind of client (producer,
+//! reader, group consumer, admin) is configured here, with `KAFKA_PROPERTY_*` applied last so
+//! they win. Callers add only what is theirs alone and must not be overridden: a transactional
+//! id, the producer's gap-less guarantee, end-of-partition events for a tail read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -114,6 +117,35 @@ impl KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// A group member reading the raw topic: cooperative-sticky assignment, from the earliest
+    /// offset when the group has none, end-of-partition events, prefetch bounded to 8 MiB,
+    /// heartbeats at a third of `session_timeout`.
+    pub fn group_consumer(
+        &self,
+        group_id: &str,
+        session_timeout: std::time::Duration,
+    ) -> ClientConfig {
+        let mut config = self.reader();
+        config
+            .set("group.id", group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            // Prefetch bounded to 8 MiB (librdkafka's default is 64 MiB) so resident memory
+            // stays small and flat; a batch of trades is far smaller.
+            .set("queued.max.messages.kbytes", "8192")
+            .set(
+                "session.timeout.ms",
+                session_timeout.as_millis().to_string(),
+            )
+            // Heartbeats well inside the session timeout, or short sessions expire.
+            .set(
+                "heartbeat.interval.ms",
+                (session_timeout.as_millis() / 3).max(100).to_string(),
+            );
+        self.with_properties(config)
+    }
+
     /// Settings for an admin client (topic checks and creation).
     pub fn admin(&self) -> ClientConfig {
         self.with_properties(self.base())

@@ -186,27 +186,7 @@ impl KafkaTradeLog {
     /// [`Error::Kafka`] if the consumer, the DLQ producer or the subscription cannot be set up.
     pub fn connect(config: &KafkaConfig, registry: Arc<Registry>, log: &LogConfig) -> Result<Self> {
         let events = Arc::new(RebalanceEvents::default());
-        let mut client = config.reader();
-        client
-            .set("group.id", &log.group_id)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "true")
-            // Prefetch bounded to 8 MiB (librdkafka's default is 64 MiB) so resident memory
-            // stays small and flat; a batch of trades is far smaller.
-            .set("queued.max.messages.kbytes", "8192")
-            .set(
-                "session.timeout.ms",
-                log.session_timeout.as_millis().to_string(),
-            )
-            // Heartbeats well inside the session timeout, or short sessions expire.
-            .set(
-                "heartbeat.interval.ms",
-                (log.session_timeout.as_millis() / 3).max(100).to_string(),
-            );
-        for (key, value) in &config.properties {
-            client.set(key, value);
-        }
+        let client = config.group_consumer(&log.group_id, log.session_timeout);
         let consumer: StreamConsumer<LogContext> = client
             .create_with_context(LogContext {
                 events: Arc::clone(&events),
