@@ -9,7 +9,7 @@ use ports::{Clock, SystemClock};
 use shell::http::Probe;
 use telemetry::prometheus::Exposition;
 
-use crate::service::ServiceMetrics;
+use crate::metrics::ServiceMetrics;
 
 /// The service's counters, the DLQ count and the consumer's lag.
 pub struct AggProbe {

@@ -7,43 +7,31 @@
 //! at shutdown and revocation) it runs a cycle: drain closed windows, collect late trades,
 //! changed instrument states and per-partition markers, commit them together. A trade for a
 //! closed window is never dropped in silence: a rate-limited WARN, a counter, and a copy in the
-//! late-trades topic. If a cycle
-//! is aborted, every partition is restored and rewound to its last commit, so the cycle repeats
-//! with identical output. A log that cannot be read (broker down) is waited out, not-ready
-//! meanwhile; only a failure that needs a person (configuration, credentials) stops the loop.
+//! late-trades topic ([`crate::late`]). If a cycle is aborted, every partition is restored and
+//! rewound to its last commit, so the cycle repeats with identical output. A log that cannot be
+//! read (broker down) is waited out, not-ready meanwhile; only a failure that needs a person
+//! (configuration, credentials) stops the loop. What it counts is in [`crate::metrics`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use domain::{Aggregator, AggregatorConfig, Ingested, Trade, WatermarkRule};
+use domain::{Aggregator, AggregatorConfig, Ingested, WatermarkRule};
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
     LoggedProgress, Partition, PartitionMarker, TraceContext, TradeLog,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::late::{LateTrades, WarnPace, late_reason, marker_ahead, stamped_ahead};
+// Re-exported so `app_agg::service::…` keeps naming everything the loop is driven and read by.
+pub use crate::late::{MAX_LATE_PER_CYCLE, MAX_MARKER_AHEAD_MS, MAX_TRADE_AHEAD_MS};
+pub use crate::metrics::{PartitionHealth, ServiceMetrics, ServiceStats};
+
 /// Trace contexts linked from one commit span, at most.
 pub const MAX_LINKS: usize = 32;
-
-/// Late trades held for one cycle, at most: reaching it commits a cycle at once, so a flood of
-/// late trades cannot grow memory.
-pub const MAX_LATE_PER_CYCLE: usize = 10_000;
-
-/// At most one late-trade WARN per this many milliseconds; the rest are counted in the next one.
-const LATE_WARN_EVERY_MS: i64 = 5_000;
-
-/// A marker whose completeness time is further ahead of the wall clock than this is not
-/// believed (counted, WARN): one hostile or broken marker must not close every window to come.
-pub const MAX_MARKER_AHEAD_MS: i64 = 120_000;
-
-/// Under the trades rule, a trade stamped further ahead of app-agg's clock than this is not
-/// aggregated but handled as late (copied to the late topic, counted, WARN): it would move the
-/// watermark past every window to come. The rule already follows the wall clock when caught
-/// up; the markers rule needs no such check, as trades never move its watermark.
-pub const MAX_TRADE_AHEAD_MS: i64 = 120_000;
 
 /// Why the service stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -78,91 +66,6 @@ impl From<CommitError> for ServiceError {
     }
 }
 
-/// A reading of the service's counters ([`ServiceMetrics`] is where each event is counted).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServiceStats {
-    /// Commit cycles completed.
-    pub cycles: u64,
-    /// Aggregates committed.
-    pub aggregates: u64,
-    /// Trades folded in, duplicates and late ones included.
-    pub trades: u64,
-    /// Cycles aborted and repeated.
-    pub aborted: u64,
-}
-
-/// Live counters of the service, shared with the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct ServiceMetrics {
-    /// Trades folded in.
-    pub trades: AtomicU64,
-    /// Trades dropped as duplicates (`trade_seq` already seen).
-    pub duplicates: AtomicU64,
-    /// Trades dropped because their window had closed.
-    pub late: AtomicU64,
-    /// Aggregates committed.
-    pub windows_emitted: AtomicU64,
-    /// Commit cycles completed.
-    pub cycles: AtomicU64,
-    /// Commit cycles aborted and repeated.
-    pub aborted: AtomicU64,
-    /// Duration of the last commit cycle, µs.
-    pub last_cycle_us: AtomicU64,
-    /// Set once the assigned partitions are restored.
-    pub ready: AtomicBool,
-    /// Set while the log cannot be read (broker down or unreachable); not ready meanwhile.
-    pub log_unreachable: AtomicBool,
-    /// Times the log became unreachable.
-    pub log_outages: AtomicU64,
-    /// Progress markers read.
-    pub progress_markers: AtomicU64,
-    /// Progress markers ignored because their time was implausibly far ahead.
-    pub implausible_markers: AtomicU64,
-    /// Per assigned partition: watermark and when its last marker came (refreshed each cycle).
-    pub partitions: Mutex<BTreeMap<Partition, PartitionHealth>>,
-}
-
-/// How far one partition's watermark is, for readiness and the lag gauge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionHealth {
-    /// The partition's watermark, ms.
-    pub watermark: Option<i64>,
-    /// Wall time its watermark last advanced (or of its assignment, before that), ms.
-    pub last_advance_ms: i64,
-}
-
-impl ServiceMetrics {
-    /// The counters as they are now.
-    pub fn stats(&self) -> ServiceStats {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        ServiceStats {
-            cycles: get(&self.cycles),
-            aggregates: get(&self.windows_emitted),
-            trades: get(&self.trades) + get(&self.duplicates) + get(&self.late),
-            aborted: get(&self.aborted),
-        }
-    }
-
-    /// The watermark and marker age of every assigned partition.
-    pub fn partition_health(&self) -> BTreeMap<Partition, PartitionHealth> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Partitions whose last progress marker is older than `timeout` at `now_ms`, with its age
-    /// in ms (as of the last cycle's report).
-    pub fn silent_partitions(&self, now_ms: i64, timeout: Duration) -> Vec<(Partition, i64)> {
-        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        self.partition_health()
-            .into_iter()
-            .map(|(p, h)| (p, now_ms.saturating_sub(h.last_advance_ms)))
-            .filter(|&(_, age)| age > timeout_ms)
-            .collect()
-    }
-}
-
 struct PartitionState {
     aggregator: Aggregator,
     /// Next offset to read, as of the last trade folded in.
@@ -182,12 +85,9 @@ pub struct Service<L, C, K> {
     partitions: BTreeMap<Partition, PartitionState>,
     links: Vec<TraceContext>,
     /// Late trades since the last cycle, for the late-trades topic.
-    late: Vec<LateTrade>,
-    /// Wall time of the last late-trade WARN, and late trades since then.
-    late_warned_ms: i64,
-    late_unwarned: u64,
-    /// Wall time of the last WARN about an implausible marker.
-    ahead_warned_ms: i64,
+    late: LateTrades,
+    /// Paces the WARN about implausible markers.
+    ahead_warnings: WarnPace,
     metrics: Arc<ServiceMetrics>,
 }
 
@@ -201,10 +101,8 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             config,
             partitions: BTreeMap::new(),
             links: Vec::new(),
-            late: Vec::new(),
-            late_warned_ms: i64::MIN,
-            late_unwarned: 0,
-            ahead_warned_ms: i64::MIN,
+            late: LateTrades::new(),
+            ahead_warnings: WarnPace::new(),
             metrics: Arc::default(),
         }
     }
@@ -351,8 +249,8 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         self.links.push(trace);
                     }
                 }
-                self.warn_late(late_before);
-                if self.late.len() >= MAX_LATE_PER_CYCLE {
+                self.late.warn_since(late_before, &self.clock);
+                if self.late.is_full() {
                     self.cycle(None).await?;
                 }
             }
@@ -373,12 +271,11 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             .progress_markers
             .fetch_add(1, Ordering::Relaxed);
         state.next_offset = Some(progress.offset + 1);
-        if progress.completeness_ms > now.saturating_add(MAX_MARKER_AHEAD_MS) {
+        if marker_ahead(progress.completeness_ms, now) {
             self.metrics
                 .implausible_markers
                 .fetch_add(1, Ordering::Relaxed);
-            if now.saturating_sub(self.ahead_warned_ms) >= LATE_WARN_EVERY_MS {
-                self.ahead_warned_ms = now;
+            if self.ahead_warnings.due(now) {
                 warn!(
                     partition = progress.partition,
                     offset = progress.offset,
@@ -397,31 +294,6 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         }
     }
 
-    /// Counts the late trades from `self.late[first..]`; one WARN per [`LATE_WARN_EVERY_MS`]
-    /// names the first of them and how many came since the last WARN. Every late trade is
-    /// counted and copied regardless.
-    fn warn_late(&mut self, first: usize) {
-        let Some(newest) = self.late.get(first) else {
-            return;
-        };
-        self.late_unwarned += (self.late.len() - first) as u64;
-        let now = self.clock.now_ms();
-        if now.saturating_sub(self.late_warned_ms) < LATE_WARN_EVERY_MS {
-            return;
-        }
-        warn!(
-            instrument = %newest.trade.instrument_name,
-            trade_seq = newest.trade.trade_seq,
-            partition = newest.partition,
-            offset = newest.offset,
-            reason = %newest.reason,
-            late_since_last_warning = self.late_unwarned,
-            "Trade arrived after its window closed: not aggregated, copied to the late-trades topic (recompute with `app-agg replay`)."
-        );
-        self.late_warned_ms = now;
-        self.late_unwarned = 0;
-    }
-
     /// Shares each partition's watermark and marker age with the probe.
     fn publish_health(&self) {
         let health = self
@@ -437,11 +309,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 )
             })
             .collect();
-        *self
-            .metrics
-            .partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = health;
+        self.metrics.set_partition_health(health);
     }
 
     async fn restore(&mut self, partition: Partition) -> Result<(), ServiceError> {
@@ -485,12 +353,10 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
     pub async fn cycle(&mut self, only: Option<&[Partition]>) -> Result<(), ServiceError> {
         let now = self.clock.now_ms();
         self.publish_health();
-        let mut batch = CommitBatch::default();
-        let (late, kept): (Vec<LateTrade>, Vec<LateTrade>) = std::mem::take(&mut self.late)
-            .into_iter()
-            .partition(|l| only.is_none_or(|o| o.contains(&l.partition)));
-        self.late = kept;
-        batch.late = late;
+        let mut batch = CommitBatch {
+            late: self.late.take(only),
+            ..CommitBatch::default()
+        };
         for (&partition, state) in &mut self.partitions {
             if only.is_some_and(|o| !o.contains(&partition)) {
                 continue;
@@ -593,31 +459,4 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
             Err(fatal) => Err(ServiceError::Commit(fatal)),
         }
     }
-}
-
-/// Why `trade` is not believed, if it is stamped more than [`MAX_TRADE_AHEAD_MS`] after `now`.
-fn stamped_ahead(trade: &Trade, now: i64) -> Option<String> {
-    let ahead = trade.timestamp.saturating_sub(now);
-    (ahead > MAX_TRADE_AHEAD_MS).then(|| {
-        format!(
-            "timestamp {} is {ahead} ms ahead of this host's clock ({now}): more than {MAX_TRADE_AHEAD_MS} ms, not aggregated",
-            trade.timestamp
-        )
-    })
-}
-
-/// Why `trade` is late on `aggregator`: its window and the watermark that closed it.
-fn late_reason(aggregator: &Aggregator, trade: &Trade) -> String {
-    let config = aggregator.config();
-    let start = config.window().start_of(trade.timestamp);
-    let end = config.window().end_of_window_starting(start);
-    let rule = match config.rule() {
-        WatermarkRule::Markers => "progress markers",
-        WatermarkRule::TradeTime { .. } => "trade time",
-    };
-    format!(
-        "window [{start}, {end}) closed: watermark {} ({rule}) >= end + grace {} ms",
-        aggregator.watermark().unwrap_or(i64::MIN),
-        config.grace_ms()
-    )
 }
