@@ -1,0 +1,91 @@
+//! The aggregate codec (`schemas/trade_aggregate.avsc`): a hand-written encoder and a
+//! resolving decoder.
+
+use apache_avro::Schema;
+use apache_avro::types::Value;
+use domain::{Aggregate, EwmaValue};
+
+use super::binary::{put_double, put_long, put_str, seq_to_long};
+use super::resolve::{Fields, decode_value};
+use super::schema::aggregate_schema;
+use crate::error::Result;
+
+/// Appends the Avro datum of `aggregate` (schema `trade_aggregate.avsc`) to `buf`.
+///
+/// # Errors
+/// [`Error::Encode`](crate::Error::Encode) if a count or `trade_seq` does not fit an Avro `long`.
+pub fn encode_aggregate(buf: &mut Vec<u8>, aggregate: &Aggregate) -> Result<()> {
+    put_str(buf, &aggregate.instrument_name);
+    put_long(buf, aggregate.window_start);
+    put_long(buf, aggregate.window_end);
+    put_long(buf, seq_to_long("aggregate", aggregate.trade_count)?);
+    for value in [
+        aggregate.volume,
+        aggregate.buy_volume,
+        aggregate.sell_volume,
+        aggregate.vwap,
+        aggregate.open,
+        aggregate.high,
+        aggregate.low,
+        aggregate.close,
+    ] {
+        put_double(buf, value);
+    }
+    // An array is written as one block (its length) and a closing empty block.
+    if !aggregate.ewma.is_empty() {
+        put_long(buf, i64::try_from(aggregate.ewma.len()).unwrap_or(i64::MAX));
+        for e in &aggregate.ewma {
+            put_long(buf, e.halflife_ms);
+            put_double(buf, e.price);
+            put_double(buf, e.vw_price);
+        }
+    }
+    put_long(buf, 0);
+    put_long(buf, seq_to_long("aggregate", aggregate.first_trade_seq)?);
+    put_long(buf, seq_to_long("aggregate", aggregate.last_trade_seq)?);
+    put_long(buf, aggregate.first_trade_timestamp);
+    put_long(buf, aggregate.last_trade_timestamp);
+    Ok(())
+}
+
+/// Decodes an aggregate written with schema `writer` (id `schema_id`).
+///
+/// # Errors
+/// [`Error::Decode`](crate::Error::Decode) for bytes that do not decode or resolve.
+pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result<Aggregate> {
+    let value = decode_value(schema_id, writer, aggregate_schema()?, datum)?;
+    let mut fields = Fields::of(value, schema_id)?;
+    let ewma = match fields.take("ewma")? {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| {
+                let mut e = Fields::of(item, schema_id)?;
+                Ok(EwmaValue {
+                    halflife_ms: e.long("halflife_ms")?,
+                    price: e.double("price")?,
+                    vw_price: e.double("vw_price")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        other => return Err(fields.fail(format!("ewma is {other:?}, not an array"))),
+    };
+    Ok(Aggregate {
+        instrument_name: fields.string("instrument_name")?,
+        window_start: fields.long("window_start")?,
+        window_end: fields.long("window_end")?,
+        trade_count: fields.seq("trade_count")?,
+        volume: fields.double("volume")?,
+        buy_volume: fields.double("buy_volume")?,
+        sell_volume: fields.double("sell_volume")?,
+        vwap: fields.double("vwap")?,
+        open: fields.double("open")?,
+        high: fields.double("high")?,
+        low: fields.double("low")?,
+        close: fields.double("close")?,
+        ewma,
+        first_trade_seq: fields.seq("first_trade_seq")?,
+        last_trade_seq: fields.seq("last_trade_seq")?,
+        first_trade_timestamp: fields.long("first_trade_timestamp")?,
+        last_trade_timestamp: fields.long("last_trade_timestamp")?,
+    })
+}
