@@ -1,0 +1,103 @@
+//! The history methods (`public/get_last_trades_*`), answered from the fake's record: by
+//! sequence or time range, less the trades withheld to make a gap unfillable, paged with
+//! `has_more` as Deribit does.
+
+use serde_json::{Value, json};
+
+use super::State;
+
+/// The first `count` (param, default 10, at most 1000) of `trades`, with `has_more`.
+fn page(params: &Value, mut trades: Vec<Value>) -> Value {
+    let count = params
+        .get("count")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .clamp(1, 1000);
+    let count = usize::try_from(count).unwrap_or(1000);
+    let has_more = trades.len() > count;
+    trades.truncate(count);
+    json!({"trades": trades, "has_more": has_more})
+}
+
+/// The recorded trades of `instruments`, history still has (not withheld) and `keep` accepts.
+fn history<'a>(
+    s: &State,
+    instruments: impl IntoIterator<Item = &'a str>,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
+    instruments
+        .into_iter()
+        .flat_map(|i| s.record.get(i).map(Vec::as_slice).unwrap_or_default())
+        .filter(|t| {
+            let key = (
+                t["instrument_name"].as_str().unwrap_or_default().to_owned(),
+                t["trade_seq"].as_u64().unwrap_or(0),
+            );
+            !s.withheld.contains(&key) && keep(t)
+        })
+        .cloned()
+        .collect()
+}
+
+fn str_param<'a>(params: &'a Value, name: &str) -> &'a str {
+    params.get(name).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `start_timestamp..=end_timestamp`, open where absent.
+fn time_range(params: &Value) -> std::ops::RangeInclusive<i64> {
+    let start = params
+        .get("start_timestamp")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let end = params
+        .get("end_timestamp")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::MAX);
+    start..=end
+}
+
+/// A recorded trade's timestamp.
+fn timestamp(t: &Value) -> i64 {
+    t["timestamp"].as_i64().unwrap_or(0)
+}
+
+/// `public/get_last_trades_by_instrument`: by `trade_seq` range.
+pub(super) fn by_instrument(s: &State, params: &Value) -> Value {
+    let start = params.get("start_seq").and_then(Value::as_u64).unwrap_or(1);
+    let end = params
+        .get("end_seq")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    let trades = history(s, [str_param(params, "instrument_name")], |t| {
+        (start..=end).contains(&t["trade_seq"].as_u64().unwrap_or(0))
+    });
+    page(params, trades)
+}
+
+/// `public/get_last_trades_by_currency_and_time`: every matching instrument, in time order.
+pub(super) fn by_currency_and_time(s: &State, params: &Value) -> Value {
+    let currency = str_param(params, "currency");
+    let kind = params.get("kind").and_then(Value::as_str).unwrap_or("any");
+    let range = time_range(params);
+    let instruments = s
+        .instruments
+        .iter()
+        .filter(|i| {
+            (i.currency == currency || currency == "any") && (i.kind == kind || kind == "any")
+        })
+        .map(|i| i.name.as_str());
+    let mut trades = history(s, instruments, |t| range.contains(&timestamp(t)));
+    trades.sort_by_key(|t| (timestamp(t), t["trade_seq"].as_u64().unwrap_or(0)));
+    page(params, trades)
+}
+
+/// `public/get_last_trades_by_instrument_and_time`: one instrument, by time range.
+pub(super) fn by_instrument_and_time(s: &State, params: &Value) -> Value {
+    let range = time_range(params);
+    page(
+        params,
+        history(s, [str_param(params, "instrument_name")], |t| {
+            range.contains(&timestamp(t))
+        }),
+    )
+}
