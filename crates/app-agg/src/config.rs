@@ -1,7 +1,6 @@
 //! app-agg's service configuration: environment variables read with envconfig, then validated
 //! into [`Settings`] with one-line errors naming the variable, the value and what is accepted.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use adapters_kafka::commit::{CommitConfig, late_topic};
@@ -10,7 +9,7 @@ use adapters_kafka::topics::TopicSpec;
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use envconfig::Envconfig;
 use shell::broker::{Broker, BrokerVariables};
-use shell::config::{flag, from_envconfig, http_addr, millis, non_empty};
+use shell::config::{flag, http_addr, millis, non_empty};
 use shell::duration::parse_millis_list;
 use shell::{Effective, duration_text};
 
@@ -73,6 +72,7 @@ pub struct AggConfig {
 }
 
 pub use shell::ConfigError;
+pub use shell::config::ServiceVariables;
 
 /// Everything the service needs, validated.
 #[derive(Debug, Clone)]
@@ -227,29 +227,14 @@ fn kernel_host_name() -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
-impl AggConfig {
-    /// Reads the variables from `vars` (tests).
-    ///
-    /// # Errors
-    /// [`ConfigError`] for a missing required variable or any invalid value.
-    pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let raw = AggConfig::init_from_hashmap(vars).map_err(from_envconfig)?;
-        raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
-    }
-
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// As [`AggConfig::settings_from`].
-    pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        AggConfig::settings_from(&shell::config::utf8_env()?)
-    }
+impl ServiceVariables for AggConfig {
+    type Settings = Settings;
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first invalid variable.
-    pub fn settings(
+    fn settings(
         self,
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
@@ -360,7 +345,7 @@ impl AggConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
         testkit::process::required_env_with(pairs)
     }
 

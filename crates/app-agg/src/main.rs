@@ -24,6 +24,7 @@ use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
 use domain::{AggregatorConfig, WatermarkRule, WindowSize};
 use ports::{CommitError, SystemClock};
+use shell::config::ServiceVariables as _;
 use shell::duration::parse_millis;
 use shell::http::ProbeServer;
 

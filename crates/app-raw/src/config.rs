@@ -1,7 +1,6 @@
 //! app-raw's configuration: environment variables read with envconfig, then validated into
 //! [`Settings`] with one-line errors that name the variable, the value and what is accepted.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use adapters_deribit::{Channel, Credentials, DeribitConfig, Setting};
 use adapters_kafka::config::{NOT_SET, shown_secret};
 use envconfig::Envconfig;
 use shell::broker::{Broker, BrokerVariables, check_kafka};
-use shell::config::{duration, from_envconfig, http_addr, non_empty};
+use shell::config::{duration, http_addr, non_empty};
 use shell::{Effective, duration_text};
 
 /// The raw variables (strings; checked by [`RawConfig::settings`]).
@@ -62,6 +61,7 @@ pub struct RawConfig {
 }
 
 pub use shell::ConfigError;
+pub use shell::config::ServiceVariables;
 
 /// Everything app-raw needs, validated.
 #[derive(Debug, Clone)]
@@ -135,29 +135,14 @@ impl Effective for Settings {
 /// Partitions of a raw topic app-raw creates (`KAFKA_CREATE_TOPICS`), as in compose.
 pub const DEFAULT_PARTITIONS: i32 = 6;
 
-impl RawConfig {
-    /// Reads the variables from `vars` (tests) — see [`RawConfig::settings_from_env`].
-    ///
-    /// # Errors
-    /// [`ConfigError`] for a missing required variable or any invalid value.
-    pub fn settings_from(vars: &HashMap<String, String>) -> Result<Settings, ConfigError> {
-        let raw = RawConfig::init_from_hashmap(vars).map_err(from_envconfig)?;
-        raw.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
-    }
-
-    /// Reads the process environment.
-    ///
-    /// # Errors
-    /// As [`RawConfig::settings_from`].
-    pub fn settings_from_env() -> Result<Settings, ConfigError> {
-        RawConfig::settings_from(&shell::config::utf8_env()?)
-    }
+impl ServiceVariables for RawConfig {
+    type Settings = Settings;
 
     /// Validates the variables; `all` supplies the `KAFKA_PROPERTY_*` pass-through.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first invalid variable.
-    pub fn settings(
+    fn settings(
         self,
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
@@ -275,7 +260,7 @@ impl fmt::Debug for RawConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    fn vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
         testkit::process::required_env_with(pairs)
     }
 

@@ -13,6 +13,7 @@ use app_raw::config::{DEFAULT_PARTITIONS, RawConfig, Settings};
 use app_raw::probe::RawProbe;
 use app_raw::run::{RunCounters, run};
 use ports::TradeSink;
+use shell::config::ServiceVariables as _;
 use shell::http::ProbeServer;
 use tracing::info;
 

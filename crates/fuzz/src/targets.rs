@@ -353,12 +353,13 @@ fn env(input: &[u8]) -> u64 {
         Ok(vars) => vars,
         Err(e) => return signature(&[&"not utf-8", &e.variable]),
     };
-    let raw = app_raw::config::RawConfig::settings_from(&vars)
+    let raw = <app_raw::config::RawConfig as shell::config::ServiceVariables>::settings_from(&vars)
         .map(|_| ())
         .map_err(|e| e.variable);
-    let agg = app_agg::config::AggConfig::settings_from(&vars).map(|settings| {
-        // A configuration that passes must also be one the aggregator can hold.
-        std::hint::black_box(Aggregator::new(settings.aggregator));
-    });
+    let agg = <app_agg::config::AggConfig as shell::config::ServiceVariables>::settings_from(&vars)
+        .map(|settings| {
+            // A configuration that passes must also be one the aggregator can hold.
+            std::hint::black_box(Aggregator::new(settings.aggregator));
+        });
     signature(&[&raw, &agg.map_err(|e| e.variable)])
 }

@@ -160,6 +160,42 @@ pub fn utf8_vars(
     Ok(out)
 }
 
+/// A service's variables: an envconfig struct validated into the service's settings, read from
+/// the process environment or (tests) from a map.
+pub trait ServiceVariables: envconfig::Envconfig + Sized {
+    /// What the variables validate into.
+    type Settings;
+
+    /// Validates the variables; `all` supplies pass-through variables (`KAFKA_PROPERTY_*`).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first invalid variable.
+    fn settings(
+        self,
+        all: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self::Settings, ConfigError>;
+
+    /// Reads and validates the variables in `vars`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a missing required variable or any invalid value.
+    fn settings_from(
+        vars: &std::collections::HashMap<String, String>,
+    ) -> Result<Self::Settings, ConfigError> {
+        let variables = Self::init_from_hashmap(vars).map_err(from_envconfig)?;
+        variables.settings(vars.iter().map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    /// Reads and validates the process environment.
+    ///
+    /// # Errors
+    /// As [`ServiceVariables::settings_from`], and for a variable the services read whose value
+    /// is not UTF-8.
+    fn settings_from_env() -> Result<Self::Settings, ConfigError> {
+        Self::settings_from(&utf8_env()?)
+    }
+}
+
 /// envconfig's error as ours.
 // By value: it is the `map_err` adapter for envconfig's error.
 #[allow(clippy::needless_pass_by_value)]

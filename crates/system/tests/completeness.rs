@@ -17,7 +17,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -131,30 +131,14 @@ fn spawn_raw(
     fake: &FakeDeribit,
     http: &str,
 ) -> Child {
-    Command::new(service_binary("app-raw"))
-        .env_clear()
-        .envs([
-            ("DERIBIT_URL", fake.url()),
-            ("DERIBIT_CHANNELS", CHANNELS.to_owned()),
-            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("HTTP_ADDR", http.to_owned()),
-            ("OTEL_SDK_DISABLED", "true".to_owned()),
-            (
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
-            ),
-        ])
-        .stdout(match std::env::var("CHILD_LOG_DIR") {
-            Ok(dir) => Stdio::from(
-                std::fs::File::create(format!("{dir}/app-raw-{}.log", http.replace(':', "_")))
-                    .unwrap(),
-            ),
-            Err(_) => Stdio::null(),
-        })
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    testkit::services::spawn_raw(
+        service_binary("app-raw").to_str().unwrap(),
+        broker,
+        stub,
+        &fake.url(),
+        CHANNELS,
+        http,
+    )
 }
 
 /// Trades `instruments` in turn, one trade every 20 ms, until stopped.

@@ -197,15 +197,58 @@ pub fn spawn_agg(
     http: &str,
     instance: &str,
 ) -> Child {
-    let stdout = match std::env::var("CHILD_LOG_DIR") {
-        Ok(dir) => Stdio::from(
-            std::fs::File::create(format!("{dir}/app-agg-{}.log", http.replace(':', "_"))).unwrap(),
-        ),
-        Err(_) => Stdio::null(),
-    };
     agg_command(binary, broker, stub, http, instance)
-        .stdout(stdout)
+        .stdout(child_log("app-agg", http))
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Starts app-raw at `binary` as the tests run it: `channels` of the fake Deribit at
+/// `deribit_url`, into `broker` and `stub`, probes on `http`. `CHILD_LOG` sets its `RUST_LOG`
+/// (default `error`); its log goes to `$CHILD_LOG_DIR/app-raw-<http>.log` if that is set.
+///
+/// # Panics
+/// If the log file cannot be created or the binary cannot be started.
+#[must_use]
+#[allow(clippy::unwrap_used)] // test harness
+pub fn spawn_raw(
+    binary: &str,
+    broker: &TestBroker,
+    stub: &SchemaRegistryStub,
+    deribit_url: &str,
+    channels: &str,
+    http: &str,
+) -> Child {
+    Command::new(binary)
+        .env_clear()
+        .envs([
+            ("DERIBIT_URL", deribit_url.to_owned()),
+            ("DERIBIT_CHANNELS", channels.to_owned()),
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+            ("SCHEMA_REGISTRY_URL", stub.url()),
+            ("HTTP_ADDR", http.to_owned()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
+            ),
+        ])
+        .stdout(child_log("app-raw", http))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Where a child's log goes: `$CHILD_LOG_DIR/<service>-<http>.log` if that is set (with
+/// `CHILD_LOG=info` for detail), else nowhere.
+#[allow(clippy::unwrap_used)] // test harness
+fn child_log(service: &str, http: &str) -> Stdio {
+    match std::env::var("CHILD_LOG_DIR") {
+        Ok(dir) => Stdio::from(
+            std::fs::File::create(format!("{dir}/{service}-{}.log", http.replace(':', "_")))
+                .unwrap(),
+        ),
+        Err(_) => Stdio::null(),
+    }
 }

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, dead_code)] // test helpers; not every test uses every helper
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,31 +31,7 @@ pub fn spawn(
     fake: &FakeDeribit,
     http: &str,
 ) -> Child {
-    Command::new(BIN)
-        .env_clear()
-        .envs([
-            ("DERIBIT_URL", fake.url()),
-            ("DERIBIT_CHANNELS", CHANNELS.to_owned()),
-            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("HTTP_ADDR", http.to_owned()),
-            ("OTEL_SDK_DISABLED", "true".to_owned()),
-            (
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "error".into()),
-            ),
-        ])
-        // CHILD_LOG_DIR=dir keeps each run's log there (with CHILD_LOG=info for detail).
-        .stdout(match std::env::var("CHILD_LOG_DIR") {
-            Ok(dir) => Stdio::from(
-                std::fs::File::create(format!("{dir}/app-raw-{}.log", http.replace(':', "_")))
-                    .unwrap(),
-            ),
-            Err(_) => Stdio::null(),
-        })
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    testkit::services::spawn_raw(BIN, broker, stub, &fake.url(), CHANNELS, http)
 }
 
 /// Every trade seq the fake generated, per instrument.

@@ -94,7 +94,8 @@ async fn simulate(fake: Arc<FakeDeribit>, names: Vec<String>, seed: u64, stop: A
 /// The settings app-agg runs with when only the required variables are set: the topic names
 /// the services use by default.
 fn default_settings() -> anyhow::Result<Settings> {
-    AggConfig::settings_from(&required_env_with(&[])).context("app-agg's default settings")
+    <AggConfig as app_agg::config::ServiceVariables>::settings_from(&required_env_with(&[]))
+        .context("app-agg's default settings")
 }
 
 /// Starts the service `name` (`app-raw` or `app-agg`), its output in `<log_dir>/<name>.log`.
