@@ -52,6 +52,20 @@ impl DeribitFeed {
         seed: StartPositions,
         trace: Option<TraceExtractor>,
     ) -> Result<Self> {
+        Self::spawn_with_clock(config, seed, trace, Arc::new(SystemClock))
+    }
+
+    /// As [`DeribitFeed::spawn`], with wall-clock time from `clock` (the plausibility of trade
+    /// timestamps and of Deribit's clock readings, the discovery range).
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] if the configuration cannot work.
+    pub fn spawn_with_clock(
+        config: DeribitConfig,
+        seed: StartPositions,
+        trace: Option<TraceExtractor>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         config.validate()?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let (stop, stop_rx) = watch::channel(false);
@@ -60,6 +74,7 @@ impl DeribitFeed {
             config,
             seed,
             trace,
+            clock,
             tx,
             stop_rx,
             Arc::clone(&metrics),
@@ -112,6 +127,7 @@ async fn supervise(
     config: DeribitConfig,
     seed: StartPositions,
     trace: Option<TraceExtractor>,
+    wall: Arc<dyn Clock>,
     tx: mpsc::Sender<FeedItem>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Arc<FeedMetrics>,
@@ -120,7 +136,6 @@ async fn supervise(
     sequencer.seed(&seed);
     let mut backoff = Backoff::new(config.backoff);
     let mut completeness = CompletenessClock::new(config.completeness_margin);
-    let wall = SystemClock;
     let mut recover = !seed.is_empty();
     let started_ms = wall.now_ms();
     loop {
@@ -143,7 +158,7 @@ async fn supervise(
             trace: trace.as_ref(),
             sequencer: &mut sequencer,
             completeness: &mut completeness,
-            wall: &wall,
+            wall: &*wall,
             tx: &tx,
             shutdown: &mut shutdown,
             recover,

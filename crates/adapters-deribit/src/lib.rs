@@ -9,8 +9,8 @@
 //! * [`sequencer`]: per-instrument order, dedup, gap detection and backfill bookkeeping.
 //! * [`error`]: the crate's error type.
 //!
-//! With the `live` feature (on by default; app-agg's `replay` builds without it, so the
-//! WebSocket and TLS stack stay out of the aggregator):
+//! With the `live` feature (on by default; app-agg asks for the crate without it, for
+//! `replay`'s parser, so building app-agg alone compiles no WebSocket or TLS stack):
 //! * `feed`: `DeribitFeed`, the `TradeFeed`: supervisor with reconnect and backoff.
 //! * `session`: one connection, split into transport, handshake, history work and delivery
 //!   around a small routing core.

@@ -220,8 +220,17 @@ impl<'de> Visitor<'de> for TradeArray {
 pub fn parse_json_line(text: &str) -> Result<ParsedTrades> {
     let message: MaybeNotification<'_> =
         serde_json::from_str(text).map_err(|e| Error::Malformed(e.to_string()))?;
-    if message.method.is_some() || message.params.is_some() {
-        return parse_notification(text);
+    match message.method.as_deref() {
+        Some("subscription") => return parse_notification_params(message.params),
+        Some(other) => {
+            return Err(Error::Unexpected {
+                method: other.to_owned(),
+            });
+        }
+        None if message.params.is_some() => {
+            return Err(Error::Malformed("no `method`: not a notification".into()));
+        }
+        None => {}
     }
     let mut parsed = ParsedTrades::default();
     push(&mut parsed, 0, text);

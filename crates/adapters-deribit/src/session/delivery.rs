@@ -10,7 +10,7 @@ use ports::{FeedError, FeedEvent, TraceContext, TradeBatch};
 use tokio::sync::mpsc;
 use tracing::{Span, warn};
 
-use super::SessionEnd;
+use super::end::SessionEnd;
 use crate::metrics::FeedMetrics;
 use crate::parse::{MAX_TRADE_AHEAD_MS, ParsedTrades, take_future_stamped};
 use crate::sequencer::Sequenced;
@@ -24,8 +24,11 @@ pub type TraceExtractor = Arc<dyn Fn(&tracing::Span) -> Option<TraceContext> + S
 
 /// The consumer's end of the feed, as the session sees it.
 pub(super) struct Outbox<'a> {
+    /// The consumer's queue (bounded: never waited on).
     pub tx: &'a mpsc::Sender<FeedItem>,
+    /// Makes a batch's trace context from the span it was received in.
     pub trace: Option<&'a TraceExtractor>,
+    /// The feed's counters.
     pub metrics: &'a FeedMetrics,
 }
 
@@ -85,7 +88,7 @@ impl Outbox<'_> {
         let metrics = self.metrics;
         for rejected in &parsed.rejected {
             FeedMetrics::add(&metrics.invalid_trades, 1);
-            warn!(source, index = rejected.index, reason = %rejected.reason, raw = %super::truncate(&rejected.raw), "Skipping invalid trade.");
+            warn!(source, index = rejected.index, reason = %rejected.reason, raw = %super::end::truncate(&rejected.raw), "Skipping invalid trade.");
         }
         if parsed.rejected_more > 0 {
             FeedMetrics::add(&metrics.invalid_trades, parsed.rejected_more);

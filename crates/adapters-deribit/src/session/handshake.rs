@@ -12,11 +12,14 @@ use serde_json::json;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::end::{SessionEnd, retry};
 use super::transport::Request;
-use super::{SessionEnd, retry};
 use crate::config::{Channel, DeribitConfig, chunk_channels};
 use crate::credits::CreditBucket;
 use crate::rpc::{AuthResult, ErrorClass, RpcError};
+
+/// Token lifetimes longer than this (s) are treated as this long.
+const MAX_TOKEN_LIFETIME_S: u64 = 24 * 3600;
 
 /// One handshake request.
 #[derive(Debug)]
@@ -207,7 +210,7 @@ impl<'a> Handshake<'a> {
         let result = outcome.map_err(|error| self.step_failed(&step, &error))?;
         match step {
             Step::Hello => {
-                debug!(result = %super::truncate(result), "Deribit said hello.");
+                debug!(result = %super::end::truncate(result), "Deribit said hello.");
                 Ok(Event::Nothing)
             }
             Step::Auth => self.on_auth(result).map(|()| Event::Nothing),
@@ -259,8 +262,9 @@ impl<'a> Handshake<'a> {
     fn on_auth(&mut self, result: &str) -> Result<(), SessionEnd> {
         let auth: AuthResult = serde_json::from_str(result)
             .map_err(|e| retry(format!("unreadable auth answer: {e}")))?;
-        // Refresh at 80 % of the lifetime, well before expiry.
-        let lifetime = Duration::from_secs(auth.expires_in).mul_f64(0.8);
+        // Refresh at 80 % of the lifetime, well before expiry. A lifetime beyond a day is not
+        // believed (a hostile one would overflow the clock): refresh daily then.
+        let lifetime = Duration::from_secs(auth.expires_in.min(MAX_TOKEN_LIFETIME_S)).mul_f64(0.8);
         self.refresh_at = Some(Instant::now() + lifetime.max(Duration::from_secs(1)));
         self.refresh_token = Some(auth.refresh_token);
         info!(expires_in_s = auth.expires_in, "Authenticated.");
@@ -278,5 +282,34 @@ impl<'a> Handshake<'a> {
     /// Whether the subscriptions are in place (history requests may go).
     pub fn subscribed(&self) -> bool {
         self.subscribed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Credentials, PRODUCTION_URL};
+
+    #[test]
+    fn any_token_lifetime_deribit_sends_is_taken_without_overflow() {
+        let mut config = DeribitConfig::new(
+            PRODUCTION_URL,
+            Channel::parse_list("trades.BTC-PERPETUAL.100ms").unwrap_or_default(),
+        );
+        config.credentials = Some(Credentials {
+            client_id: "id".into(),
+            client_secret: "secret".into(),
+        });
+        for expires_in in [0, 900, u64::MAX / 2, u64::MAX] {
+            let mut handshake = Handshake::new(&config);
+            let answer = format!(r#"{{"expires_in":{expires_in},"refresh_token":"r"}}"#);
+            let event = handshake.on_answer(Ask::AuthRefresh, Ok(&answer));
+            assert!(matches!(event, Ok(Event::Nothing)), "{expires_in}");
+            let refresh_in = handshake.refresh_at.map(|at| at - Instant::now());
+            assert!(
+                refresh_in.is_some_and(|d| d <= Duration::from_secs(MAX_TOKEN_LIFETIME_S)),
+                "{expires_in}: {refresh_in:?}"
+            );
+        }
     }
 }

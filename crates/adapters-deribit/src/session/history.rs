@@ -43,6 +43,7 @@ enum Scope {
     Instrument(String),
 }
 
+/// A search of one scope's trades over a time range, paged.
 #[derive(Debug, Clone)]
 pub(super) struct Discovery {
     scope: Scope,
@@ -281,13 +282,11 @@ impl History {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
-    /// The end of one request: what the sequencer made of it, in order.
-    pub fn on_answer(
-        &mut self,
-        job: Job,
-        answer: Answer,
-        sequencer: &mut Sequencer,
-    ) -> Vec<Sequenced> {
+    /// The end of one request: what the sequencer made of the page (or of the failure), and
+    /// whether a discovery ended with it. The core delivers `out` first and only then calls
+    /// [`History::end_discovery`]: held live trades are sequenced after the page is handed out
+    /// (or shed and rewound), so an instrument's order holds even when the queue is full.
+    pub fn on_answer(&mut self, job: Job, answer: Answer, sequencer: &mut Sequencer) -> Answered {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Answer::Refused(error) = &answer
             && error.class() == ErrorClass::RateLimited
@@ -297,10 +296,10 @@ impl History {
         }
         match (job, answer) {
             (Job::Backfill { request, .. }, Answer::Page { trades, has_more }) => {
-                vec![sequencer.on_backfill_page(&request.instrument, trades, has_more)]
+                Answered::out(sequencer.on_backfill_page(&request.instrument, trades, has_more))
             }
             (Job::Backfill { request, .. }, Answer::Unreadable) => {
-                vec![sequencer.on_backfill_failed(&request.instrument)]
+                Answered::out(sequencer.on_backfill_failed(&request.instrument))
             }
             (Job::Backfill { request, attempt }, Answer::Refused(error)) => {
                 self.retry_backfill(request, attempt, &error.to_string(), sequencer)
@@ -311,15 +310,11 @@ impl History {
             (Job::Discovery(d), Answer::Page { trades, has_more }) => {
                 self.on_discovery_page(d, trades, has_more, sequencer)
             }
-            (Job::Discovery(d), Answer::Unreadable) => {
-                self.retry_discovery(d, "unreadable page", sequencer)
-            }
+            (Job::Discovery(d), Answer::Unreadable) => self.retry_discovery(d, "unreadable page"),
             (Job::Discovery(d), Answer::Refused(error)) => {
-                self.retry_discovery(d, &error.to_string(), sequencer)
+                self.retry_discovery(d, &error.to_string())
             }
-            (Job::Discovery(d), Answer::TimedOut) => {
-                self.retry_discovery(d, "timed out", sequencer)
-            }
+            (Job::Discovery(d), Answer::TimedOut) => self.retry_discovery(d, "timed out"),
         }
     }
 
@@ -329,22 +324,29 @@ impl History {
         trades: Vec<Trade>,
         has_more: bool,
         sequencer: &mut Sequencer,
-    ) -> Vec<Sequenced> {
+    ) -> Answered {
         let last_ts = trades.iter().map(|t| t.timestamp).max();
-        let mut out = vec![sequencer.on_discovered(trades)];
+        let out = Some(sequencer.on_discovered(trades));
         match last_ts {
             // Pages overlap at the boundary timestamp; duplicates are dropped by trade_seq.
             Some(ts) if has_more && ts < d.end => {
                 d.start = if ts > d.start { ts } else { d.start + 1 };
                 d.attempt = 0;
                 self.queue.push_front(Job::Discovery(d));
+                Answered {
+                    out,
+                    discovery_ended: false,
+                }
             }
-            _ => out.extend(self.discovery_done(sequencer)),
+            _ => Answered {
+                out,
+                discovery_ended: true,
+            },
         }
-        out
     }
 
-    fn discovery_done(&mut self, sequencer: &mut Sequencer) -> Option<Sequenced> {
+    /// A discovery is over: once none runs, the live trades held for it are sequenced.
+    pub fn end_discovery(&mut self, sequencer: &mut Sequencer) -> Option<Sequenced> {
         self.discoveries_running = self.discoveries_running.saturating_sub(1);
         if self.discoveries_running == 0 && !self.held_unknown.is_empty() {
             return Some(sequencer.on_live(std::mem::take(&mut self.held_unknown)));
@@ -358,32 +360,48 @@ impl History {
         attempt: u32,
         why: &str,
         sequencer: &mut Sequencer,
-    ) -> Vec<Sequenced> {
+    ) -> Answered {
         if attempt + 1 < MAX_ATTEMPTS {
             debug!(instrument = %request.instrument, attempt, why, "Retrying history request.");
             self.queue.push_back(Job::Backfill {
                 request,
                 attempt: attempt + 1,
             });
-            return Vec::new();
+            return Answered::default();
         }
         warn!(instrument = %request.instrument, why, "History request failed for good.");
-        vec![sequencer.on_backfill_failed(&request.instrument)]
+        Answered::out(sequencer.on_backfill_failed(&request.instrument))
     }
 
-    fn retry_discovery(
-        &mut self,
-        mut d: Discovery,
-        why: &str,
-        sequencer: &mut Sequencer,
-    ) -> Vec<Sequenced> {
+    fn retry_discovery(&mut self, mut d: Discovery, why: &str) -> Answered {
         d.attempt += 1;
         if d.attempt < MAX_ATTEMPTS {
             self.queue.push_back(Job::Discovery(d));
-            return Vec::new();
+            return Answered::default();
         }
         warn!(scope = ?d.scope, why, "Instrument discovery failed; continuing without it.");
-        self.discovery_done(sequencer).into_iter().collect()
+        Answered {
+            out: None,
+            discovery_ended: true,
+        }
+    }
+}
+
+/// What one answer produced, in the order the core delivers it.
+#[derive(Debug, Default)]
+pub(super) struct Answered {
+    /// The sequencer's result for the page or the failure.
+    pub out: Option<Sequenced>,
+    /// A discovery ended: after `out`, call [`History::end_discovery`].
+    pub discovery_ended: bool,
+}
+
+impl Answered {
+    fn out(out: Sequenced) -> Self {
+        Answered {
+            out: Some(out),
+            discovery_ended: false,
+        }
     }
 }
 

@@ -13,9 +13,11 @@
 //! * [`transport`]: the socket, request ids, answers matched to requests, deadlines;
 //! * [`handshake`]: steps, token refresh, silence watchdog; it returns requests and events;
 //! * [`history`]: backfill, discovery and refetch work; it returns sequenced results;
-//! * [`delivery`]: batches and progress to the consumer, shedding, counting what was refused.
+//! * [`delivery`]: batches and progress to the consumer, shedding, counting what was refused;
+//! * [`end`]: how a session ends (`SessionEnd`), shared by the parts.
 
 mod delivery;
+mod end;
 mod handshake;
 mod history;
 mod transport;
@@ -23,7 +25,7 @@ mod transport;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ports::{Clock, FeedError, Position};
+use ports::{Clock, Position};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
@@ -31,6 +33,7 @@ use tracing::{Span, debug, info, info_span, warn};
 
 pub(crate) use delivery::FeedItem;
 pub use delivery::TraceExtractor;
+pub(crate) use end::SessionEnd;
 
 use crate::completeness::{CompletenessClock, Reading};
 use crate::config::DeribitConfig;
@@ -39,40 +42,28 @@ use crate::parse::parse_notification_params;
 use crate::rpc::{self, ErrorClass, Incoming, RpcError, TradesPage};
 use crate::sequencer::{Sequenced, Sequencer};
 use delivery::Outbox;
+use end::truncate;
 use handshake::{Ask, Event, Handshake};
 use history::{Answer, History, Job};
 use transport::{Frame, Request, Transport};
 
-/// How a session ended, and what the supervisor should do next.
-#[derive(Debug)]
-pub(crate) enum SessionEnd {
-    /// Shutdown was requested.
-    Shutdown,
-    /// The consumer dropped the feed.
-    ConsumerGone,
-    /// Reconnect, waiting at least `min_delay`.
-    Retry { reason: String, min_delay: Duration },
-    /// Stop: retrying cannot help.
-    Fatal(FeedError),
-}
-
-fn retry(reason: impl Into<String>) -> SessionEnd {
-    SessionEnd::Retry {
-        reason: reason.into(),
-        min_delay: Duration::ZERO,
-    }
-}
-
 /// What the supervisor hands a session.
 pub(crate) struct Context<'a> {
+    /// The feed's settings.
     pub config: &'a DeribitConfig,
+    /// The feed's counters.
     pub metrics: &'a FeedMetrics,
+    /// Makes a batch's trace context from its span.
     pub trace: Option<&'a TraceExtractor>,
+    /// Positions per instrument, kept across sessions.
     pub sequencer: &'a mut Sequencer,
+    /// Completeness, kept across sessions.
     pub completeness: &'a mut CompletenessClock,
     /// Wall-clock time, for the plausibility of timestamps and server times.
     pub wall: &'a dyn Clock,
+    /// The consumer's queue.
     pub tx: &'a mpsc::Sender<FeedItem>,
+    /// Set when the feed is asked to stop.
     pub shutdown: &'a mut watch::Receiver<bool>,
     /// Fetch history for every known instrument once subscribed (after a reconnect or restart).
     pub recover: bool,
@@ -288,8 +279,11 @@ impl Session<'_> {
                     return Ok(());
                 };
                 let outcome = outcome.map(|raw| raw.get());
+                // Counted where credits matter: the handshake and history work (the others are
+                // clock readings and heartbeat answers, paced by Deribit itself).
                 if let Err(error) = &outcome
                     && error.class() == ErrorClass::RateLimited
+                    && matches!(pending, Pending::Handshake(_) | Pending::History(_))
                 {
                     FeedMetrics::add(&self.metrics.rate_limit_hits, 1);
                 }
@@ -351,8 +345,15 @@ impl Session<'_> {
 
     fn on_history(&mut self, job: Job, answer: Answer, span: &Span) -> Result<(), SessionEnd> {
         let _entered = span.enter();
-        for out in self.history.on_answer(job, answer, self.sequencer) {
+        let answered = self.history.on_answer(job, answer, self.sequencer);
+        if let Some(out) = answered.out {
             self.apply(out, span)?;
+        }
+        // Only now, after the page went out (or was shed and rewound): the held live trades.
+        if answered.discovery_ended
+            && let Some(held) = self.history.end_discovery(self.sequencer)
+        {
+            self.apply(held, span)?;
         }
         Ok(())
     }
@@ -471,13 +472,4 @@ impl Session<'_> {
         }
         Ok(())
     }
-}
-
-/// The first 300 bytes of `text`, for the log.
-fn truncate(text: &str) -> &str {
-    let mut end = text.len().min(300);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::{
     Connector, MaybeTlsStream, WebSocketStream, connect_async_tls_with_config,
 };
 
-use super::{SessionEnd, retry};
+use super::end::{SessionEnd, retry};
 use crate::config::DeribitConfig;
 use crate::metrics::FeedMetrics;
 use crate::rpc;
