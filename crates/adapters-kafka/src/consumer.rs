@@ -16,20 +16,20 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use ports::{LogError, LogEvent, LoggedProgress, LoggedTrade, Partition, TradeLog};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::Offset;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientContext, Offset};
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use crate::avro::{decode_foreign_trade, decode_own_trade, is_own_trade_schema};
-use crate::client_log::{self, ClientLog};
+use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::split_frame;
 use crate::group::{GroupOffsets, LagProbe};
+use crate::group_context::{LogContext, RebalanceEvents};
 use crate::headers;
 use crate::progress::{MarkerHeaders, read_marker};
 use crate::registry::Registry;
@@ -59,79 +59,6 @@ impl Decoded {
         match self {
             Decoded::Trade(t) => t.partition,
             Decoded::Progress(p) => p.partition,
-        }
-    }
-}
-
-/// Rebalance events queued by the consumer's callbacks.
-#[derive(Default)]
-pub(crate) struct RebalanceEvents {
-    queue: Mutex<VecDeque<LogEvent>>,
-}
-
-impl RebalanceEvents {
-    fn push(&self, event: LogEvent) {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push_back(event);
-    }
-
-    fn pop(&self) -> Option<LogEvent> {
-        self.queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop_front()
-    }
-}
-
-/// Consumer context that records rebalances.
-pub(crate) struct LogContext {
-    events: Arc<RebalanceEvents>,
-}
-
-impl ClientContext for LogContext {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        client_log::forward(level, facility, message);
-    }
-
-    // Errors reach `next_event` as well, where the service logs them once per outage.
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !is_partition_eof(&error) {
-            debug!(error = %error, reason, "librdkafka error callback.");
-        }
-    }
-}
-
-/// End of partition, whichever way librdkafka reports it (per partition or as a global error).
-pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
-    matches!(
-        error,
-        KafkaError::PartitionEOF(_)
-            | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-    )
-}
-
-impl ConsumerContext for LogContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            let partitions: Vec<Partition> =
-                list.elements().iter().map(|e| e.partition()).collect();
-            info!(?partitions, "Partitions revoked.");
-            self.events.push(LogEvent::Revoked(partitions));
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(list) => {
-                let partitions: Vec<Partition> =
-                    list.elements().iter().map(|e| e.partition()).collect();
-                info!(?partitions, "Partitions assigned.");
-                self.events.push(LogEvent::Assigned(partitions));
-            }
-            Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
-            Rebalance::Revoke(_) => {}
         }
     }
 }

@@ -12,7 +12,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::KafkaResult;
 
-use crate::consumer::LogContext;
+use crate::group_context::LogContext;
 
 /// How long the lag probe waits for each partition's high watermark.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,6 +31,7 @@ impl std::fmt::Debug for GroupOffsets {
 }
 
 impl GroupOffsets {
+    /// A handle on the log's group consumer.
     pub(crate) fn new(consumer: Arc<StreamConsumer<LogContext>>) -> Self {
         GroupOffsets { consumer }
     }
@@ -63,6 +64,7 @@ impl std::fmt::Debug for LagProbe {
 }
 
 impl LagProbe {
+    /// A handle on the log's group consumer, for lag on `topic`.
     pub(crate) fn new(consumer: Arc<StreamConsumer<LogContext>>, topic: &str) -> Self {
         LagProbe {
             consumer,

@@ -4,7 +4,8 @@
 //!   decoding with writer-to-reader schema resolution.
 //! * [`framing`]: Confluent's wire format (magic byte, schema id, datum).
 //! * [`group`]: the trade log's group as the committer ([`group::GroupOffsets`]) and the lag
-//!   probe ([`group::LagProbe`]) need it, without the consumer.
+//!   probe ([`group::LagProbe`]) need it, without the consumer; `group_context`: what
+//!   librdkafka's callbacks on the group consumer do (rebalances queued, reports logged).
 //! * [`client_log`]: librdkafka's own reports into the logs, once each.
 //! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
@@ -29,6 +30,7 @@ pub mod datum_bounds;
 pub mod error;
 pub mod framing;
 pub mod group;
+mod group_context;
 pub mod headers;
 pub mod producer;
 pub mod progress;

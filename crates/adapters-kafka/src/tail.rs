@@ -8,7 +8,8 @@
 //! reports its end, whichever comes first: under `read_committed` the offset before the
 //! watermark can be a transaction marker, which is never delivered, and then the end report is
 //! the only end there is. Every record received is handed out, also one of a partition that has
-//! already ended. Each broker call waits at most the timeout, and so does the read as a whole.
+//! already ended. Each broker call waits at most the timeout; once the watermarks are known, the
+//! read of the records as a whole does too.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,8 +23,8 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::debug;
 
 use crate::client_log;
-use crate::consumer::is_partition_eof;
 use crate::error::{Error, Result};
+use crate::group_context::is_partition_eof;
 
 /// Where the read of each partition starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

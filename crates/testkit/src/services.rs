@@ -1,5 +1,5 @@
-//! The two services as child processes of a test or of the demo: their binaries, and app-agg
-//! started with the tests' settings.
+//! The two services as child processes of a test or of the demo: their binaries, and each
+//! started with the tests' settings ([`spawn_agg`], [`spawn_raw`]).
 //!
 //! A package's tests get `CARGO_BIN_EXE_<name>` for that package's own binaries only, and cargo
 //! builds no other package's binaries for them. Whatever runs both services (the `system`
