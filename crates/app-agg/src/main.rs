@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use adapters_kafka::commit::KafkaCommitter;
 use adapters_kafka::consumer::KafkaTradeLog;
-use adapters_kafka::registry::Registry;
 use anyhow::Context;
 use app_agg::config::{AggConfig, Settings};
 use app_agg::probe::AggProbe;
@@ -106,13 +105,8 @@ fn exit_code(error: &anyhow::Error) -> u8 {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let topics = settings.topics();
-    let broker = settings.broker;
-    adapters_kafka::topics::ensure(&broker.kafka, &topics, broker.create_topics)
-        .await
-        .context("checking topics")?;
-    let registry =
-        Arc::new(Registry::new(broker.registry).context("configuring the schema registry client")?);
+    let broker = &settings.broker;
+    let registry = broker.prepare(&settings.topics()).await?;
     let log = KafkaTradeLog::connect(&broker.kafka, Arc::clone(&registry), &settings.log)
         .context("joining the consumer group")?;
     let committer = KafkaCommitter::connect(

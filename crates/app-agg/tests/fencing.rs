@@ -21,8 +21,7 @@ const EXIT_FENCED: i32 = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
     let broker = TestBroker::from_env().await.unwrap();
-    if broker.is_mock() {
-        eprintln!("skipped: the mock cluster never fences; this runs on Apache Kafka");
+    if broker.skips_on_mock("the mock cluster never fences") {
         return;
     }
     common::create_topics(&broker, 2).await;

@@ -57,15 +57,10 @@ async fn a_broker_outage_is_waited_out_and_changes_no_aggregate() {
         "app-agg still runs after the outage"
     );
     signal(&child, "TERM");
-    assert!(
-        wait_for(Duration::from_secs(15), || child
-            .try_wait()
-            .unwrap()
-            .is_some())
-        .await,
-        "no exit within 15 s of SIGTERM"
+    assert_eq!(
+        testkit::process::exit_code_within(&mut child, Duration::from_secs(15)).await,
+        Some(0)
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
     let (union, repeats) = common::union_of(&records);
     assert_eq!(
         union, expected,

@@ -95,13 +95,8 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || child
-            .try_wait()
-            .unwrap()
-            .is_some())
-        .await,
-        "no exit within 10 s"
+    assert_eq!(
+        testkit::process::exit_code_within(&mut child, Duration::from_secs(10)).await,
+        Some(0)
     );
-    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

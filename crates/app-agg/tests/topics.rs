@@ -87,8 +87,7 @@ async fn a_missing_or_mispartitioned_topic_stops_start_up_naming_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changelog_that_is_not_compacted_stops_start_up() {
     let broker = TestBroker::from_env().await.unwrap();
-    if broker.is_mock() {
-        eprintln!("skipped: the mock cluster has no topic configs; this runs on Apache Kafka");
+    if broker.skips_on_mock("the mock cluster has no topic configs") {
         return;
     }
     let stub = SchemaRegistryStub::start().await.unwrap();
@@ -109,8 +108,7 @@ async fn a_changelog_that_is_not_compacted_stops_start_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topics_are_created_when_allowed() {
     let broker = TestBroker::from_env().await.unwrap();
-    if broker.is_mock() {
-        eprintln!("skipped: the mock cluster has no CreateTopics; this runs on Apache Kafka");
+    if broker.skips_on_mock("the mock cluster has no CreateTopics") {
         return;
     }
     let stub = SchemaRegistryStub::start().await.unwrap();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use adapters_deribit::DeribitFeed;
 use adapters_kafka::producer::KafkaTradeSink;
-use adapters_kafka::registry::Registry;
 use adapters_kafka::topics::TopicSpec;
 use anyhow::Context;
 use app_raw::config::{DEFAULT_PARTITIONS, RawConfig, Settings};
@@ -62,13 +61,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let topics = [TopicSpec::new(&settings.topic, DEFAULT_PARTITIONS)];
-    let broker = settings.broker;
-    adapters_kafka::topics::ensure(&broker.kafka, &topics, broker.create_topics)
-        .await
-        .context("checking topics")?;
-    let registry =
-        Arc::new(Registry::new(broker.registry).context("configuring the schema registry client")?);
+    let broker = &settings.broker;
+    let registry = broker
+        .prepare(&[TopicSpec::new(&settings.topic, DEFAULT_PARTITIONS)])
+        .await?;
     let sink = KafkaTradeSink::connect(&broker.kafka, registry, &settings.topic)
         .await
         .context("connecting to Kafka and the schema registry")?

@@ -88,14 +88,7 @@ async fn sigkill_and_restart_lose_no_trade_and_keep_order() {
     }
     signal(&child, "TERM");
     let mut child = child;
-    assert!(
-        wait_for(Duration::from_secs(10), || child
-            .try_wait()
-            .unwrap()
-            .is_some())
-        .await,
-        "no exit within 10 s of SIGTERM"
-    );
+    testkit::process::exit_code_within(&mut child, Duration::from_secs(10)).await;
     assert_eq!(
         got, want,
         "deduplicated by (instrument, trade_seq) the topic has every trade, in order"

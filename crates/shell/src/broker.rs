@@ -1,8 +1,11 @@
 //! The Kafka and Schema Registry settings both services read, as one block: the same
 //! variables, checked the same way, printed the same way by `check-config`.
 
+use std::sync::Arc;
+
 use adapters_kafka::config::{KafkaConfig, check_bootstrap_servers};
-use adapters_kafka::registry::RegistryConfig;
+use adapters_kafka::registry::{Registry, RegistryConfig};
+use adapters_kafka::topics::TopicSpec;
 use envconfig::Envconfig;
 
 use crate::config::{ConfigError, checked, flag, non_empty};
@@ -111,7 +114,32 @@ pub fn check_kafka(kafka: &KafkaConfig) -> Result<(), ConfigError> {
     })
 }
 
+/// Why a service could not start on its broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A topic is missing or wrong (and was not to be created), or could not be checked.
+    #[error("checking topics")]
+    Topics(#[source] adapters_kafka::Error),
+    /// The registry client could not be made.
+    #[error("configuring the schema registry client")]
+    Registry(#[source] adapters_kafka::Error),
+}
+
 impl Broker {
+    /// What both services do first: check `topics` (creating the missing ones if
+    /// `KAFKA_CREATE_TOPICS` says so), then make the Schema Registry client.
+    ///
+    /// # Errors
+    /// [`BrokerError`] naming the step, its cause as the source.
+    pub async fn prepare(&self, topics: &[TopicSpec]) -> Result<Arc<Registry>, BrokerError> {
+        adapters_kafka::topics::ensure(&self.kafka, topics, self.create_topics)
+            .await
+            .map_err(BrokerError::Topics)?;
+        Registry::new(self.registry.clone())
+            .map(Arc::new)
+            .map_err(BrokerError::Registry)
+    }
+
     /// `check-config`'s lines for the Kafka variables (`KAFKA_BOOTSTRAP_SERVERS`,
     /// `KAFKA_PROPERTY_*`; `extra` after them) and the registry's.
     pub fn effective(&self, extra: Vec<(String, String)>) -> Vec<(String, String)> {

@@ -63,6 +63,15 @@ impl TestBroker {
         matches!(self, TestBroker::Mock(_))
     }
 
+    /// For a test that only means something on Apache Kafka: on the mock cluster it says on
+    /// stderr that it is skipped and why (`lacks`: what the mock cannot do), and returns `true`.
+    pub fn skips_on_mock(&self, lacks: &str) -> bool {
+        if self.is_mock() {
+            eprintln!("skipped: {lacks}; this runs on Apache Kafka");
+        }
+        self.is_mock()
+    }
+
     /// The Apache Kafka cluster, if this is one (to kill or restart nodes).
     pub fn kafka_mut(&mut self) -> Option<&mut KafkaCluster> {
         match self {

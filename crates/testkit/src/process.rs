@@ -74,6 +74,17 @@ pub fn signal(child: &Child, signal: &str) {
         .status();
 }
 
+/// The exit code of `child` once it has exited, waiting at most `within`.
+///
+/// # Panics
+/// If it has not exited by then (naming how long it had), or waiting on it fails.
+#[allow(clippy::unwrap_used, clippy::panic)] // test harness
+pub async fn exit_code_within(child: &mut Child, within: Duration) -> Option<i32> {
+    let exited = crate::wait_for(within, || child.try_wait().unwrap().is_some()).await;
+    assert!(exited, "no exit within {within:?}");
+    child.wait().unwrap().code()
+}
+
 /// Wall-clock milliseconds since the epoch.
 #[must_use]
 pub fn now_ms() -> i64 {

@@ -17,9 +17,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a terminal program
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,23 +33,23 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::signal::unix::SignalKind;
 
 use testkit::kafka::KafkaOptions;
-use testkit::process::{free_http_addr, http_get, now_ms, required_env_with, signal};
+use testkit::process::{free_http_addr, http_get, now_ms, required_env_with};
 use testkit::services::service_binaries;
 use testkit::{FakeDeribit, KafkaCluster, SchemaRegistryStub, TestBroker};
 
 mod market;
 mod screen;
+mod services;
 
 use market::{Date, Listed};
 use screen::{Board, Source};
+use services::{Services, spawn};
 
 /// Partitions of the raw topic (and of the changelog, partitioned like it).
 const PARTITIONS: i32 = 3;
 const WINDOW_MS: i64 = 10_000;
 /// How long a service may take to become ready before the screen says why it is not.
 const READY_GRACE: Duration = Duration::from_secs(15);
-/// How long the services get to stop on Ctrl-C before they are killed.
-const STOP_DEADLINE: Duration = Duration::from_millis(2_500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -96,68 +94,6 @@ async fn simulate(fake: Arc<FakeDeribit>, names: Vec<String>, seed: u64, stop: A
 fn default_settings() -> anyhow::Result<Settings> {
     <AggConfig as app_agg::config::ServiceVariables>::settings_from(&required_env_with(&[]))
         .context("app-agg's default settings")
-}
-
-/// Starts the service `name` (`app-raw` or `app-agg`), its output in `<log_dir>/<name>.log`.
-fn spawn(name: &str, env: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Child> {
-    let binary = service_binaries()
-        .map_err(anyhow::Error::msg)?
-        .get(name)
-        .with_context(|| format!("{name} is not a service"))?;
-    let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
-    Command::new(binary)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        // Out of reach of the terminal's Ctrl-C: the demo stops it, in order.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {name}"))
-}
-
-/// The services the demo runs; dropping them stops them (SIGTERM to all at once, then a wait
-/// up to [`STOP_DEADLINE`], then SIGKILL), however the demo ends.
-struct Services(Vec<(&'static str, Child)>);
-
-impl Services {
-    /// `name exited (status)` for each service that has exited since the last call.
-    fn exited(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
-        let mut exited = Vec::new();
-        self.0.retain_mut(|(name, child)| match child.try_wait() {
-            Ok(Some(status)) => {
-                exited.push((*name, status));
-                false
-            }
-            _ => true,
-        });
-        exited
-    }
-
-    fn stop(&mut self) {
-        for (_, child) in &self.0 {
-            signal(child, "TERM");
-        }
-        let started = Instant::now();
-        for (_, child) in &mut self.0 {
-            while started.elapsed() < STOP_DEADLINE {
-                if matches!(child.try_wait(), Ok(Some(_))) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !matches!(child.try_wait(), Ok(Some(_))) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        self.0.clear();
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// What the table thread draws from.
