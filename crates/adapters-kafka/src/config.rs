@@ -92,7 +92,9 @@ impl KafkaConfig {
         config
     }
 
-    /// An idempotent producer: `acks=all`, Java-compatible `murmur2_random` partitioning.
+    /// An idempotent producer: `acks=all`, Java-compatible `murmur2_random` partitioning,
+    /// batches lingering 1 ms (librdkafka's default 5 ms put p99 frame → ack at 11+ ms at
+    /// 5 k trades/s; 1 ms keeps it under 10 ms for 3 % less flood throughput).
     pub fn producer(&self) -> ClientConfig {
         let mut config = self.base();
         config
@@ -100,7 +102,7 @@ impl KafkaConfig {
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
             .set("compression.type", &self.compression)
-            .set("linger.ms", "5");
+            .set("linger.ms", "1");
         self.with_properties(config)
     }
 

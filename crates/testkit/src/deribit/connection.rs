@@ -42,6 +42,9 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Serves one accepted TCP stream until the client or a scripted fault closes it.
 pub(super) async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
+    // Each frame goes out at once, as from Deribit's servers: with Nagle's algorithm on, a frame
+    // written while the last one is unacknowledged waits for the client's delayed ACK (40 ms).
+    let _ = stream.set_nodelay(true);
     let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
         return;
     };
