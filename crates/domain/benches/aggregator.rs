@@ -1,4 +1,5 @@
-//! Throughput of the `Aggregator`: 1,000 instruments, 3 half-lives, 10 M synthetic trades.
+//! Throughput of the `Aggregator`: 1,000 instruments, 3 half-lives, 10 M synthetic trades, with
+//! one bar size (1m) and with three (1m, 5m and 1h, the larger two rolled up from the 1m bars).
 //!
 //! Trades are generated in consumer-sized chunks outside the timed region; only `ingest` and the
 //! periodic `drain_closed` (as a commit cycle would call it) are timed. Criterion prints the rate as
@@ -124,16 +125,17 @@ impl Market {
     }
 }
 
-fn config() -> AggregatorConfig {
-    let minute = WindowSize::from_millis(60_000).unwrap_or_else(|e| unreachable!("{e}"));
+fn config(rollups_ms: &[i64]) -> AggregatorConfig {
+    let size = |ms| WindowSize::from_millis(ms).unwrap_or_else(|e| unreachable!("{e}"));
     AggregatorConfig::new(
-        minute,
+        size(60_000),
         1_000,
         WatermarkRule::TradeTime {
             max_delay_ms: 5_000,
         },
         vec![30_000, 300_000, 3_600_000],
     )
+    .and_then(|c| c.with_rollups(rollups_ms.iter().map(|&ms| size(ms))))
     .unwrap_or_else(|e| unreachable!("{e}"))
 }
 
@@ -143,15 +145,19 @@ fn ten_million_trades(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(60))
         .throughput(Throughput::Elements(TRADES));
-    for (name, draw) in [("uniform", Draw::Uniform), ("zipf", Draw::Zipf)] {
+    let sizes: [(&str, &[i64]); 2] = [("1m", &[]), ("1m,5m,1h", &[300_000, 3_600_000])];
+    for ((name, draw), (windows, rollups_ms)) in [("uniform", Draw::Uniform), ("zipf", Draw::Zipf)]
+        .into_iter()
+        .flat_map(|d| sizes.map(|s| (d, s)))
+    {
         group.bench_function(
-            format!("ingest_1000_instruments_3_halflives_10M/{name}"),
+            format!("ingest_1000_instruments_3_halflives_10M/{name}/{windows}"),
             |b| {
                 b.iter_custom(|iterations| {
                     let mut timed = Duration::ZERO;
                     for _ in 0..iterations {
                         let mut market = Market::new(draw);
-                        let mut aggregator = Aggregator::new(config());
+                        let mut aggregator = Aggregator::new(config(rollups_ms));
                         let mut emitted = 0usize;
                         for _ in 0..TRADES / CHUNK {
                             let trades = market.chunk(CHUNK);

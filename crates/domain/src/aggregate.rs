@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compensated::CompensatedSum;
 use crate::ewma::EwmaValue;
 use crate::trade::{Direction, Trade};
 
@@ -14,6 +15,9 @@ pub struct Aggregate {
     pub window_start: i64,
     /// Exclusive window end, ms since the epoch.
     pub window_end: i64,
+    /// Window length, ms (`window_end − window_start`): with several bar sizes, readers tell
+    /// bars apart by (instrument, window_start, window_ms).
+    pub window_ms: i64,
     /// Number of trades in the window (≥ 1).
     pub trade_count: u64,
     /// Sum of amounts.
@@ -42,9 +46,22 @@ pub struct Aggregate {
     pub first_trade_timestamp: i64,
     /// Timestamp of the last trade, ms.
     pub last_trade_timestamp: i64,
+    /// `trade_seq` values skipped by the window's trades: each trade adds the distance to the
+    /// instrument's previous trade (in any window) less one, so a gap before the window's first
+    /// trade counts here. 0 when the window saw every trade. `None` only in records written
+    /// before it was measured.
+    #[serde(default)]
+    pub seq_gaps: Option<u64>,
+    /// Trades of the instrument that arrived after their own window had closed (and went to the
+    /// late path instead), counted on the instrument's next window to close. `None` as above.
+    #[serde(default)]
+    pub late_trades: Option<u64>,
 }
 
 /// Running totals of one open window (serialisable: it is part of an instrument's state).
+///
+/// Sums are [`CompensatedSum`]s, so a window rolled up from smaller ones ([`merge`](Self::merge))
+/// carries exactly the values the same window built trade by trade would.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowAccumulator {
     /// Inclusive start, ms.
@@ -54,46 +71,52 @@ pub struct WindowAccumulator {
     /// Trades folded in so far.
     pub trade_count: u64,
     /// Sum of amounts.
-    pub volume: f64,
+    pub volume: CompensatedSum,
     /// Sum of buy amounts.
-    pub buy_volume: f64,
+    pub buy_volume: CompensatedSum,
     /// Sum of sell amounts.
-    pub sell_volume: f64,
+    pub sell_volume: CompensatedSum,
     /// `Σ price·amount`.
-    pub notional: f64,
-    /// First price.
+    pub notional: CompensatedSum,
+    /// Price of the trade with the lowest `trade_seq`.
     pub open: f64,
     /// Highest price.
     pub high: f64,
     /// Lowest price.
     pub low: f64,
-    /// Latest price.
+    /// Price of the trade with the highest `trade_seq`.
     pub close: f64,
-    /// First `trade_seq`.
+    /// Lowest `trade_seq`.
     pub first_trade_seq: u64,
-    /// Latest `trade_seq`.
+    /// Highest `trade_seq` (the latest trade: the log holds an instrument's trades by seq).
     pub last_trade_seq: u64,
-    /// First timestamp.
+    /// Earliest timestamp.
     pub first_trade_timestamp: i64,
     /// Latest timestamp.
     pub last_trade_timestamp: i64,
     /// EWMA values captured after the window's last trade; empty while the instrument's live
     /// EWMA still belongs to this window (they are read from the live sums at close).
     pub ewma: Vec<EwmaValue>,
+    /// `trade_seq` values skipped by the trades folded in (see [`Aggregate::seq_gaps`]).
+    #[serde(default)]
+    pub seq_gaps: u64,
+    /// Late trades counted on this window (see [`Aggregate::late_trades`]).
+    #[serde(default)]
+    pub late_trades: u64,
 }
 
 impl WindowAccumulator {
-    /// A window `[start, end)` holding only `trade`.
-    pub fn open(window_start: i64, window_end: i64, trade: &Trade) -> Self {
-        let (buy, sell) = split_by_side(trade);
-        WindowAccumulator {
+    /// A window `[start, end)` holding only `trade`, which skipped `seq_gap` values of
+    /// `trade_seq` after the instrument's previous trade.
+    pub fn open(window_start: i64, window_end: i64, trade: &Trade, seq_gap: u64) -> Self {
+        let mut window = WindowAccumulator {
             window_start,
             window_end,
             trade_count: 1,
-            volume: trade.amount,
-            buy_volume: buy,
-            sell_volume: sell,
-            notional: trade.notional(),
+            volume: CompensatedSum::of(trade.amount),
+            buy_volume: CompensatedSum::default(),
+            sell_volume: CompensatedSum::default(),
+            notional: CompensatedSum::of(trade.notional()),
             open: trade.price,
             high: trade.price,
             low: trade.price,
@@ -103,53 +126,103 @@ impl WindowAccumulator {
             first_trade_timestamp: trade.timestamp,
             last_trade_timestamp: trade.timestamp,
             ewma: Vec::new(),
-        }
+            seq_gaps: seq_gap,
+            late_trades: 0,
+        };
+        window.side_volume(trade.direction).add(trade.amount);
+        window
     }
 
-    /// Folds in a later trade of the same instrument.
+    /// Folds in a later trade of the same instrument (see [`open`](Self::open) for `seq_gap`).
     #[inline]
-    pub fn add(&mut self, trade: &Trade) {
-        let (buy, sell) = split_by_side(trade);
+    pub fn add(&mut self, trade: &Trade, seq_gap: u64) {
         self.trade_count += 1;
-        self.volume += trade.amount;
-        self.buy_volume += buy;
-        self.sell_volume += sell;
-        self.notional += trade.notional();
+        self.volume.add(trade.amount);
+        self.side_volume(trade.direction).add(trade.amount);
+        self.notional.add(trade.notional());
         self.high = self.high.max(trade.price);
         self.low = self.low.min(trade.price);
         self.close = trade.price;
         self.last_trade_seq = trade.trade_seq;
         self.last_trade_timestamp = self.last_trade_timestamp.max(trade.timestamp);
         self.first_trade_timestamp = self.first_trade_timestamp.min(trade.timestamp);
+        self.seq_gaps = self.seq_gaps.saturating_add(seq_gap);
     }
 
-    /// The finished record.
-    pub fn into_aggregate(self, instrument_name: &str, ewma: Vec<EwmaValue>) -> Aggregate {
+    /// An empty window `[start, end)` that a smaller closed window is rolled up into: `sub` with
+    /// the larger bounds.
+    pub fn rolled_up_from(window_start: i64, window_end: i64, sub: &WindowAccumulator) -> Self {
+        WindowAccumulator {
+            window_start,
+            window_end,
+            ..sub.clone()
+        }
+    }
+
+    /// Folds in a closed smaller window of the same instrument inside this one: exactly what
+    /// adding its trades one by one would have given (open and close follow `trade_seq`, the
+    /// EWMA values those of the sub-window holding the latest trade).
+    pub fn merge(&mut self, sub: &WindowAccumulator) {
+        self.trade_count += sub.trade_count;
+        self.volume.merge(&sub.volume);
+        self.buy_volume.merge(&sub.buy_volume);
+        self.sell_volume.merge(&sub.sell_volume);
+        self.notional.merge(&sub.notional);
+        self.high = self.high.max(sub.high);
+        self.low = self.low.min(sub.low);
+        if sub.first_trade_seq < self.first_trade_seq {
+            self.first_trade_seq = sub.first_trade_seq;
+            self.open = sub.open;
+        }
+        if sub.last_trade_seq > self.last_trade_seq {
+            self.last_trade_seq = sub.last_trade_seq;
+            self.close = sub.close;
+            self.ewma.clone_from(&sub.ewma);
+        }
+        self.first_trade_timestamp = self.first_trade_timestamp.min(sub.first_trade_timestamp);
+        self.last_trade_timestamp = self.last_trade_timestamp.max(sub.last_trade_timestamp);
+        self.seq_gaps = self.seq_gaps.saturating_add(sub.seq_gaps);
+        self.late_trades = self.late_trades.saturating_add(sub.late_trades);
+    }
+
+    /// The window's length, ms.
+    pub fn millis(&self) -> i64 {
+        self.window_end.saturating_sub(self.window_start)
+    }
+
+    /// The finished record, with the EWMA values held in [`ewma`](Self::ewma).
+    pub fn into_aggregate(self, instrument_name: &str) -> Aggregate {
+        let volume = self.volume.value();
         Aggregate {
             instrument_name: instrument_name.to_owned(),
             window_start: self.window_start,
             window_end: self.window_end,
+            window_ms: self.millis(),
             trade_count: self.trade_count,
-            volume: self.volume,
-            buy_volume: self.buy_volume,
-            sell_volume: self.sell_volume,
-            vwap: self.notional / self.volume,
+            volume,
+            buy_volume: self.buy_volume.value(),
+            sell_volume: self.sell_volume.value(),
+            vwap: self.notional.value() / volume,
             open: self.open,
             high: self.high,
             low: self.low,
             close: self.close,
-            ewma,
+            ewma: self.ewma,
             first_trade_seq: self.first_trade_seq,
             last_trade_seq: self.last_trade_seq,
             first_trade_timestamp: self.first_trade_timestamp,
             last_trade_timestamp: self.last_trade_timestamp,
+            seq_gaps: Some(self.seq_gaps),
+            late_trades: Some(self.late_trades),
+        }
+    }
+
+    #[inline]
+    fn side_volume(&mut self, direction: Direction) -> &mut CompensatedSum {
+        match direction {
+            Direction::Buy => &mut self.buy_volume,
+            Direction::Sell => &mut self.sell_volume,
         }
     }
 }
 
-fn split_by_side(trade: &Trade) -> (f64, f64) {
-    match trade.direction {
-        Direction::Buy => (trade.amount, 0.0),
-        Direction::Sell => (0.0, trade.amount),
-    }
-}

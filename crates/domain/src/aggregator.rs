@@ -13,7 +13,7 @@
 
 use smallvec::SmallVec;
 
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, WindowAccumulator};
 pub use crate::config::{AggregatorConfig, WatermarkRule};
 use crate::error::{Error, Result};
 use crate::ewma::{DecayTable, EwmaSums, EwmaValue};
@@ -33,7 +33,7 @@ pub enum Ingested {
     Accepted,
     /// `trade_seq` ≤ the last one seen for the instrument: dropped.
     Duplicate,
-    /// Its window had already closed: dropped.
+    /// Its window had already closed: dropped (and counted on the instrument's next window).
     Late,
 }
 
@@ -48,6 +48,11 @@ struct InstrumentState {
     /// touches one contiguous record instead of chasing heap pointers, once a third of its cost.
     windows: OpenWindows,
     ewma: SmallVec<[EwmaSums; 3]>,
+    /// Larger windows being rolled up from closed ones, at most one per rollup size, ascending
+    /// by size (only touched when windows close).
+    rollups: Vec<WindowAccumulator>,
+    /// Late trades not yet counted on a window.
+    late_pending: u64,
 }
 
 impl InstrumentState {
@@ -58,6 +63,8 @@ impl InstrumentState {
             ewma: halflives_ms.iter().map(|&h| EwmaSums::new(h)).collect(),
             ewma_window_start: None,
             windows: OpenWindows::default(),
+            rollups: Vec::new(),
+            late_pending: 0,
             changed: false,
         }
     }
@@ -213,6 +220,11 @@ impl Aggregator {
             }
         };
         if closed(window_end) {
+            state.late_pending = state.late_pending.saturating_add(1);
+            if !state.changed {
+                state.changed = true;
+                self.changed.push(id);
+            }
             return Ingested::Late;
         }
 
@@ -238,7 +250,11 @@ impl Aggregator {
             sums.update_with_decay(decay.factor(elapsed_ms), trade.price, trade.amount);
         }
 
-        if state.windows.add(window_start, window_end, trade) {
+        // Values of `trade_seq` this trade skipped after the instrument's previous one.
+        let seq_gap = state
+            .last_trade_seq
+            .map_or(0, |last| trade.trade_seq.saturating_sub(last).saturating_sub(1));
+        if state.windows.add(window_start, window_end, trade, seq_gap) {
             self.earliest_open_end = Some(
                 self.earliest_open_end
                     .map_or(window_end, |e| e.min(window_end)),
@@ -276,7 +292,7 @@ impl Aggregator {
     }
 
     /// Removes and returns every window the watermark has closed (`watermark ≥ end + grace`),
-    /// ordered by `(window_end, instrument_name)`.
+    /// rolled-up sizes included, ordered by `(window_end, instrument_name, window_ms)`.
     pub fn drain_closed(&mut self) -> Vec<Aggregate> {
         if !self.has_closed_windows() {
             return Vec::new();
@@ -295,29 +311,51 @@ impl Aggregator {
     fn drain_ending_by(&mut self, max_end: i64) -> Vec<Aggregate> {
         let mut out = Vec::new();
         let mut earliest_open_end: Option<i64> = None;
+        let rollup_sizes = &self.config.rollups;
         for (id, state) in self.states.iter_mut().enumerate() {
             let name = self.ids.name(id);
             let closed = state.windows.drain_ending_by(max_end, |mut w| {
-                let ewma = if state.ewma_window_start == Some(w.window_start) {
+                w.ewma = if state.ewma_window_start == Some(w.window_start) {
                     state.ewma_window_start = None;
                     live_values(&state.ewma)
                 } else {
                     std::mem::take(&mut w.ewma)
                 };
-                out.push(w.into_aggregate(name, ewma));
+                w.late_trades = std::mem::take(&mut state.late_pending);
+                roll_up(&mut state.rollups, rollup_sizes, &w, |done| {
+                    out.push(done.into_aggregate(name));
+                });
+                out.push(w.into_aggregate(name));
             });
-            if closed > 0 && !state.changed {
+            let rolled_up_before = state.rollups.len();
+            state.rollups.retain(|r| {
+                let done = r.window_end <= max_end;
+                if done {
+                    out.push(r.clone().into_aggregate(name));
+                }
+                !done
+            });
+            if (closed > 0 || state.rollups.len() < rolled_up_before) && !state.changed {
                 state.changed = true;
                 self.changed.push(id);
             }
-            if let Some(first) = state.windows.first() {
-                earliest_open_end =
-                    Some(earliest_open_end.map_or(first.window_end, |e| e.min(first.window_end)));
+            let ends = state
+                .windows
+                .first()
+                .map(|w| w.window_end)
+                .into_iter()
+                .chain(state.rollups.iter().map(|r| r.window_end));
+            for end in ends {
+                earliest_open_end = Some(earliest_open_end.map_or(end, |e| e.min(end)));
             }
         }
         self.earliest_open_end = earliest_open_end;
         out.sort_unstable_by(|a, b| {
-            (a.window_end, &a.instrument_name).cmp(&(b.window_end, &b.instrument_name))
+            (a.window_end, &a.instrument_name, a.window_ms).cmp(&(
+                b.window_end,
+                &b.instrument_name,
+                b.window_ms,
+            ))
         });
         out
     }
@@ -406,11 +444,29 @@ impl Aggregator {
             }
             previous_start = Some(w.window_start);
         }
-        if let Some(first) = snapshot.windows.first() {
-            self.earliest_open_end = Some(
-                self.earliest_open_end
-                    .map_or(first.window_end, |e| e.min(first.window_end)),
-            );
+        let mut previous_size = None;
+        for r in &snapshot.rollups {
+            let size = self.config.rollups.iter().find(|s| s.millis() == r.millis());
+            let aligned = size.is_some_and(|s| s.start_of(r.window_start) == r.window_start);
+            if !aligned || previous_size.is_some_and(|p| p >= r.millis()) || r.trade_count == 0 {
+                return Err(mismatch(format!(
+                    "rolled-up window [{}, {}) is not one of the configured sizes {:?} ms, \
+                     or is repeated or empty",
+                    r.window_start,
+                    r.window_end,
+                    self.config.rollups.iter().map(|s| s.millis()).collect::<Vec<_>>()
+                )));
+            }
+            previous_size = Some(r.millis());
+        }
+        let ends = snapshot
+            .windows
+            .first()
+            .map(|w| w.window_end)
+            .into_iter()
+            .chain(snapshot.rollups.iter().map(|r| r.window_end));
+        for end in ends {
+            self.earliest_open_end = Some(self.earliest_open_end.map_or(end, |e| e.min(end)));
         }
         let state = InstrumentState {
             last_trade_seq: snapshot.last_trade_seq,
@@ -418,6 +474,8 @@ impl Aggregator {
             ewma: snapshot.ewma.into_iter().collect(),
             ewma_window_start: snapshot.ewma_window_start,
             windows: OpenWindows::from_vec(snapshot.windows),
+            rollups: snapshot.rollups,
+            late_pending: snapshot.late_pending,
             changed: false,
         };
         let id = self.ids.find_or_insert(&snapshot.instrument_name);
@@ -442,5 +500,33 @@ fn snapshot_of(name: &str, state: &InstrumentState) -> InstrumentSnapshot {
         ewma: state.ewma.to_vec(),
         ewma_window_start: state.ewma_window_start,
         windows: state.windows.to_vec(),
+        rollups: state.rollups.clone(),
+        late_pending: state.late_pending,
+    }
+}
+
+/// Rolls the closed window `sub` up into the larger windows being built, one per size in
+/// `sizes`; a larger window that `sub` has moved past is complete and handed to `done` (its
+/// later sub-windows, if any, had no trades).
+fn roll_up(
+    rollups: &mut Vec<WindowAccumulator>,
+    sizes: &[crate::window::WindowSize],
+    sub: &WindowAccumulator,
+    mut done: impl FnMut(WindowAccumulator),
+) {
+    for size in sizes {
+        let start = size.start_of(sub.window_start);
+        let end = size.end_of_window_starting(start);
+        match rollups.iter_mut().position(|r| r.millis() == size.millis()) {
+            Some(i) if rollups[i].window_start == start => rollups[i].merge(sub),
+            Some(i) => done(std::mem::replace(
+                &mut rollups[i],
+                WindowAccumulator::rolled_up_from(start, end, sub),
+            )),
+            None => {
+                let at = rollups.partition_point(|r| r.millis() < size.millis());
+                rollups.insert(at, WindowAccumulator::rolled_up_from(start, end, sub));
+            }
+        }
     }
 }

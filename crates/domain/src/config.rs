@@ -20,6 +20,8 @@ pub enum WatermarkRule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregatorConfig {
     pub(crate) window: WindowSize,
+    /// Larger sizes rolled up from `window`'s closed windows, ascending.
+    pub(crate) rollups: Vec<WindowSize>,
     pub(crate) grace_ms: i64,
     pub(crate) rule: WatermarkRule,
     pub(crate) halflives_ms: Vec<i64>,
@@ -68,15 +70,53 @@ impl AggregatorConfig {
         }
         Ok(AggregatorConfig {
             window,
+            rollups: Vec::new(),
             grace_ms,
             rule,
             halflives_ms,
         })
     }
 
-    /// The window size.
+    /// Several bar sizes from one stream: `window` (the smallest) is built trade by trade, and
+    /// each of `larger` is rolled up from its closed windows.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a size that is not a multiple of the smallest greater than
+    /// it, or that is listed twice.
+    pub fn with_rollups(mut self, larger: impl IntoIterator<Item = WindowSize>) -> Result<Self> {
+        let base = self.window.millis();
+        let mut rollups: Vec<WindowSize> = larger.into_iter().collect();
+        rollups.sort_unstable_by_key(|w| w.millis());
+        for (i, size) in rollups.iter().enumerate() {
+            let ms = size.millis();
+            if ms <= base || ms % base != 0 {
+                return Err(Error::InvalidConfig(format!(
+                    "window {ms} ms is not a multiple of the smallest window ({base} ms) above it"
+                )));
+            }
+            if i > 0 && rollups[i - 1] == *size {
+                return Err(Error::InvalidConfig(format!(
+                    "window {ms} ms is listed twice"
+                )));
+            }
+        }
+        self.rollups = rollups;
+        Ok(self)
+    }
+
+    /// The smallest window size, the one trades are folded into.
     pub fn window(&self) -> WindowSize {
         self.window
+    }
+
+    /// The larger sizes rolled up from it, ascending (empty for one size).
+    pub fn rollups(&self) -> &[WindowSize] {
+        &self.rollups
+    }
+
+    /// Every bar size, ascending.
+    pub fn window_sizes(&self) -> impl Iterator<Item = WindowSize> + '_ {
+        std::iter::once(self.window).chain(self.rollups.iter().copied())
     }
 
     /// Grace period in ms.

@@ -14,6 +14,7 @@
 
 pub mod aggregate;
 pub mod aggregator;
+pub mod compensated;
 pub mod config;
 pub mod error;
 pub mod ewma;
@@ -27,6 +28,7 @@ pub mod trade;
 pub mod window;
 
 pub use aggregate::{Aggregate, WindowAccumulator};
+pub use compensated::CompensatedSum;
 pub use aggregator::{Aggregator, AggregatorConfig, Ingested, MAX_WRITERS, WatermarkRule};
 pub use error::{Error, Result};
 pub use ewma::{EwmaSums, EwmaValue};

@@ -67,35 +67,36 @@ impl OpenWindows {
         }
     }
 
-    /// Folds `trade` into the window `[start, end)`, opening it if needed. True if it opened.
+    /// Folds `trade`, which skipped `seq_gap` values of `trade_seq`, into the window
+    /// `[start, end)`, opening it if needed. True if it opened.
     ///
     /// A window that receives a trade drops its frozen EWMA values: the live sums describe it
     /// again (see [`WindowAccumulator::ewma`]).
     #[inline]
-    pub(crate) fn add(&mut self, start: i64, end: i64, trade: &Trade) -> bool {
+    pub(crate) fn add(&mut self, start: i64, end: i64, trade: &Trade, seq_gap: u64) -> bool {
         match &mut self.newest {
             Some(newest) if newest.window_start == start => {
-                fold(newest, trade);
+                fold(newest, trade, seq_gap);
                 false
             }
             Some(newest) if newest.window_start < start => {
                 let previous =
-                    std::mem::replace(newest, WindowAccumulator::open(start, end, trade));
+                    std::mem::replace(newest, WindowAccumulator::open(start, end, trade, seq_gap));
                 self.older.insert(previous.window_start, Box::new(previous));
                 true
             }
             Some(_) => match self.older.entry(start) {
                 Entry::Occupied(mut window) => {
-                    fold(window.get_mut(), trade);
+                    fold(window.get_mut(), trade, seq_gap);
                     false
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert(Box::new(WindowAccumulator::open(start, end, trade)));
+                    slot.insert(Box::new(WindowAccumulator::open(start, end, trade, seq_gap)));
                     true
                 }
             },
             None => {
-                self.newest = Some(WindowAccumulator::open(start, end, trade));
+                self.newest = Some(WindowAccumulator::open(start, end, trade, seq_gap));
                 true
             }
         }
@@ -131,8 +132,8 @@ impl OpenWindows {
 
 /// Folds `trade` into an open window, whose frozen EWMA values no longer describe it.
 #[inline]
-fn fold(window: &mut WindowAccumulator, trade: &Trade) {
-    window.add(trade);
+fn fold(window: &mut WindowAccumulator, trade: &Trade, seq_gap: u64) {
+    window.add(trade, seq_gap);
     window.ewma.clear();
 }
 
@@ -152,12 +153,12 @@ mod tests {
     #[test]
     fn keeps_windows_ascending_whatever_order_they_open_in() {
         let mut windows = OpenWindows::default();
-        assert!(windows.add(20, 30, &trade(1, 25)));
-        assert!(windows.add(40, 50, &trade(2, 45)));
-        assert!(windows.add(0, 10, &trade(3, 5)));
-        assert!(windows.add(30, 40, &trade(4, 35)));
-        assert!(!windows.add(30, 40, &trade(5, 36)));
-        assert!(!windows.add(40, 50, &trade(6, 46)));
+        assert!(windows.add(20, 30, &trade(1, 25), 0));
+        assert!(windows.add(40, 50, &trade(2, 45), 0));
+        assert!(windows.add(0, 10, &trade(3, 5), 0));
+        assert!(windows.add(30, 40, &trade(4, 35), 0));
+        assert!(!windows.add(30, 40, &trade(5, 36), 0));
+        assert!(!windows.add(40, 50, &trade(6, 46), 0));
         assert_eq!(starts(&windows), [0, 20, 30, 40]);
         assert_eq!(windows.newest().map(|w| w.trade_count), Some(2));
         assert_eq!(windows.first().map(|w| w.window_start), Some(0));
@@ -169,7 +170,7 @@ mod tests {
     fn drains_a_prefix_and_the_newest_only_after_all_older() {
         let mut windows = OpenWindows::from_vec(Vec::new());
         for (seq, start) in [(1, 0), (2, 10), (3, 20)] {
-            windows.add(start, start + 10, &trade(seq, start + 1));
+            windows.add(start, start + 10, &trade(seq, start + 1), 0);
         }
         let mut closed = Vec::new();
         assert_eq!(
@@ -189,8 +190,8 @@ mod tests {
         assert_eq!(closed, [0, 10, 20]);
         assert!(windows.newest().is_none() && windows.first().is_none());
         let restored = OpenWindows::from_vec(vec![
-            WindowAccumulator::open(0, 10, &trade(1, 1)),
-            WindowAccumulator::open(10, 20, &trade(2, 11)),
+            WindowAccumulator::open(0, 10, &trade(1, 1), 0),
+            WindowAccumulator::open(10, 20, &trade(2, 11), 0),
         ]);
         assert_eq!(starts(&restored), [0, 10]);
         assert_eq!(restored.newest().map(|w| w.window_start), Some(10));

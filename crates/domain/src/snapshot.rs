@@ -26,6 +26,13 @@ pub struct InstrumentSnapshot {
     pub ewma_window_start: Option<i64>,
     /// Open windows, ascending by start.
     pub windows: Vec<WindowAccumulator>,
+    /// Larger windows being rolled up from closed ones, ascending by size. Absent in state
+    /// written before several sizes existed.
+    #[serde(default)]
+    pub rollups: Vec<WindowAccumulator>,
+    /// Late trades not yet counted on a window.
+    #[serde(default)]
+    pub late_pending: u64,
 }
 
 /// The last completeness time one writer of progress markers announced on a partition.
