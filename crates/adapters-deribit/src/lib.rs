@@ -16,6 +16,8 @@
 //!   around a small routing core.
 //! * `credits`: rate-limit pacing.
 //!
+//! * [`history_fetch`]: history on demand (a range of trades, paged, resumable); its client
+//!   needs `live`.
 //! * [`completeness`]: the time up to which the feed's stream is complete (progress).
 //! * [`metrics`]: the feed's counters.
 
@@ -27,6 +29,7 @@ pub mod credits;
 pub mod error;
 #[cfg(feature = "live")]
 pub mod feed;
+pub mod history_fetch;
 pub mod messages;
 pub mod metrics;
 pub mod parse;

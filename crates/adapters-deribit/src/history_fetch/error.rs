@@ -1,0 +1,37 @@
+//! Why a history fetch stopped.
+
+/// A fetch that cannot go on; retryable answers were retried before this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// Deribit refused the request with an error retrying cannot help (bad params, auth).
+    #[error("Deribit refused {method}: {message} ({code})")]
+    Rejected {
+        /// The JSON-RPC method.
+        method: String,
+        /// Deribit's error code.
+        code: i64,
+        /// Deribit's error message.
+        message: String,
+    },
+    /// Retries were exhausted (connection lost, timeouts, 10028 or other retryable codes).
+    #[error("{method} failed {attempts} times, last: {last}")]
+    GaveUp {
+        /// The JSON-RPC method.
+        method: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// An answer of the wrong shape where a result was expected.
+    #[error("malformed answer to {method}: {reason}")]
+    Malformed {
+        /// The JSON-RPC method.
+        method: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The endpoint cannot be used (URL, TLS setup).
+    #[error("{0}")]
+    Config(String),
+}
