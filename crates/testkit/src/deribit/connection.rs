@@ -73,22 +73,26 @@ pub(super) async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
             incoming = source.next() => {
                 let Some(Ok(message)) = incoming else { break };
                 let Message::Text(text) = message else { continue };
-                let (replies, start_heartbeat) = handle(&state, id, text.as_str());
+                let reply = handle(&state, id, text.as_str());
+                let (mut replies, start_heartbeat) = (reply.frames, reply.heartbeat);
+                let close = reply.close.then_some(Outbound::Close);
                 let delay = history_delay(&state, text.as_str());
                 match delay {
                     Some(delay) => {
                         let tx = tx.clone();
                         tokio::spawn(async move {
                             tokio::time::sleep(delay).await;
-                            for reply in replies {
+                            for reply in replies.drain(..) {
                                 let _ = tx.send(Outbound::Text(reply));
                             }
+                            if let Some(close) = close { let _ = tx.send(close); }
                         });
                     }
                     None => {
-                        for reply in replies {
+                        for reply in replies.drain(..) {
                             let _ = tx.send(Outbound::Text(reply));
                         }
+                        if let Some(close) = close { let _ = tx.send(close); }
                     }
                 }
                 if let Some(every) = start_heartbeat {

@@ -94,10 +94,13 @@ pub(super) fn by_currency_and_time(s: &State, params: &Value) -> Value {
 /// `public/get_last_trades_by_instrument_and_time`: one instrument, by time range.
 pub(super) fn by_instrument_and_time(s: &State, params: &Value) -> Value {
     let range = time_range(params);
+    let instrument = str_param(params, "instrument_name");
     page(
         params,
-        history(s, [str_param(params, "instrument_name")], |t| {
+        history(s, [instrument], |t| {
+            let seq = t["trade_seq"].as_u64().unwrap_or(0);
             range.contains(&timestamp(t))
+                && !s.hidden_from_time.contains(&(instrument.to_owned(), seq))
         }),
     )
 }

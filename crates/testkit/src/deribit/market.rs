@@ -22,6 +22,10 @@ pub struct FakeInstrument {
     pub currency: String,
     /// Starting price.
     pub price: f64,
+    /// When it was listed, ms (`creation_timestamp` in `public/get_instruments`).
+    pub creation_timestamp: i64,
+    /// When it expires, ms; `None` for a perpetual (Deribit lists year 3000 for those).
+    pub expiration_timestamp: Option<i64>,
 }
 
 impl FakeInstrument {
@@ -32,6 +36,8 @@ impl FakeInstrument {
             kind: kind.into(),
             currency: currency.into(),
             price,
+            creation_timestamp: LISTED_MS,
+            expiration_timestamp: None,
         }
     }
 
@@ -43,6 +49,56 @@ impl FakeInstrument {
             FakeInstrument::new("ETH-PERPETUAL", "future", "ETH", 3_500.0),
         ]
     }
+}
+
+/// When the fake's instruments were listed unless told otherwise: 2020-01-01.
+const LISTED_MS: i64 = 1_577_836_800_000;
+
+/// Deribit's `expiration_timestamp` of a perpetual: 3000-01-01.
+const PERPETUAL_EXPIRY_MS: i64 = 32_503_708_800_000;
+
+/// `public/get_instruments`: the instruments of `currency` (or `any`) and `kind` (all if
+/// absent), active ones, or with `expired: true` those expired by now, as Deribit lists them.
+pub(super) fn instruments(s: &State, params: &Value) -> Value {
+    let currency = params.get("currency").and_then(Value::as_str).unwrap_or("any");
+    let kind = params.get("kind").and_then(Value::as_str);
+    let expired = params.get("expired").and_then(Value::as_bool).unwrap_or(false);
+    let now = server_us(s.clock_offset_ms) / 1000;
+    let listed: Vec<Value> = s
+        .instruments
+        .iter()
+        .filter(|i| {
+            (currency == "any" || i.currency == currency)
+                && kind.is_none_or(|k| k == i.kind)
+                && i.expiration_timestamp.is_some_and(|e| e <= now) == expired
+        })
+        .map(|i| {
+            let expiry = i.expiration_timestamp.unwrap_or(PERPETUAL_EXPIRY_MS);
+            let option = i.kind == "option";
+            json!({
+                "tick_size": if option { 0.0005 } else { 0.5 },
+                "taker_commission": 0.0005,
+                "settlement_period": if i.expiration_timestamp.is_some() { "month" } else { "perpetual" },
+                "settlement_currency": i.currency,
+                "rfq": false,
+                "quote_currency": if option { i.currency.as_str() } else { "USD" },
+                "price_index": format!("{}_usd", i.currency.to_lowercase()),
+                "min_trade_amount": if option { 0.1 } else { 10.0 },
+                "maker_commission": 0.0,
+                "kind": i.kind,
+                "is_active": !expired,
+                "instrument_name": i.name,
+                "instrument_id": 100_000 + (i.name.len() as u64),
+                "expiration_timestamp": expiry,
+                "creation_timestamp": i.creation_timestamp,
+                "counter_currency": "USD",
+                "contract_size": if option { 1.0 } else { 10.0 },
+                "block_trade_commission": 0.00025,
+                "base_currency": i.currency,
+            })
+        })
+        .collect();
+    json!(listed)
 }
 
 /// Generates `n` trades of `instrument` (none if it is not listed): recorded, and pushed as one

@@ -5,13 +5,16 @@
 //! shaped like Deribit's documented ones, and answers the history methods from that record with
 //! `has_more` paging. Faults are scripted: drop connections now or after N messages, go silent,
 //! send raw frames (malformed, oversized, id-less errors), answer a method with an error,
-//! withhold trades from history, require credentials.
+//! withhold trades from history (or from its time index only), fail or close on the n-th call
+//! of a method ([`CallFault`]), expire an instrument, require credentials.
 //!
 //! * this file: [`FakeDeribit`], the handle a test starts, scripts and observes, and the state
 //!   behind it (one lock, shared by every part).
-//! * `market`: [`FakeInstrument`], trade generation and which channel carries which trade.
+//! * `market`: [`FakeInstrument`], trade generation, which channel carries which trade, and
+//!   `public/get_instruments`.
 //! * `connection`: one client's WebSocket: its replies, pushes, heartbeats and scripted faults.
-//! * `rpc`: the answer to each JSON-RPC request (hello, test, time, heartbeat, auth, subscribe).
+//! * `rpc`: the answer to each JSON-RPC request (hello, test, time, heartbeat, auth, subscribe),
+//!   scripted call faults first.
 //! * `history`: the `get_last_trades_*` methods, paged from the record.
 //! * `frames`: the frames every part sends, with Deribit's server times.
 
@@ -60,6 +63,44 @@ struct State {
     history_delay: Option<Duration>,
     /// Channels left out of subscription confirmations.
     unconfirmed: HashSet<String>,
+    /// Trades `get_last_trades_by_instrument_and_time` leaves out (by sequence they are there).
+    hidden_from_time: HashSet<(String, u64)>,
+    /// Calls of each method so far.
+    calls: HashMap<String, u64>,
+    /// Scripted faults: (method, its call number, what happens).
+    call_faults: Vec<(String, u64, CallFault)>,
+}
+
+/// What a scripted call of a method gets instead of its answer
+/// ([`FakeDeribit::fault_on_call`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFault {
+    /// An error answer.
+    Error {
+        /// Deribit's code, e.g. 10028.
+        code: i64,
+        /// Its message, e.g. `too_many_requests`.
+        message: String,
+    },
+    /// An error answer, then the connection closed (Deribit ends the session on 10028).
+    ErrorThenClose {
+        /// Deribit's code.
+        code: i64,
+        /// Its message.
+        message: String,
+    },
+    /// No answer: the connection is closed instead.
+    Close,
+}
+
+impl CallFault {
+    /// Deribit's answer to a client out of credits, which also ends the session.
+    pub fn too_many_requests() -> Self {
+        CallFault::ErrorThenClose {
+            code: 10028,
+            message: "too_many_requests".into(),
+        }
+    }
 }
 
 /// The fake server. Dropping it stops accepting connections.
@@ -160,6 +201,38 @@ impl FakeDeribit {
     /// Adds an instrument (e.g. one listed while a client was away).
     pub fn list(&self, instrument: FakeInstrument) {
         self.lock().instruments.push(instrument);
+    }
+
+    /// Expires `instrument` now: `public/get_instruments` lists it with `expired: true` only.
+    pub fn expire(&self, instrument: &str) {
+        let mut state = self.lock();
+        let now = frames::server_us(state.clock_offset_ms) / 1000;
+        if let Some(spec) = state.instruments.iter_mut().find(|i| i.name == instrument) {
+            spec.expiration_timestamp = Some(now);
+        }
+    }
+
+    /// `get_last_trades_by_instrument_and_time` will leave this trade out (by sequence it is
+    /// there): a hole a time-paged fetch must close by `trade_seq`.
+    pub fn hide_from_time_index(&self, instrument: &str, trade_seq: u64) {
+        self.lock()
+            .hidden_from_time
+            .insert((instrument.to_owned(), trade_seq));
+    }
+
+    /// The `nth` call of `method` from now on (1 = the next) gets `fault` instead of its
+    /// answer; later calls are answered again.
+    pub fn fault_on_call(&self, method: &str, nth: u64, fault: CallFault) {
+        let mut state = self.lock();
+        let done = state.calls.get(method).copied().unwrap_or(0);
+        state
+            .call_faults
+            .push((method.to_owned(), done + nth, fault));
+    }
+
+    /// Calls of `method` so far (over all connections).
+    pub fn calls(&self, method: &str) -> u64 {
+        self.lock().calls.get(method).copied().unwrap_or(0)
     }
 
     /// History will not contain this trade (Deribit lost it): tests unfillable gaps.

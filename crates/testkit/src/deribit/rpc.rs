@@ -7,24 +7,42 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::State;
+use super::market::instruments;
+use super::{CallFault, State};
 use super::frames::{error_frame, result_frame, server_us};
 use super::history::{by_currency_and_time, by_instrument, by_instrument_and_time};
 
-/// Answers one request; returns the frames to send and, after `set_heartbeat`, the test pace.
-pub(super) fn handle(
-    state: &Arc<Mutex<State>>,
-    connection: u64,
-    text: &str,
-) -> (Vec<String>, Option<Duration>) {
+/// What the connection does with one request.
+#[derive(Default)]
+pub(super) struct Reply {
+    /// Frames to send, in order.
+    pub(super) frames: Vec<String>,
+    /// After `set_heartbeat`: the pace of `test_request`s.
+    pub(super) heartbeat: Option<Duration>,
+    /// Close the connection after the frames (a scripted [`CallFault`]).
+    pub(super) close: bool,
+}
+
+impl Reply {
+    fn frames(frames: Vec<String>) -> Self {
+        Reply {
+            frames,
+            ..Reply::default()
+        }
+    }
+}
+
+/// Answers one request: the frames to send, the test pace after `set_heartbeat`, and whether
+/// a scripted fault closes the connection.
+pub(super) fn handle(state: &Arc<Mutex<State>>, connection: u64, text: &str) -> Reply {
     let mut s = state
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if s.connections.get(&connection).is_some_and(|c| c.silent) {
-        return (Vec::new(), None);
+        return Reply::default();
     }
     let Ok(request) = serde_json::from_str::<Value>(text) else {
-        return (vec![error_frame(&Value::Null, -32700, "parse_error")], None);
+        return Reply::frames(vec![error_frame(&Value::Null, -32700, "parse_error")]);
     };
     let id = request.get("id").cloned().unwrap_or(Value::Null);
     let method = request
@@ -34,8 +52,34 @@ pub(super) fn handle(
         .to_owned();
     let params = request.get("params").cloned().unwrap_or(json!({}));
     s.methods.push(method.clone());
+    let calls = {
+        let calls = s.calls.entry(method.clone()).or_default();
+        *calls += 1;
+        *calls
+    };
+    if let Some(at) = s
+        .call_faults
+        .iter()
+        .position(|(m, nth, _)| *m == method && *nth == calls)
+    {
+        let (_, _, fault) = s.call_faults.remove(at);
+        return match fault {
+            CallFault::Error { code, message } => {
+                Reply::frames(vec![error_frame(&id, code, &message)])
+            }
+            CallFault::ErrorThenClose { code, message } => Reply {
+                frames: vec![error_frame(&id, code, &message)],
+                close: true,
+                ..Reply::default()
+            },
+            CallFault::Close => Reply {
+                close: true,
+                ..Reply::default()
+            },
+        };
+    }
     if let Some((code, message)) = s.failures.get_mut(&method).and_then(VecDeque::pop_front) {
-        return (vec![error_frame(&id, code, &message)], None);
+        return Reply::frames(vec![error_frame(&id, code, &message)]);
     }
     let mut heartbeat = None;
     let result = match method.as_str() {
@@ -50,14 +94,14 @@ pub(super) fn handle(
         "public/set_heartbeat" => {
             let asked = params.get("interval").and_then(Value::as_u64).unwrap_or(0);
             if asked < 10 {
-                return (vec![error_frame(&id, 11050, "bad_request")], None);
+                return Reply::frames(vec![error_frame(&id, 11050, "bad_request")]);
             }
             heartbeat = Some(s.test_request_every.unwrap_or(Duration::from_secs(asked)));
             json!("ok")
         }
         "public/auth" => match auth(&mut s, connection, &params) {
             Ok(result) => result,
-            Err((code, message)) => return (vec![error_frame(&id, code, message)], None),
+            Err((code, message)) => return Reply::frames(vec![error_frame(&id, code, message)]),
         },
         "public/subscribe" => {
             let channels: Vec<String> = params
@@ -72,14 +116,11 @@ pub(super) fn handle(
                 .unwrap_or_default();
             let authed = s.connections.get(&connection).is_some_and(|c| c.authed);
             if !authed && channels.iter().any(|c| c.ends_with(".raw")) {
-                return (
-                    vec![error_frame(
-                        &id,
-                        13778,
-                        "raw_subscriptions_not_available_for_unauthorized",
-                    )],
-                    None,
-                );
+                return Reply::frames(vec![error_frame(
+                    &id,
+                    13778,
+                    "raw_subscriptions_not_available_for_unauthorized",
+                )]);
             }
             s.subscribe_calls.push((connection, channels.clone()));
             let unconfirmed = s.unconfirmed.clone();
@@ -95,9 +136,14 @@ pub(super) fn handle(
         "public/get_last_trades_by_instrument" => by_instrument(&s, &params),
         "public/get_last_trades_by_currency_and_time" => by_currency_and_time(&s, &params),
         "public/get_last_trades_by_instrument_and_time" => by_instrument_and_time(&s, &params),
-        _ => return (vec![error_frame(&id, -32601, "Method not found")], None),
+        "public/get_instruments" => instruments(&s, &params),
+        _ => return Reply::frames(vec![error_frame(&id, -32601, "Method not found")]),
     };
-    (vec![result_frame(&id, &result, &s)], heartbeat)
+    Reply {
+        frames: vec![result_frame(&id, &result, &s)],
+        heartbeat,
+        close: false,
+    }
 }
 
 /// `public/auth`: a `client_credentials` grant (checked if credentials are required) or a
