@@ -25,6 +25,8 @@ Commands:
   (none)        run the service; configuration comes from the environment
                 (KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL are required; README, Configuration)
   check-config  validate the configuration as the service would and print it; connects to nothing
+  history       fetch every trade of some channels' instruments in a time range from Deribit's
+                history into a JSON-lines file or a topic, resumably (app-raw history --help)
   healthcheck   exit 0 if the running service's /readyz on HTTP_ADDR says ready, else 1 and why
 
 Options:
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some("healthcheck") => {
             return shell::http::healthcheck_command("app-raw", "0.0.0.0:8080");
         }
+        Some("history") => return app_raw::history::command::main(std::env::args().skip(2)),
         Some("check-config") => {
             return shell::check_config_command("app-raw", RawConfig::settings_from_env());
         }
@@ -52,7 +55,7 @@ fn main() -> ExitCode {
         }
         Some(other) => {
             eprintln!(
-                "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, --help, --version, or none to run the service"
+                "app-raw: unknown command {other:?}; accepted: healthcheck, check-config, history, --help, --version, or none to run the service"
             );
             return ExitCode::from(2);
         }
