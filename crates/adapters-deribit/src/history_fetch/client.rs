@@ -4,7 +4,7 @@
 //!
 //! 10028 (out of credits) empties the bucket and waits at least
 //! [`BackoffConfig::rate_limited`](crate::config::BackoffConfig) for the pool to refill; Deribit
-//! ends the session with it, so a closed socket is reopened on the next try. Other retryable
+//! ends the session with it, so the socket is closed and a new one opened after the wait. Other retryable
 //! codes and lost connections are retried with backoff; codes retrying cannot help end the fetch
 //! with [`FetchError::Rejected`].
 
@@ -151,6 +151,10 @@ impl HistoryClient {
                     ErrorClass::RateLimited => {
                         self.stats.rate_limited += 1;
                         self.bucket(method).drain();
+                        // Deribit ends the session with 10028: a new one after the wait.
+                        if let Some(mut socket) = self.socket.take() {
+                            let _ = socket.close(None).await;
+                        }
                         let wait = backoff.next_delay().max(self.config.backoff.rate_limited);
                         (error.to_string(), wait)
                     }

@@ -59,7 +59,7 @@ pub struct Cursor {
 pub struct Chunk {
     /// New trades in `trade_seq` order, holes before them closed where Deribit could.
     pub trades: Vec<FetchedTrade>,
-    /// Trades skipped: invalid, another instrument's, or outside the range.
+    /// Trades skipped: invalid, or another instrument's.
     pub skipped: u64,
     /// `trade_seq` values in holes Deribit did not return.
     pub unfillable: u64,
@@ -148,7 +148,7 @@ impl InstrumentPager {
     }
 
     /// This instrument's trades in the range and after `last_seq`, in `trade_seq` order, once
-    /// each; the rest counted in `skipped`.
+    /// each; another instrument's counted in `skipped`.
     fn accept(
         &self,
         trades: Vec<FetchedTrade>,
@@ -157,13 +157,14 @@ impl InstrumentPager {
     ) -> Vec<FetchedTrade> {
         let mut kept: Vec<FetchedTrade> = Vec::with_capacity(trades.len());
         for t in trades {
-            let ours = t.trade.instrument_name == self.instrument
-                && (self.from_ms..self.to_ms).contains(&t.trade.timestamp);
-            if !ours {
+            if t.trade.instrument_name != self.instrument {
                 *skipped += 1;
-            } else if last_seq.is_none_or(|last| t.trade.trade_seq > last) {
+            } else if (self.from_ms..self.to_ms).contains(&t.trade.timestamp)
+                && last_seq.is_none_or(|last| t.trade.trade_seq > last)
+            {
                 kept.push(t);
             }
+            // A page by sequence runs on past the range's end: not a fault, not counted.
         }
         kept.sort_by_key(|t| t.trade.trade_seq);
         kept.dedup_by_key(|t| t.trade.trade_seq);

@@ -21,7 +21,7 @@ pub struct FetchSummary {
     pub trades: u64,
     /// Trades written by the run and those it resumed.
     pub total_trades: u64,
-    /// Trades skipped: invalid, another instrument's, or outside the range.
+    /// Trades skipped: invalid, or another instrument's.
     pub skipped: u64,
     /// `trade_seq` values in holes Deribit did not return.
     pub unfillable: u64,
