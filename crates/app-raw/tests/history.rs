@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use app_raw::history::args::format_utc;
 use app_raw::history::progress::Progress;
+use testkit::process::now_ms;
 use serde_json::Value;
 use testkit::deribit::CallFault;
 use testkit::{FakeDeribit, FakeInstrument};
@@ -226,4 +227,33 @@ async fn bad_arguments_are_one_line_and_exit_code_2() {
         assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
         assert!(text.starts_with("app-raw history: "), "{text}");
     }
+}
+
+/// The figures: trades/s and requests per 10k trades, on a market of bursts (500 trades of
+/// an instrument on one timestamp, the worst case for paging by time) and on one where each
+/// timestamp carries 1 to 4 trades (as Deribit's busiest instruments mostly do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test -p app-raw --test history measure -- --ignored --nocapture"]
+async fn measure_trades_per_second_and_requests_per_10k_trades() {
+    let dir = tempfile::tempdir().unwrap();
+    let bursts = FakeDeribit::start(market()).await.unwrap();
+    let (from, to) = trade(&bursts, 60, 500).await;
+    let spread = FakeDeribit::start(market()).await.unwrap();
+    let first = now_ms();
+    let mut n = 0;
+    // The fake stamps trades with its clock: moving it 1 ms per call spreads them out.
+    for step in 0..40_000_i64 {
+        spread.shift_clock(step);
+        let instrument = &MATCHED[usize::try_from(step).unwrap() % MATCHED.len()];
+        n += spread.trade(instrument, 1 + usize::try_from(step % 4).unwrap()).len();
+    }
+    let last = now_ms() + 40_000;
+    for (name, fake, from, to) in [("bursts", &bursts, from, to), ("spread", &spread, first, last + 1)] {
+        let file = dir.path().join(format!("{name}.jsonl"));
+        let out = run(fake, from, to, &file).await;
+        let want = expected(fake, &MATCHED, from, to);
+        assert_eq!(lines(&file).len(), want.len());
+        eprintln!("{name}: {} trades in the range; {}", want.len(), stderr(&out).lines().last().unwrap());
+    }
+    assert!(n > 90_000);
 }

@@ -6,24 +6,32 @@ use serde_json::{Value, json};
 
 use super::State;
 
-/// The first `count` (param, default 10, at most 1000) of `trades`, with `has_more`.
-fn page(params: &Value, mut trades: Vec<Value>) -> Value {
+/// The `count` param: default 10, at most 1000.
+fn count(params: &Value) -> usize {
     let count = params
         .get("count")
         .and_then(Value::as_u64)
         .unwrap_or(10)
         .clamp(1, 1000);
-    let count = usize::try_from(count).unwrap_or(1000);
+    usize::try_from(count).unwrap_or(1000)
+}
+
+/// The first `count` (param, default 10, at most 1000) of `trades`, with `has_more`.
+fn page(params: &Value, mut trades: Vec<Value>) -> Value {
+    let count = count(params);
     let has_more = trades.len() > count;
     trades.truncate(count);
     json!({"trades": trades, "has_more": has_more})
 }
 
-/// The recorded trades of `instruments`, history still has (not withheld) and `keep` accepts.
+/// The recorded trades of `instruments`, history still has (not withheld) and `keep` accepts;
+/// at most `limit` (a page and one more is all a one-instrument answer needs: copying the
+/// whole record per request made the fake, not the client, the bottleneck of big fetches).
 fn history<'a>(
     s: &State,
     instruments: impl IntoIterator<Item = &'a str>,
     keep: impl Fn(&Value) -> bool,
+    limit: usize,
 ) -> Vec<Value> {
     instruments
         .into_iter()
@@ -35,6 +43,7 @@ fn history<'a>(
             );
             !s.withheld.contains(&key) && keep(t)
         })
+        .take(limit)
         .cloned()
         .collect()
 }
@@ -68,9 +77,12 @@ pub(super) fn by_instrument(s: &State, params: &Value) -> Value {
         .get("end_seq")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    let trades = history(s, [str_param(params, "instrument_name")], |t| {
-        (start..=end).contains(&t["trade_seq"].as_u64().unwrap_or(0))
-    });
+    let trades = history(
+        s,
+        [str_param(params, "instrument_name")],
+        |t| (start..=end).contains(&t["trade_seq"].as_u64().unwrap_or(0)),
+        count(params) + 1,
+    );
     page(params, trades)
 }
 
@@ -86,7 +98,7 @@ pub(super) fn by_currency_and_time(s: &State, params: &Value) -> Value {
             (i.currency == currency || currency == "any") && (i.kind == kind || kind == "any")
         })
         .map(|i| i.name.as_str());
-    let mut trades = history(s, instruments, |t| range.contains(&timestamp(t)));
+    let mut trades = history(s, instruments, |t| range.contains(&timestamp(t)), usize::MAX);
     trades.sort_by_key(|t| (timestamp(t), t["trade_seq"].as_u64().unwrap_or(0)));
     page(params, trades)
 }
@@ -97,10 +109,16 @@ pub(super) fn by_instrument_and_time(s: &State, params: &Value) -> Value {
     let instrument = str_param(params, "instrument_name");
     page(
         params,
-        history(s, [instrument], |t| {
-            let seq = t["trade_seq"].as_u64().unwrap_or(0);
-            range.contains(&timestamp(t))
-                && !s.hidden_from_time.contains(&(instrument.to_owned(), seq))
-        }),
+        history(
+            s,
+            [instrument],
+            |t| {
+                let seq = t["trade_seq"].as_u64().unwrap_or(0);
+                range.contains(&timestamp(t))
+                    && (s.hidden_from_time.is_empty()
+                        || !s.hidden_from_time.contains(&(instrument.to_owned(), seq)))
+            },
+            count(params) + 1,
+        ),
     )
 }
