@@ -126,6 +126,9 @@ fn aggregate(ewma: usize) -> Aggregate {
         last_trade_seq: 42,
         first_trade_timestamp: 1_732_500_000_001,
         last_trade_timestamp: 1_732_500_059_999,
+        window_ms: 60_000,
+        seq_gaps: Some(3),
+        late_trades: Some(1),
     }
 }
 
@@ -179,6 +182,15 @@ fn aggregate_value(a: &Aggregate) -> Value {
         (
             "last_trade_timestamp".into(),
             Value::TimestampMillis(a.last_trade_timestamp),
+        ),
+        ("window_ms".into(), Value::Long(a.window_ms)),
+        (
+            "seq_gaps".into(),
+            optional(1, a.seq_gaps.map(|g| Value::Long(g as i64))),
+        ),
+        (
+            "late_trades".into(),
+            optional(1, a.late_trades.map(|l| Value::Long(l as i64))),
         ),
     ])
 }

@@ -1,13 +1,21 @@
-//! The registry client against `testkit::SchemaRegistryStub`.
+//! The registry client against `testkit::SchemaRegistryStub`, and the aggregate schema's
+//! evolution through it.
 #![allow(clippy::unwrap_used)] // test helpers
 
 use std::time::{Duration, Instant};
 
 use adapters_kafka::Error;
-use adapters_kafka::avro::{TRADE_SCHEMA_JSON, decode_trade, encode_trade};
+use adapters_kafka::avro::{
+    AGGREGATE_SCHEMA_JSON, TRADE_SCHEMA_JSON, decode_aggregate, decode_trade, encode_aggregate,
+    encode_trade,
+};
 use adapters_kafka::framing::{split_frame, start_frame};
 use adapters_kafka::registry::{BasicAuth, Registry, RegistryConfig, value_subject};
-use domain::{Direction, Trade, TradeFields};
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value as AvroValue;
+use apache_avro::writer::datum::GenericDatumWriter;
+use domain::{Aggregate, Direction, Trade, TradeFields};
 use testkit::SchemaRegistryStub;
 
 fn trade() -> Trade {
@@ -167,4 +175,107 @@ async fn a_schema_read_back_by_id_is_our_own_trade_schema() {
     let reader = Registry::new(RegistryConfig::new(stub.url())).unwrap();
     let schema = reader.schema(id).await.unwrap();
     assert!(adapters_kafka::avro::is_own_trade_schema(&schema).unwrap());
+}
+
+/// A consumer that knows only version 1 of the aggregate schema.
+const AGGREGATE_V1: &str = include_str!("../schemas/trade_aggregate.v1.avsc");
+
+fn v1_aggregate_value() -> AvroValue {
+    let long = AvroValue::Long;
+    let ts = AvroValue::TimestampMillis;
+    let double = AvroValue::Double;
+    AvroValue::Record(vec![
+        (
+            "instrument_name".into(),
+            AvroValue::String("ETH-PERPETUAL".into()),
+        ),
+        ("window_start".into(), ts(1_732_500_000_000)),
+        ("window_end".into(), ts(1_732_500_060_000)),
+        ("trade_count".into(), long(2)),
+        ("volume".into(), double(3.0)),
+        ("buy_volume".into(), double(1.0)),
+        ("sell_volume".into(), double(2.0)),
+        ("vwap".into(), double(3501.0)),
+        ("open".into(), double(3500.0)),
+        ("high".into(), double(3502.0)),
+        ("low".into(), double(3500.0)),
+        ("close".into(), double(3502.0)),
+        ("ewma".into(), AvroValue::Array(vec![])),
+        ("first_trade_seq".into(), long(7)),
+        ("last_trade_seq".into(), long(8)),
+        ("first_trade_timestamp".into(), ts(1_732_500_000_001)),
+        ("last_trade_timestamp".into(), ts(1_732_500_059_999)),
+    ])
+}
+
+/// Schema evolution as Confluent consumers meet it: records of either version in one topic, the
+/// writer's schema fetched by the id in each frame. Our reader (version 2) reads version-1
+/// records with the defaults; a consumer that knows only version 1 reads version-2 records by
+/// resolving the writer's schema to its own (the new fields are skipped).
+#[tokio::test]
+async fn aggregate_records_of_either_version_are_read_by_readers_of_either_version() {
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let subject = value_subject("deribit.trades.agg");
+    let producer = Registry::new(config(stub.url())).unwrap();
+    let v1_id = producer.register(&subject, AGGREGATE_V1).await.unwrap();
+    let v1 = Schema::parse_str(AGGREGATE_V1).unwrap();
+    let mut old_frame = Vec::new();
+    start_frame(&mut old_frame, v1_id);
+    old_frame.extend(
+        GenericDatumWriter::builder(&v1)
+            .build()
+            .unwrap()
+            .write_value_to_vec(v1_aggregate_value())
+            .unwrap(),
+    );
+    let v2_id = producer
+        .register(&subject, AGGREGATE_SCHEMA_JSON)
+        .await
+        .unwrap();
+    assert_ne!(v1_id, v2_id, "version 2 is a new version of the subject");
+    assert_eq!(stub.versions(&subject), [v1_id, v2_id]);
+    let mut new_frame = Vec::new();
+    start_frame(&mut new_frame, v2_id);
+    let written = Aggregate {
+        seq_gaps: Some(2),
+        late_trades: Some(0),
+        window_ms: 60_000,
+        ..decode_aggregate(v1_id, &v1, split_frame(&old_frame).unwrap().1).unwrap()
+    };
+    encode_aggregate(&mut new_frame, &written).unwrap();
+
+    // Our reader, in another process: only frames and the registry.
+    let reader = Registry::new(config(stub.url())).unwrap();
+    let (id, datum) = split_frame(&old_frame).unwrap();
+    let old = decode_aggregate(id, &reader.schema(id).await.unwrap(), datum).unwrap();
+    assert_eq!(
+        (old.window_ms, old.seq_gaps, old.late_trades),
+        (60_000, None, None),
+        "a version-1 record: its window's length, completeness not measured"
+    );
+    assert_eq!(
+        (old.trade_count, old.vwap, old.last_trade_seq),
+        (2, 3501.0, 8)
+    );
+    let (id, datum) = split_frame(&new_frame).unwrap();
+    assert_eq!(
+        decode_aggregate(id, &reader.schema(id).await.unwrap(), datum).unwrap(),
+        written
+    );
+
+    // A consumer built against version 1 only.
+    let writer = reader.schema(id).await.unwrap();
+    let mut bytes = datum;
+    let seen = GenericDatumReader::builder(&writer)
+        .reader_schema(&v1)
+        .build()
+        .unwrap()
+        .read_value(&mut bytes)
+        .unwrap();
+    assert!(bytes.is_empty());
+    assert_eq!(
+        seen,
+        v1_aggregate_value(),
+        "exactly the version-1 fields, new ones skipped"
+    );
 }

@@ -105,6 +105,15 @@ impl SchemaRegistryStub {
         lock(&self.state).authorization = Some(format!("Basic {token}"));
     }
 
+    /// The schema ids of `subject`'s versions, oldest first (empty for an unknown subject).
+    pub fn versions(&self, subject: &str) -> Vec<u32> {
+        lock(&self.state)
+            .subjects
+            .get(subject)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Registers `schema` under `subject` directly (as another producer would).
     ///
     /// # Errors
@@ -274,8 +283,8 @@ fn route(state: &mut State, method: &str, path: &str, body: &Value) -> (u16, Val
             match version_of(state, subject, version) {
                 Ok((_, id)) => {
                     let compatible =
-                        backward_compatible(&state.schemas[id as usize - 1], &candidate);
-                    (200, json!({"is_compatible": compatible}))
+                        backward_compatible(&state.registered[id as usize - 1], &candidate);
+                    (200, json!({"is_compatible": compatible.is_ok()}))
                 }
                 Err(reply) => reply,
             }
@@ -343,9 +352,14 @@ fn version_of(state: &State, subject: &str, version: &str) -> Result<(usize, u32
     }
 }
 
-/// BACKWARD: a reader on the new schema can read data written with the old one.
-fn backward_compatible(old: &str, new: &Schema) -> bool {
-    Schema::parse_str(old).is_ok_and(|old| SchemaCompatibility::can_read(&old, new).is_ok())
+/// BACKWARD: a reader on the new schema can read data written with the old one. Both are taken
+/// as registered: the canonical form drops field defaults, and a default is what makes an added
+/// field compatible.
+fn backward_compatible(old: &str, new: &Schema) -> Result<(), String> {
+    let old = Schema::parse_str(old).map_err(|e| e.to_string())?;
+    SchemaCompatibility::can_read(&old, new)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
@@ -368,7 +382,7 @@ fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
         .clone();
     if let Some(&latest) = versions.last()
         && level.starts_with("BACKWARD")
-        && !backward_compatible(&state.schemas[latest as usize - 1], &schema)
+        && let Err(reason) = backward_compatible(&state.registered[latest as usize - 1], &schema)
     {
         return (
             409,
@@ -376,7 +390,7 @@ fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
                 409,
                 &format!(
                     "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", \
-                     details: [reader cannot read data written with version {}]",
+                     details: [reader cannot read data written with version {}: {reason}]",
                     versions.len()
                 ),
             ),

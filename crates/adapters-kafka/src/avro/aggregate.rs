@@ -5,7 +5,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 use domain::{Aggregate, EwmaValue};
 
-use super::binary::{put_double, put_long, put_str, seq_to_long};
+use super::binary::{put_double, put_long, put_optional, put_str, seq_to_long};
 use super::resolve::{Fields, decode_value};
 use super::schema::aggregate_schema;
 use crate::error::Result;
@@ -45,10 +45,16 @@ pub fn encode_aggregate(buf: &mut Vec<u8>, aggregate: &Aggregate) -> Result<()> 
     put_long(buf, seq_to_long("aggregate", aggregate.last_trade_seq)?);
     put_long(buf, aggregate.first_trade_timestamp);
     put_long(buf, aggregate.last_trade_timestamp);
+    put_long(buf, aggregate.window_ms);
+    for count in [aggregate.seq_gaps, aggregate.late_trades] {
+        let count = count.map(|c| seq_to_long("aggregate", c)).transpose()?;
+        put_optional(buf, count, put_long);
+    }
     Ok(())
 }
 
-/// Decodes an aggregate written with schema `writer` (id `schema_id`).
+/// Decodes an aggregate written with schema `writer` (id `schema_id`), any version: fields a
+/// version-1 writer lacked read as their defaults, and `window_ms` then as the window's length.
 ///
 /// # Errors
 /// [`Error::Decode`](crate::Error::Decode) for bytes that do not decode or resolve.
@@ -69,10 +75,24 @@ pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result
             .collect::<Result<Vec<_>>>()?,
         other => return Err(fields.fail(format!("ewma is {other:?}, not an array"))),
     };
+    let count = |fields: &mut Fields, name: &str| -> Result<Option<u64>> {
+        match fields.optional(name, Fields::as_long)? {
+            Some(value) => u64::try_from(value)
+                .map(Some)
+                .map_err(|_| fields.fail(format!("field `{name}` is negative: {value}"))),
+            None => Ok(None),
+        }
+    };
+    let (window_start, window_end) = (fields.long("window_start")?, fields.long("window_end")?);
+    let window_ms = match fields.long("window_ms")? {
+        0 => window_end.saturating_sub(window_start),
+        ms => ms,
+    };
     Ok(Aggregate {
         instrument_name: fields.string("instrument_name")?,
-        window_start: fields.long("window_start")?,
-        window_end: fields.long("window_end")?,
+        window_start,
+        window_end,
+        window_ms,
         trade_count: fields.seq("trade_count")?,
         volume: fields.double("volume")?,
         buy_volume: fields.double("buy_volume")?,
@@ -87,5 +107,7 @@ pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result
         last_trade_seq: fields.seq("last_trade_seq")?,
         first_trade_timestamp: fields.long("first_trade_timestamp")?,
         last_trade_timestamp: fields.long("last_trade_timestamp")?,
+        seq_gaps: count(&mut fields, "seq_gaps")?,
+        late_trades: count(&mut fields, "late_trades")?,
     })
 }

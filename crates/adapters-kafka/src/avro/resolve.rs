@@ -126,7 +126,7 @@ impl Fields {
 
     // By value like the other converters: they share the `fn(Value) -> Option<T>` shape.
     #[allow(clippy::needless_pass_by_value)]
-    fn as_long(value: Value) -> Option<i64> {
+    pub(super) fn as_long(value: Value) -> Option<i64> {
         match value {
             Value::Long(v) | Value::TimestampMillis(v) => Some(v),
             Value::Int(v) => Some(i64::from(v)),
