@@ -151,7 +151,7 @@ async fn main() {
                 ("SCHEMA_REGISTRY_URL", stub.url()),
                 ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
                 ("AGG_TRANSACTIONAL_ID", "app-agg-bench".to_owned()),
-                ("AGG_WINDOW", "1m".to_owned()),
+                ("AGG_WINDOWS", "1m".to_owned()),
                 // The fill writes trades only (no progress markers): trade time closes windows.
                 ("AGG_WATERMARK", "trades".to_owned()),
                 ("AGG_MAX_DELAY", "24h".to_owned()),

@@ -31,9 +31,13 @@ pub struct AggConfig {
     /// Consumer group.
     #[envconfig(from = "AGG_GROUP_ID", default = "app-agg")]
     pub agg_group_id: String,
-    /// Tumbling window size.
-    #[envconfig(from = "AGG_WINDOW", default = "1m")]
-    pub agg_window: String,
+    /// Bar sizes, comma-separated (default `1m`); larger ones are rolled up from the smallest
+    /// and must be multiples of it.
+    #[envconfig(from = "AGG_WINDOWS")]
+    pub agg_windows: Option<String>,
+    /// One bar size: the older name of `AGG_WINDOWS`, read when that is unset.
+    #[envconfig(from = "AGG_WINDOW")]
+    pub agg_window: Option<String>,
     /// EWMA half-lives, comma-separated.
     #[envconfig(from = "AGG_HALFLIVES", default = "30s,5m")]
     pub agg_halflives: String,
@@ -130,7 +134,14 @@ impl Effective for Settings {
                 self.commit.changelog_topic.clone(),
             ),
             ("AGG_GROUP_ID".into(), self.log.group_id.clone()),
-            ("AGG_WINDOW".into(), ms(self.aggregator.window().millis())),
+            (
+                "AGG_WINDOWS".into(),
+                self.aggregator
+                    .window_sizes()
+                    .map(|w| ms(w.millis()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             ("AGG_HALFLIVES".into(), halflives.join(",")),
             ("AGG_GRACE".into(), ms(self.aggregator.grace_ms())),
         ]);
@@ -218,6 +229,33 @@ fn distinct_topics(commit: &CommitConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Splits bar sizes (ms, any order) into the smallest, which trades are folded into, and the
+/// larger ones rolled up from it.
+///
+/// # Errors
+/// [`domain::Error::InvalidConfig`] for an empty list or a size that is not positive; the
+/// multiples are checked by [`AggregatorConfig::with_rollups`].
+pub fn bar_sizes(sizes_ms: &[i64]) -> Result<(WindowSize, Vec<WindowSize>), domain::Error> {
+    let mut sizes = sizes_ms
+        .iter()
+        .map(|&ms| WindowSize::from_millis(ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    sizes.sort_unstable_by_key(|w| w.millis());
+    if let Some(twice) = sizes.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(domain::Error::InvalidConfig(format!(
+            "window {} ms is listed twice",
+            twice[0].millis()
+        )));
+    }
+    if sizes.is_empty() {
+        return Err(domain::Error::InvalidConfig(
+            "at least one window size is needed".into(),
+        ));
+    }
+    let smallest = sizes.remove(0);
+    Ok((smallest, sizes))
+}
+
 /// The kernel's host name (Linux), for when `HOSTNAME` is not exported.
 fn kernel_host_name() -> Option<String> {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
@@ -239,12 +277,18 @@ impl ServiceVariables for AggConfig {
         all: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
         let broker = self.broker.settings(all)?;
-        let window = millis("AGG_WINDOW", &self.agg_window)?;
-        let window = WindowSize::from_millis(window).map_err(|e| ConfigError {
-            variable: "AGG_WINDOW".into(),
-            value: self.agg_window.clone(),
-            accepted: e.to_string(),
-        })?;
+        let (windows_variable, windows) = match (&self.agg_windows, &self.agg_window) {
+            (Some(list), _) => ("AGG_WINDOWS", list.clone()),
+            (None, Some(one)) => ("AGG_WINDOW", one.clone()),
+            (None, None) => ("AGG_WINDOWS", "1m".to_owned()),
+        };
+        let bad_windows = |accepted: String| ConfigError {
+            variable: windows_variable.into(),
+            value: windows.clone(),
+            accepted,
+        };
+        let sizes = parse_millis_list(&windows).map_err(bad_windows)?;
+        let (window, rollups) = bar_sizes(&sizes).map_err(|e| bad_windows(e.to_string()))?;
         let halflives = parse_millis_list(&self.agg_halflives).map_err(|accepted| ConfigError {
             variable: "AGG_HALFLIVES".into(),
             value: self.agg_halflives.clone(),
@@ -288,6 +332,9 @@ impl ServiceVariables for AggConfig {
                 value: self.agg_halflives.clone(),
                 accepted: e.to_string(),
             })?;
+        let aggregator = aggregator
+            .with_rollups(rollups)
+            .map_err(|e| bad_windows(e.to_string()))?;
         let transactions = flag(
             "AGG_TRANSACTIONS",
             &self.agg_transactions,
@@ -380,7 +427,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
-        let cases: [(&[(&str, &str)], &str); 18] = [
+        let cases: [(&[(&str, &str)], &str); 21] = [
             (
                 &[("RAW_TOPIC", "x"), ("AGG_TOPIC", "x")],
                 "AGG_TOPIC=\"x\": a topic of its own, not the same as RAW_TOPIC",
@@ -431,6 +478,18 @@ mod tests {
                 "AGG_WINDOW=\"0s\": invalid aggregator config: window size must be > 0 ms",
             ),
             (
+                &[("AGG_WINDOWS", "1m,90s")],
+                "AGG_WINDOWS=\"1m,90s\": invalid aggregator config: window 90000 ms is not a multiple of the smallest window (60000 ms)",
+            ),
+            (
+                &[("AGG_WINDOWS", "5m,1m,5m")],
+                "AGG_WINDOWS=\"5m,1m,5m\": invalid aggregator config: window 300000 ms is listed twice",
+            ),
+            (
+                &[("AGG_WINDOWS", "1m,0s"), ("AGG_WINDOW", "1m")],
+                "AGG_WINDOWS=\"1m,0s\": invalid aggregator config: window size must be > 0 ms",
+            ),
+            (
                 &[("AGG_HALFLIVES", "30s,30s")],
                 "AGG_HALFLIVES=\"30s,30s\": invalid aggregator config: half-life 30000 ms is listed twice",
             ),
@@ -463,6 +522,27 @@ mod tests {
             AggConfig::settings_from(&v).unwrap_err().to_string(),
             "SCHEMA_REGISTRY_URL=\"\": required, not set"
         );
+    }
+
+    #[test]
+    fn several_bar_sizes_come_from_agg_windows_in_any_order() {
+        let s = AggConfig::settings_from(&vars(&[("AGG_WINDOWS", "1h, 1m,5m")])).unwrap();
+        let sizes: Vec<i64> = s
+            .aggregator
+            .window_sizes()
+            .map(WindowSize::millis)
+            .collect();
+        assert_eq!(sizes, [60_000, 300_000, 3_600_000]);
+        assert!(
+            s.effective()
+                .contains(&("AGG_WINDOWS".into(), "1m,5m,1h".into())),
+            "{:?}",
+            s.effective()
+        );
+        // The older single-size name still works when AGG_WINDOWS is unset.
+        let one = AggConfig::settings_from(&vars(&[("AGG_WINDOW", "5m")])).unwrap();
+        assert_eq!(one.aggregator.window().millis(), 300_000);
+        assert!(one.aggregator.rollups().is_empty());
     }
 
     #[test]

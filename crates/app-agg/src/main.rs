@@ -16,12 +16,12 @@ use std::sync::Arc;
 use adapters_kafka::commit::KafkaCommitter;
 use adapters_kafka::consumer::KafkaTradeLog;
 use anyhow::Context;
-use app_agg::config::{AggConfig, Settings};
+use app_agg::config::{AggConfig, Settings, bar_sizes};
 use app_agg::probe::AggProbe;
 use app_agg::replay::{ReplayError, replay};
 use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
-use domain::{AggregatorConfig, WatermarkRule, WindowSize};
+use domain::{AggregatorConfig, WatermarkRule};
 use ports::{CommitError, SystemClock};
 use shell::config::ServiceVariables as _;
 use shell::duration::parse_millis;
@@ -54,9 +54,10 @@ struct ReplayArgs {
     /// Where to write one JSON aggregate per line (default: stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Tumbling window size, aligned to the Unix epoch.
-    #[arg(long, default_value = "1m", value_parser = parse_millis)]
-    window: i64,
+    /// Bar sizes, comma-separated, aligned to the Unix epoch; larger ones are rolled up from the
+    /// smallest and must be multiples of it.
+    #[arg(long, default_value = "1m", value_delimiter = ',', value_parser = parse_millis)]
+    window: Vec<i64>,
     /// EWMA half-lives, comma-separated.
     #[arg(long, default_value = "30s,5m", value_delimiter = ',', value_parser = parse_millis)]
     halflife: Vec<i64>,
@@ -143,13 +144,16 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let (window, rollups) = bar_sizes(&args.window).context("--window")?;
     let config = AggregatorConfig::new(
-        WindowSize::from_millis(args.window)?,
+        window,
         args.grace,
         // A file is complete: each instrument's own trades close its windows (see replay.rs).
         WatermarkRule::TradeTime { max_delay_ms: 0 },
         args.halflife,
-    )?;
+    )?
+    .with_rollups(rollups)
+    .context("--window")?;
     let input: Box<dyn io::BufRead> = if args.input.as_os_str() == "-" {
         Box::new(io::stdin().lock())
     } else {

@@ -35,6 +35,8 @@ pub struct ServiceMetrics {
     pub late: AtomicU64,
     /// Aggregates committed.
     pub windows_emitted: AtomicU64,
+    /// Aggregates committed whose trades skipped some `trade_seq` (`seq_gaps` > 0).
+    pub windows_with_gaps: AtomicU64,
     /// Commit cycles completed.
     pub cycles: AtomicU64,
     /// Commit cycles aborted and repeated.

@@ -109,6 +109,11 @@ impl Probe for AggProbe {
             get(&s.windows_emitted),
         )
         .counter(
+            "app_agg_windows_with_gaps_total",
+            "Aggregates committed whose trades skipped some trade_seq (seq_gaps > 0): bars that may miss trades.",
+            get(&s.windows_with_gaps),
+        )
+        .counter(
             "app_agg_commit_cycles_total",
             "Commit cycles completed.",
             get(&s.cycles),

@@ -173,9 +173,13 @@ pub fn replay(
     for aggregator in aggregators.values_mut() {
         closed.extend(aggregator.flush_all());
     }
-    // The order an aggregator drains in: window end, then instrument.
+    // The order an aggregator drains in: window end, then instrument, then bar size.
     closed.sort_unstable_by(|a, b| {
-        (a.window_end, &a.instrument_name).cmp(&(b.window_end, &b.instrument_name))
+        (a.window_end, &a.instrument_name, a.window_ms).cmp(&(
+            b.window_end,
+            &b.instrument_name,
+            b.window_ms,
+        ))
     });
     summary.aggregates += write_all(&mut output, &closed)?;
     output.flush().map_err(ReplayError::Write)?;

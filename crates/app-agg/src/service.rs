@@ -405,6 +405,11 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         let linked = telemetry::link_span(&cycle_span, &batch.links);
         cycle_span.record("links", linked);
         let (count, markers) = (batch.aggregates.len() as u64, batch.markers.clone());
+        let with_gaps = batch
+            .aggregates
+            .iter()
+            .filter(|a| a.seq_gaps.is_some_and(|gaps| gaps > 0))
+            .count() as u64;
         let started = Instant::now();
         let outcome = if batch.aggregates.is_empty() {
             self.committer
@@ -435,6 +440,9 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 self.metrics
                     .windows_emitted
                     .fetch_add(count, Ordering::Relaxed);
+                self.metrics
+                    .windows_with_gaps
+                    .fetch_add(with_gaps, Ordering::Relaxed);
                 for marker in markers {
                     if let Some(state) = self.partitions.get_mut(&marker.partition) {
                         state.committed_offset = Some(marker.next_offset);

@@ -14,7 +14,7 @@ fn missing_required_or_bad_telemetry_variables_stop_start_up_with_one_line() {
 
 #[test]
 fn bad_aggregation_settings_stop_start_up_with_one_line() {
-    assert_refuses_variable(BINARY, "AGG_WINDOW", "a while", "AGG_WINDOW=\"a while\"");
+    assert_refuses_variable(BINARY, "AGG_WINDOWS", "a while", "AGG_WINDOWS=\"a while\"");
     assert_refuses_variable(
         BINARY,
         "AGG_TRANSACTIONS",
@@ -33,7 +33,7 @@ fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
     let settings = check_config_output(
         BINARY,
         &[
-            ("AGG_WINDOW", "90s"),
+            ("AGG_WINDOWS", "3m,90s"),
             ("AGG_TRANSACTIONAL_ID", "agg-a"),
             ("SCHEMA_REGISTRY_USER", "reader"),
             ("SCHEMA_REGISTRY_PASSWORD", "hunter2"),
@@ -43,7 +43,7 @@ fn check_config_prints_each_setting_as_the_variable_and_the_value_in_use() {
     );
     let get = |name: &str| settings.get(name).map(String::as_str);
     // Set, defaulted and derived values, each in the form the variable takes.
-    assert_eq!(get("AGG_WINDOW"), Some("90s"));
+    assert_eq!(get("AGG_WINDOWS"), Some("90s,3m"));
     assert_eq!(get("AGG_HALFLIVES"), Some("30s,5m"));
     assert_eq!(get("AGG_GRACE"), Some("0s"));
     assert_eq!(get("AGG_WATERMARK"), Some("markers"));

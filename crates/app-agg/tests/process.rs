@@ -25,7 +25,7 @@ async fn becomes_ready_aggregates_serves_metrics_and_stops_cleanly() {
         ("SCHEMA_REGISTRY_URL", stub.url()),
         ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
         ("AGG_TRANSACTIONAL_ID", "app-agg-process-test".to_owned()),
-        ("AGG_WINDOW", "1s".to_owned()),
+        ("AGG_WINDOWS", "1s".to_owned()),
         ("AGG_GRACE", "0s".to_owned()),
         ("AGG_MAX_DELAY", "5s".to_owned()),
         ("AGG_COMMIT_INTERVAL", "200ms".to_owned()),

@@ -113,13 +113,16 @@ fn every_field_of_an_aggregate_is_written_with_its_wire_name() {
             "instrument_name",
             "last_trade_seq",
             "last_trade_timestamp",
+            "late_trades",
             "low",
             "open",
             "sell_volume",
+            "seq_gaps",
             "trade_count",
             "volume",
             "vwap",
             "window_end",
+            "window_ms",
             "window_start",
         ]
     );
@@ -263,6 +266,41 @@ fn bad_arguments_name_the_value_and_the_accepted_form() {
         String::from_utf8(out.stderr)
             .unwrap()
             .contains("listed twice")
+    );
+    let out = replay(&["--input", FIXTURE, "--window", "1m,90s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("--window") && stderr.contains("not a multiple of the smallest window"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn several_bar_sizes_come_out_of_one_replay_like_one_replay_per_size() {
+    let lines = |window: &str| {
+        let out = replay(&["--input", FIXTURE, "--window", window]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json_lines(&String::from_utf8(out.stdout).unwrap())
+    };
+    let all = lines("5m,1m,2m");
+    for (window, ms) in [("1m", 60_000), ("2m", 120_000), ("5m", 300_000)] {
+        let of_size: Vec<&Value> = all.iter().filter(|a| a["window_ms"] == ms).collect();
+        let alone = lines(window);
+        assert!(!alone.is_empty());
+        // The larger sizes are rolled up from the 1m bars, and equal bars built directly.
+        assert_eq!(of_size, alone.iter().collect::<Vec<_>>(), "{window} bars");
+    }
+    assert_eq!(
+        all.len(),
+        ["1m", "2m", "5m"]
+            .iter()
+            .map(|w| lines(w).len())
+            .sum::<usize>()
     );
 }
 

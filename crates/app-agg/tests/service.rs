@@ -515,6 +515,35 @@ async fn a_marker_far_ahead_of_the_clock_is_ignored_and_counted() {
 }
 
 #[tokio::test]
+async fn bars_whose_trades_skipped_a_trade_seq_are_counted() {
+    let clock = SharedClock(Arc::new(T0.into()));
+    let mut service = assigned_service(&clock).await;
+    let metrics = service.metrics();
+    // A's trades run 1, 2 (complete); B's skip 3 to 9 (a bar that may miss trades).
+    let logged =
+        [("A", 1, 0), ("A", 2, 1), ("B", 2, 2), ("B", 10, 3)].map(|(name, seq, offset)| {
+            LoggedTrade {
+                partition: 0,
+                offset,
+                trade: trade(name, seq, T0 + 1_000 * offset),
+                trace: None,
+            }
+        });
+    service
+        .on_event(LogEvent::Trades(logged.to_vec()))
+        .await
+        .unwrap();
+    service
+        .on_event(marker("app-raw", 4, T0 + 61_000))
+        .await
+        .unwrap();
+    service.cycle(None).await.unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(metrics.windows_emitted.load(Relaxed), 2);
+    assert_eq!(metrics.windows_with_gaps.load(Relaxed), 1);
+}
+
+#[tokio::test]
 async fn a_writer_that_stopped_holds_the_watermark_and_makes_the_partition_silent() {
     let timeout = std::time::Duration::from_secs(30);
     let clock = SharedClock(Arc::new(T0.into()));

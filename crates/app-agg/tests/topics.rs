@@ -1,7 +1,8 @@
-//! app-agg checks its topics at start: a missing topic, a changelog partitioned unlike the raw
-//! topic or not compacted stops it with one line naming the topic and the fix; with
+//! app-agg checks its topics and its schema at start: a missing topic, a changelog partitioned
+//! unlike the raw topic or not compacted stops it with one line naming the topic and the fix; with
 //! `KAFKA_CREATE_TOPICS=true` missing topics are created (Apache Kafka: the mock cluster has no
-//! CreateTopics or topic configs).
+//! CreateTopics or topic configs). The aggregate schema's version 2 is registered over version 1;
+//! a schema the registry refuses stops start-up with the registry's reason.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -9,6 +10,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use adapters_kafka::avro::AGGREGATE_SCHEMA_JSON;
 use common::{AGG, BIN, DLQ, LATE, RAW, STATE};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -159,4 +161,69 @@ async fn missing_topics_are_created_when_allowed() {
         .get("cleanup.policy")
         .unwrap();
     assert_eq!(policy.value.as_deref(), Some("compact"));
+}
+
+async fn all_topics(broker: &TestBroker) {
+    broker.create_topic(RAW, 2, false).await.unwrap();
+    broker.create_topic(STATE, 2, true).await.unwrap();
+    broker.create_topic(AGG, 1, false).await.unwrap();
+    broker.create_topic(DLQ, 1, false).await.unwrap();
+    broker.create_topic(LATE, 1, false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aggregate_schema_version_2_is_registered_over_version_1() {
+    let broker = TestBroker::from_env().await.unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    all_topics(&broker).await;
+    let subject = format!("{AGG}-value");
+    let v1 = stub
+        .register(
+            &subject,
+            include_str!("../../adapters-kafka/schemas/trade_aggregate.v1.avsc"),
+        )
+        .unwrap();
+    let http = free_http_addr();
+    let mut child = common::command(&broker, &stub, &http, "evolve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await,
+        "ready: version 2 is backward compatible with version 1"
+    );
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let versions = stub.versions(&subject);
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[0], v1);
+    assert_eq!(
+        stub.register(&subject, AGGREGATE_SCHEMA_JSON),
+        Ok(versions[1]),
+        "version 2 is the schema app-agg writes with"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_schema_the_registry_refuses_stops_start_up_with_its_reason() {
+    let broker = TestBroker::from_env().await.unwrap();
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    all_topics(&broker).await;
+    // An earlier writer of the topic had a field our schema cannot fill in (no default).
+    stub.register(
+        &format!("{AGG}-value"),
+        r#"{"type":"record","name":"TradeAggregate","namespace":"com.deribit.marketdata","fields":[{"name":"venue","type":"string"}]}"#,
+    )
+    .unwrap();
+    assert_refused_naming(
+        &broker,
+        &stub,
+        &[
+            &format!("subject \\\"{AGG}-value\\\""),
+            "incompatible with an earlier schema",
+            // The registry's reason, as it gave it.
+            "in reader schema must have a default value",
+        ],
+    );
 }

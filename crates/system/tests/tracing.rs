@@ -80,7 +80,7 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         .envs([
             ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
             ("AGG_TRANSACTIONAL_ID", "app-agg-process-test".to_owned()),
-            ("AGG_WINDOW", "1s".to_owned()),
+            ("AGG_WINDOWS", "1s".to_owned()),
             ("AGG_MAX_DELAY", "5s".to_owned()),
             ("AGG_COMMIT_INTERVAL", "200ms".to_owned()),
             ("HTTP_ADDR", agg_http.clone()),

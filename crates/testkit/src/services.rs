@@ -167,7 +167,7 @@ pub fn agg_command(
         ("SCHEMA_REGISTRY_URL", stub.url()),
         ("AGG_TRANSACTIONS", (!broker.is_mock()).to_string()),
         ("AGG_TRANSACTIONAL_ID", format!("app-agg-test-{instance}")),
-        ("AGG_WINDOW", "1s".into()),
+        ("AGG_WINDOWS", "1s".into()),
         ("AGG_GRACE", "0s".into()),
         ("AGG_MAX_DELAY", "24h".into()),
         ("AGG_HALFLIVES", "2s,30s".into()),

@@ -347,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("export DERIBIT_URL={deribit_url}");
         println!("export DERIBIT_CHANNELS={channels}");
-        println!("export AGG_WINDOW=10s");
+        println!("export AGG_WINDOWS=10s");
         tokio::signal::ctrl_c().await?;
         stop_market.store(true, Ordering::Relaxed);
         return Ok(());
@@ -366,7 +366,7 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let mut agg_env = common.clone();
     agg_env.extend([
-        ("AGG_WINDOW", format!("{}s", WINDOW_MS / 1000)),
+        ("AGG_WINDOWS", format!("{}s", WINDOW_MS / 1000)),
         ("AGG_HALFLIVES", "10s,1m".to_owned()),
         // Windows close on app-raw's progress markers, within about 2 s of their end.
         ("AGG_GRACE", "0s".to_owned()),

@@ -278,6 +278,9 @@ mod tests {
             last_trade_seq: 14,
             first_trade_timestamp: start,
             last_trade_timestamp: start + 9_000,
+            window_ms: 10_000,
+            seq_gaps: Some(0),
+            late_trades: Some(0),
         }
     }
 
