@@ -251,9 +251,9 @@ impl Aggregator {
         }
 
         // Values of `trade_seq` this trade skipped after the instrument's previous one.
-        let seq_gap = state
-            .last_trade_seq
-            .map_or(0, |last| trade.trade_seq.saturating_sub(last).saturating_sub(1));
+        let seq_gap = state.last_trade_seq.map_or(0, |last| {
+            trade.trade_seq.saturating_sub(last).saturating_sub(1)
+        });
         if state.windows.add(window_start, window_end, trade, seq_gap) {
             self.earliest_open_end = Some(
                 self.earliest_open_end
@@ -446,7 +446,11 @@ impl Aggregator {
         }
         let mut previous_size = None;
         for r in &snapshot.rollups {
-            let size = self.config.rollups.iter().find(|s| s.millis() == r.millis());
+            let size = self
+                .config
+                .rollups
+                .iter()
+                .find(|s| s.millis() == r.millis());
             let aligned = size.is_some_and(|s| s.start_of(r.window_start) == r.window_start);
             if !aligned || previous_size.is_some_and(|p| p >= r.millis()) || r.trade_count == 0 {
                 return Err(mismatch(format!(
@@ -454,7 +458,11 @@ impl Aggregator {
                      or is repeated or empty",
                     r.window_start,
                     r.window_end,
-                    self.config.rollups.iter().map(|s| s.millis()).collect::<Vec<_>>()
+                    self.config
+                        .rollups
+                        .iter()
+                        .map(|s| s.millis())
+                        .collect::<Vec<_>>()
                 )));
             }
             previous_size = Some(r.millis());

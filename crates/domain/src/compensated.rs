@@ -111,14 +111,16 @@ mod tests {
         let old: CompensatedSum = serde_json::from_str("2.5").unwrap();
         assert_eq!(old, CompensatedSum::of(2.5));
         let s = sum_of(&[0.1, 0.2]);
-        let back: CompensatedSum = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        let back: CompensatedSum =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back, s);
     }
 
     /// Amounts and prices as exchanges quote them: decimals on a tick grid, of any size a
     /// validated trade may have.
     fn decimal() -> impl Strategy<Value = f64> {
-        (1u64..10_000_000, 0i32..9).prop_map(|(units, decimals)| units as f64 / 10f64.powi(decimals))
+        (1u64..10_000_000, 0i32..9)
+            .prop_map(|(units, decimals)| units as f64 / 10f64.powi(decimals))
     }
 
     proptest! {

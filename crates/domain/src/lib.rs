@@ -28,8 +28,8 @@ pub mod trade;
 pub mod window;
 
 pub use aggregate::{Aggregate, WindowAccumulator};
-pub use compensated::CompensatedSum;
 pub use aggregator::{Aggregator, AggregatorConfig, Ingested, MAX_WRITERS, WatermarkRule};
+pub use compensated::CompensatedSum;
 pub use error::{Error, Result};
 pub use ewma::{EwmaSums, EwmaValue};
 pub use snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};

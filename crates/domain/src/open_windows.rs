@@ -91,7 +91,9 @@ impl OpenWindows {
                     false
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert(Box::new(WindowAccumulator::open(start, end, trade, seq_gap)));
+                    slot.insert(Box::new(WindowAccumulator::open(
+                        start, end, trade, seq_gap,
+                    )));
                     true
                 }
             },

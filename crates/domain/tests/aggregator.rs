@@ -324,7 +324,9 @@ fn naive(config: &AggregatorConfig, trades: &[Trade]) -> Vec<Aggregate> {
     let mut late_arrivals: Vec<(&str, i64)> = Vec::new();
     for t in trades {
         let end = t.timestamp - t.timestamp.rem_euclid(size) + size;
-        let seen = accepted.iter().any(|a| a.instrument_name == t.instrument_name);
+        let seen = accepted
+            .iter()
+            .any(|a| a.instrument_name == t.instrument_name);
         let duplicate = accepted
             .iter()
             .any(|a| a.instrument_name == t.instrument_name && a.trade_seq >= t.trade_seq);

@@ -130,7 +130,9 @@ fn log() -> impl Strategy<Value = Vec<Entry>> {
             seq[i] += seq_step;
             let price = f64::from(p) / 10f64.powi(pd);
             let amount = f64::from(a) / 10f64.powi(ad);
-            log.push(Entry::Trade(trade(names[i], seq[i], now, price, amount, sell)));
+            log.push(Entry::Trade(trade(
+                names[i], seq[i], now, price, amount, sell,
+            )));
             if marker {
                 // Every trade up to `now` is in: later trades have later timestamps.
                 log.push(Entry::Marker(now));
@@ -183,21 +185,39 @@ fn a_larger_bar_closes_when_the_watermark_passes_it_even_if_its_last_sub_bars_we
     agg.observe_progress("raw-1", T0 + 2_000);
     let first = agg.drain_closed();
     assert_eq!(
-        first.iter().map(|a| (a.window_start, a.window_ms)).collect::<Vec<_>>(),
+        first
+            .iter()
+            .map(|a| (a.window_start, a.window_ms))
+            .collect::<Vec<_>>(),
         [(T0, SECOND), (T0 + SECOND, SECOND)],
         "only the 1 s bars are complete"
     );
     agg.observe_progress("raw-1", T0 + 4_999);
-    assert!(agg.drain_closed().is_empty(), "the 5 s bar ends at T0 + 5 s");
+    assert!(
+        agg.drain_closed().is_empty(),
+        "the 5 s bar ends at T0 + 5 s"
+    );
     agg.observe_progress("raw-1", T0 + 5_000);
     let five = agg.drain_closed();
     assert_eq!(five.len(), 1);
     let bar = &five[0];
-    assert_eq!((bar.window_start, bar.window_end, bar.window_ms), (T0, T0 + 5 * SECOND, 5 * SECOND));
-    assert_eq!((bar.trade_count, bar.open, bar.close, bar.high, bar.low), (2, 100.0, 102.0, 102.0, 100.0));
-    assert_eq!((bar.volume, bar.buy_volume, bar.sell_volume), (3.0, 1.0, 2.0));
+    assert_eq!(
+        (bar.window_start, bar.window_end, bar.window_ms),
+        (T0, T0 + 5 * SECOND, 5 * SECOND)
+    );
+    assert_eq!(
+        (bar.trade_count, bar.open, bar.close, bar.high, bar.low),
+        (2, 100.0, 102.0, 102.0, 100.0)
+    );
+    assert_eq!(
+        (bar.volume, bar.buy_volume, bar.sell_volume),
+        (3.0, 1.0, 2.0)
+    );
     assert_eq!(bar.vwap, (100.0 + 204.0) / 3.0);
-    assert_eq!(bar.ewma, first[1].ewma, "EWMA values of the last non-empty sub-bar");
+    assert_eq!(
+        bar.ewma, first[1].ewma,
+        "EWMA values of the last non-empty sub-bar"
+    );
 }
 
 #[test]
@@ -247,7 +267,10 @@ fn a_late_trade_is_counted_on_its_instruments_next_bar_to_close() {
     // The late trade never reached a bar, so its seq is also a gap of the bar after it.
     assert_eq!(
         stamps,
-        [(2 * SECOND, SECOND, Some(1), Some(1)), (0, 5 * SECOND, Some(1), Some(1))]
+        [
+            (2 * SECOND, SECOND, Some(1), Some(1)),
+            (0, 5 * SECOND, Some(1), Some(1))
+        ]
     );
 }
 
@@ -265,9 +288,13 @@ fn sizes_must_be_multiples_of_the_smallest_and_listed_once() {
             other => panic!("{larger:?}: {other:?}"),
         }
     }
-    let ok = base().with_rollups([size(3_600_000), size(300_000)]).unwrap();
+    let ok = base()
+        .with_rollups([size(3_600_000), size(300_000)])
+        .unwrap();
     assert_eq!(
-        ok.window_sizes().map(WindowSize::millis).collect::<Vec<_>>(),
+        ok.window_sizes()
+            .map(WindowSize::millis)
+            .collect::<Vec<_>>(),
         [60_000, 300_000, 3_600_000]
     );
 }
@@ -279,7 +306,11 @@ fn state_with_rolled_up_bars_is_refused_under_other_sizes() {
     agg.observe_progress("raw-1", T0 + 1_000);
     agg.drain_closed();
     let snapshot = agg.snapshot();
-    assert_eq!(snapshot.instruments[0].rollups.len(), 1, "the 5 s bar is half-built");
+    assert_eq!(
+        snapshot.instruments[0].rollups.len(),
+        1,
+        "the 5 s bar is half-built"
+    );
     match Aggregator::restore(config(SECOND, &[10 * SECOND], 0), snapshot) {
         Err(Error::SnapshotMismatch { reason, .. }) => {
             assert!(reason.contains("rolled-up window"), "{reason}");
