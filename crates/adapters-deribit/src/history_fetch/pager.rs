@@ -334,6 +334,10 @@ mod tests {
         assert_eq!(seqs, (1..=4010).collect::<Vec<u64>>(), "every trade once, in order");
         assert_eq!(chunk.unfillable, 0);
         assert!(chunk.requests <= 10, "{} requests", chunk.requests);
+        // The crowd at ts 200 ends the range: no later trade reveals what a time cursor skipped.
+        let (seqs, chunk) = run(&mut market(), 100, 201, Cursor::default()).await;
+        assert_eq!(seqs, (1..=2510).collect::<Vec<u64>>(), "the whole crowd");
+        assert_eq!(chunk.unfillable, 0);
         // The range is half-open: `to` excludes ts 5000, `from` includes ts 100.
         let (seqs, _) = run(&mut market(), 101, 5_001, Cursor::default()).await;
         assert_eq!(seqs.first(), Some(&11));
