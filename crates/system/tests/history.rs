@@ -140,4 +140,66 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
         .filter(|(_, start, end)| *start >= from && *end <= to)
         .collect();
     assert_eq!(live_keys, wanted, "the same windows have bars");
+
+    // With --topic, the same trades in the same order go to a topic through app-raw's sink.
+    broker.create_topic(HISTORY_TOPIC, 1, false).await.unwrap();
+    let published = Command::new(raw_bin)
+        .env_clear()
+        .envs([
+            ("DERIBIT_URL", fake.url()),
+            ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+            ("SCHEMA_REGISTRY_URL", stub.url()),
+            ("OTEL_SDK_DISABLED", "true".into()),
+            ("RUST_LOG", "warn".into()),
+        ])
+        .args(["history", "--from", &format_utc(from), "--to", &format_utc(to), "--channels", CHANNELS, "--topic", HISTORY_TOPIC])
+        .output()
+        .unwrap();
+    let published_err = String::from_utf8_lossy(&published.stderr);
+    assert!(published.status.success(), "{published_err}");
+    let in_file: Vec<(String, u64)> = std::fs::read_to_string(&trades)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+            (t["instrument_name"].as_str().unwrap().to_owned(), t["trade_seq"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(topic_trades(&broker), in_file, "the topic holds the file's trades in its order");
+}
+
+const HISTORY_TOPIC: &str = "history.trades";
+
+/// (instrument, trade_seq) of every trade in partition 0 of [`HISTORY_TOPIC`], in order.
+fn topic_trades(broker: &testkit::TestBroker) -> Vec<(String, u64)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "history-check")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    partitions
+        .add_partition_offset(HISTORY_TOPIC, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let schema = adapters_kafka::avro::trade_schema().unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let Some(value) = m.payload() else { continue };
+                let (id, datum) = adapters_kafka::framing::split_frame(value).unwrap();
+                let trade = adapters_kafka::avro::decode_trade(id, schema, datum).unwrap();
+                out.push((trade.instrument_name.clone(), trade.trade_seq));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    out
 }
