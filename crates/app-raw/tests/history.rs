@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use app_raw::history::args::format_utc;
 use app_raw::history::progress::Progress;
-use testkit::process::now_ms;
 use serde_json::Value;
 use testkit::deribit::CallFault;
+use testkit::process::now_ms;
 use testkit::{FakeDeribit, FakeInstrument};
 use tokio::process::Command;
 
@@ -40,7 +40,11 @@ async fn trade(fake: &FakeDeribit, bursts: usize, size: usize) -> (i64, i64) {
     for burst in 0..bursts {
         for instrument in market() {
             // One burst carries more than a page of trades on one timestamp.
-            let n = if burst == 1 && instrument.name == "BTC-PERPETUAL" { 2_500 } else { size };
+            let n = if burst == 1 && instrument.name == "BTC-PERPETUAL" {
+                2_500
+            } else {
+                size
+            };
             for t in fake.trade(&instrument.name, n) {
                 let ts = t["timestamp"].as_i64().unwrap();
                 first = first.min(ts);
@@ -81,9 +85,18 @@ fn command(fake: &FakeDeribit, from: i64, to: i64, output: &Path) -> Command {
         .envs([
             ("DERIBIT_URL", fake.url()),
             ("OTEL_SDK_DISABLED", "true".into()),
-            ("RUST_LOG", std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into())),
+            (
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
         ])
-        .args(["history", "--from", &format_utc(from), "--to", &format_utc(to)])
+        .args([
+            "history",
+            "--from",
+            &format_utc(from),
+            "--to",
+            &format_utc(to),
+        ])
         .args(["--channels", CHANNELS, "--output"])
         .arg(output)
         .kill_on_drop(true);
@@ -93,7 +106,11 @@ fn command(fake: &FakeDeribit, from: i64, to: i64, output: &Path) -> Command {
 async fn run(fake: &FakeDeribit, from: i64, to: i64, output: &Path) -> Output {
     let out = command(fake, from, to, output).output().await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "history failed: {stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "history failed: {stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     out
 }
 
@@ -117,7 +134,10 @@ async fn a_full_fetch_is_the_record_in_the_range_per_instrument_in_order() {
     let got = lines(&file);
     let want = expected(&fake, &MATCHED, from, to);
     assert_eq!(got.len(), want.len(), "{}", stderr(&out));
-    assert_eq!(got, want, "the record in the range, instrument by instrument, in trade_seq order");
+    assert_eq!(
+        got, want,
+        "the record in the range, instrument by instrument, in trade_seq order"
+    );
     assert!(
         got.iter().any(|t| t["instrument_name"] == "BTC-25DEC26"),
         "the instrument that expired is in"
@@ -126,7 +146,10 @@ async fn a_full_fetch_is_the_record_in_the_range_per_instrument_in_order() {
         fake.calls("public/get_last_trades_by_instrument"),
         fake.calls("public/get_instruments"),
     );
-    assert!(by_seq >= 2, "holes closed and the crowded timestamp passed by sequence");
+    assert!(
+        by_seq >= 2,
+        "holes closed and the crowded timestamp passed by sequence"
+    );
     assert_eq!(listings, 2, "active and expired instruments listed");
     let summary = stderr(&out);
     assert!(summary.contains("done: 3 instruments"), "{summary}");
@@ -163,13 +186,22 @@ async fn a_run_killed_mid_way_and_resumed_writes_the_same_bytes() {
     assert!(!at_kill.complete(), "killed mid-way: {at_kill:?}");
     let cut = std::fs::read(&resumed).unwrap();
     assert!(cut.len() < whole_bytes.len());
-    assert_eq!(cut[..], whole_bytes[..cut.len()], "what was written so far is a prefix");
+    assert_eq!(
+        cut[..],
+        whole_bytes[..cut.len()],
+        "what was written so far is a prefix"
+    );
 
     fake.delay_history(None);
     let out = run(&fake, from, to, &resumed).await;
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
     let again = std::fs::read(&resumed).unwrap();
-    assert!(again == whole_bytes, "byte-identical after the resume ({} vs {} bytes)", again.len(), whole_bytes.len());
+    assert!(
+        again == whole_bytes,
+        "byte-identical after the resume ({} vs {} bytes)",
+        again.len(),
+        whole_bytes.len()
+    );
     let progress = Progress::load(&progress_path).unwrap().unwrap();
     assert!(progress.complete());
     assert_eq!(progress.output_bytes, whole_bytes.len() as u64);
@@ -190,15 +222,35 @@ async fn rate_limits_and_dropped_connections_are_retried_and_fatal_errors_end_in
     let file = dir.path().join("retried.jsonl");
     let started = Instant::now();
     let out = run(&fake, from, to, &file).await;
-    assert_eq!(lines(&file), expected(&fake, &MATCHED, from, to), "nothing lost or repeated");
+    assert_eq!(
+        lines(&file),
+        expected(&fake, &MATCHED, from, to),
+        "nothing lost or repeated"
+    );
     let summary = stderr(&out);
     assert!(summary.contains("1 rate-limited, 2 retried"), "{summary}");
-    assert!(started.elapsed() >= Duration::from_secs(5), "waited for the credits to refill");
-    assert!(fake.connections_total() >= 3, "reconnected after each closed session");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "waited for the credits to refill"
+    );
+    assert!(
+        fake.connections_total() >= 3,
+        "reconnected after each closed session"
+    );
 
     // An error retrying cannot help: exit 1, one line on stderr saying what.
-    fake.fault_on_call(BY_TIME, 1, CallFault::Error { code: 11050, message: "bad_request".into() });
-    let failed = command(&fake, from, to, &dir.path().join("failed.jsonl")).output().await.unwrap();
+    fake.fault_on_call(
+        BY_TIME,
+        1,
+        CallFault::Error {
+            code: 11050,
+            message: "bad_request".into(),
+        },
+    );
+    let failed = command(&fake, from, to, &dir.path().join("failed.jsonl"))
+        .output()
+        .await
+        .unwrap();
     assert_eq!(failed.status.code(), Some(1));
     let text = stderr(&failed);
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("error")).collect();
@@ -212,8 +264,21 @@ async fn bad_arguments_are_one_line_and_exit_code_2() {
         vec!["--from", "2026-11-02T00:00Z", "--to", "2026-11-01T00:00Z"],
         vec!["--from", "2026-11-01T00:00Z", "--to", "2026-11-01T00:00Z"],
         vec!["--from", "2026-11-31", "--to", "2026-12-01"],
-        vec!["--from", "2026-11-01T00:00Z", "--to", "2026-11-02T00:00Z", "--channels", "trades.nope"],
-        vec!["--from", "2026-11-01T00:00Z", "--to", "2026-11-02T00:00Z", "--frobnicate"],
+        vec![
+            "--from",
+            "2026-11-01T00:00Z",
+            "--to",
+            "2026-11-02T00:00Z",
+            "--channels",
+            "trades.nope",
+        ],
+        vec![
+            "--from",
+            "2026-11-01T00:00Z",
+            "--to",
+            "2026-11-02T00:00Z",
+            "--frobnicate",
+        ],
     ] {
         let mut full = vec!["history"];
         full.extend(&args);
@@ -221,7 +286,12 @@ async fn bad_arguments_are_one_line_and_exit_code_2() {
             full.extend(["--channels", "trades.future.BTC.100ms"]);
         }
         full.extend(["--output", "/nonexistent/never-written.jsonl"]);
-        let out = Command::new(BINARY).env_clear().args(&full).output().await.unwrap();
+        let out = Command::new(BINARY)
+            .env_clear()
+            .args(&full)
+            .output()
+            .await
+            .unwrap();
         let text = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
         assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
@@ -245,15 +315,24 @@ async fn measure_trades_per_second_and_requests_per_10k_trades() {
     for step in 0..40_000_i64 {
         spread.shift_clock(step);
         let instrument = &MATCHED[usize::try_from(step).unwrap() % MATCHED.len()];
-        n += spread.trade(instrument, 1 + usize::try_from(step % 4).unwrap()).len();
+        n += spread
+            .trade(instrument, 1 + usize::try_from(step % 4).unwrap())
+            .len();
     }
     let last = now_ms() + 40_000;
-    for (name, fake, from, to) in [("bursts", &bursts, from, to), ("spread", &spread, first, last + 1)] {
+    for (name, fake, from, to) in [
+        ("bursts", &bursts, from, to),
+        ("spread", &spread, first, last + 1),
+    ] {
         let file = dir.path().join(format!("{name}.jsonl"));
         let out = run(fake, from, to, &file).await;
         let want = expected(fake, &MATCHED, from, to);
         assert_eq!(lines(&file).len(), want.len());
-        eprintln!("{name}: {} trades in the range; {}", want.len(), stderr(&out).lines().last().unwrap());
+        eprintln!(
+            "{name}: {} trades in the range; {}",
+            want.len(),
+            stderr(&out).lines().last().unwrap()
+        );
     }
     assert!(n > 90_000);
 }

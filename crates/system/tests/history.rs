@@ -60,8 +60,13 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
         common::spawn(&broker, &stub, &agg_http),
     ]);
     assert!(
-        wait_for(Duration::from_secs(60), || healthcheck(common::bin(), &agg_http)
-            && healthcheck(common::bin(), &raw_http))
+        wait_for(Duration::from_secs(60), || healthcheck(
+            common::bin(),
+            &agg_http
+        ) && healthcheck(
+            common::bin(),
+            &raw_http
+        ))
         .await,
         "both services ready"
     );
@@ -88,8 +93,21 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
     let bars = dir.path().join("bars.jsonl");
     let history = Command::new(raw_bin)
         .env_clear()
-        .envs([("DERIBIT_URL", fake.url()), ("OTEL_SDK_DISABLED", "true".into()), ("RUST_LOG", "warn".into())])
-        .args(["history", "--from", &format_utc(from), "--to", &format_utc(to), "--channels", CHANNELS, "--output"])
+        .envs([
+            ("DERIBIT_URL", fake.url()),
+            ("OTEL_SDK_DISABLED", "true".into()),
+            ("RUST_LOG", "warn".into()),
+        ])
+        .args([
+            "history",
+            "--from",
+            &format_utc(from),
+            "--to",
+            &format_utc(to),
+            "--channels",
+            CHANNELS,
+            "--output",
+        ])
         .arg(&trades)
         .output()
         .unwrap();
@@ -98,7 +116,16 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
     assert!(history_err.contains("done: 4 instruments"), "{history_err}");
     let replay = Command::new(common::bin())
         .env_clear()
-        .args(["replay", "--window", "1s", "--halflife", "2s,30s", "--grace", "0s", "--input"])
+        .args([
+            "replay",
+            "--window",
+            "1s",
+            "--halflife",
+            "2s,30s",
+            "--grace",
+            "0s",
+            "--input",
+        ])
         .arg(&trades)
         .arg("--output")
         .arg(&bars)
@@ -129,7 +156,12 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
         live.len() == wanted.len()
     })
     .await;
-    assert!(complete, "live committed {} of {} windows", live.len(), wanted.len());
+    assert!(
+        complete,
+        "live committed {} of {} windows",
+        live.len(),
+        wanted.len()
+    );
     for (k, bar) in &from_history {
         assert_eq!(Some(bar), live.get(k), "bar {k:?}");
     }
@@ -152,7 +184,17 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
             ("OTEL_SDK_DISABLED", "true".into()),
             ("RUST_LOG", "warn".into()),
         ])
-        .args(["history", "--from", &format_utc(from), "--to", &format_utc(to), "--channels", CHANNELS, "--topic", HISTORY_TOPIC])
+        .args([
+            "history",
+            "--from",
+            &format_utc(from),
+            "--to",
+            &format_utc(to),
+            "--channels",
+            CHANNELS,
+            "--topic",
+            HISTORY_TOPIC,
+        ])
         .output()
         .unwrap();
     let published_err = String::from_utf8_lossy(&published.stderr);
@@ -162,10 +204,17 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
         .lines()
         .map(|l| {
             let t: serde_json::Value = serde_json::from_str(l).unwrap();
-            (t["instrument_name"].as_str().unwrap().to_owned(), t["trade_seq"].as_u64().unwrap())
+            (
+                t["instrument_name"].as_str().unwrap().to_owned(),
+                t["trade_seq"].as_u64().unwrap(),
+            )
         })
         .collect();
-    assert_eq!(topic_trades(&broker), in_file, "the topic holds the file's trades in its order");
+    assert_eq!(
+        topic_trades(&broker),
+        in_file,
+        "the topic holds the file's trades in its order"
+    );
 }
 
 const HISTORY_TOPIC: &str = "history.trades";

@@ -267,7 +267,9 @@ impl HistoryClient {
                     let test = crate::rpc::request(self.next_id, "public/test", &json!({}));
                     self.next_id += 1;
                     if let Err(e) = socket.send(Message::Text(test.into())).await {
-                        return Ok(Err(Attempt::Transport(format!("answering a test_request: {e}"))));
+                        return Ok(Err(Attempt::Transport(format!(
+                            "answering a test_request: {e}"
+                        ))));
                     }
                 }
                 // Deribit may send an error without the id (an oversized or throttled request).

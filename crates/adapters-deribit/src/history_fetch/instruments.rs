@@ -46,7 +46,9 @@ impl HistoryChannel {
                         Ok(Channel::Instrument { .. }) => {
                             return Err(Error::config(
                                 Setting::Channels,
-                                format!("invalid channel {part:?}: expected trades.any.{{currency}}.{{interval}}"),
+                                format!(
+                                    "invalid channel {part:?}: expected trades.any.{{currency}}.{{interval}}"
+                                ),
                             ));
                         }
                         Err(e) => {
@@ -58,7 +60,9 @@ impl HistoryChannel {
                     }
                 }
                 None => match Channel::parse(part)? {
-                    Channel::Instrument { instrument, .. } => HistoryChannel::Instrument(instrument),
+                    Channel::Instrument { instrument, .. } => {
+                        HistoryChannel::Instrument(instrument)
+                    }
                     Channel::KindCurrency { kind, currency, .. } => {
                         HistoryChannel::KindCurrency { kind, currency }
                     }
@@ -172,7 +176,13 @@ mod tests {
                 HistoryChannel::Instrument("BTC-PERPETUAL".into()),
             ]
         );
-        for bad in ["", "trades.any.XRP.100ms", "book.BTC-PERPETUAL.100ms", "trades.future.BTC", "trades.any.BTC.1s"] {
+        for bad in [
+            "",
+            "trades.any.XRP.100ms",
+            "book.BTC-PERPETUAL.100ms",
+            "trades.future.BTC",
+            "trades.any.BTC.1s",
+        ] {
             assert!(HistoryChannel::parse_list(bad).is_err(), "{bad}");
         }
         let queries = parsed[1].queries();

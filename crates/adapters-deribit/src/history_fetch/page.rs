@@ -87,7 +87,10 @@ mod tests {
             "{\"trades\":[{\"trade_seq\":1,\"trade_id\":\"1\",\"timestamp\":5,\"tick_direction\":0,\"price\":1,\n\"mark_price\":1,\"instrument_name\":\"X\",\"index_price\":1,\"direction\":\"buy\",\"amount\":1},{\"trade_seq\":2},7],\"has_more\":true}",
         )
         .unwrap();
-        assert_eq!((page.trades.len(), page.rejected, page.has_more), (1, 2, true));
+        assert_eq!(
+            (page.trades.len(), page.rejected, page.has_more),
+            (1, 2, true)
+        );
         assert!(!page.trades[0].line.contains('\n'));
         assert_eq!(page.trades[0].trade.trade_seq, 1);
         assert!(parse_page("[]").is_err());

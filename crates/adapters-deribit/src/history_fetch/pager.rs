@@ -331,7 +331,11 @@ mod tests {
     async fn pages_past_more_than_a_page_of_trades_on_one_timestamp() {
         let mut source = market();
         let (seqs, chunk) = run(&mut source, 100, 5_000, Cursor::default()).await;
-        assert_eq!(seqs, (1..=4010).collect::<Vec<u64>>(), "every trade once, in order");
+        assert_eq!(
+            seqs,
+            (1..=4010).collect::<Vec<u64>>(),
+            "every trade once, in order"
+        );
         assert_eq!(chunk.unfillable, 0);
         assert!(chunk.requests <= 10, "{} requests", chunk.requests);
         // The crowd at ts 200 ends the range: no later trade reveals what a time cursor skipped.

@@ -84,7 +84,9 @@ impl HistoryArgs {
                 return Err(ArgsError::Help);
             }
             let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => (flag.to_owned(), Some(value.to_owned())),
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_owned(), Some(value.to_owned()))
+                }
                 _ => (arg.clone(), None),
             };
             let slot = match flag.as_str() {
@@ -113,7 +115,8 @@ impl HistoryArgs {
         };
         let from_text = required(from, "--from")?;
         let to_text = required(to, "--to")?;
-        let from_ms = parse_utc(&from_text).map_err(|e| invalid(format!("--from {from_text:?}: {e}")))?;
+        let from_ms =
+            parse_utc(&from_text).map_err(|e| invalid(format!("--from {from_text:?}: {e}")))?;
         let to_ms = parse_utc(&to_text).map_err(|e| invalid(format!("--to {to_text:?}: {e}")))?;
         if to_ms <= from_ms {
             return Err(invalid(format!(
@@ -171,7 +174,8 @@ fn valid_topic(name: &str) -> Result<String, ArgsError> {
 /// # Errors
 /// What is wrong, with the accepted forms.
 pub fn parse_utc(text: &str) -> Result<i64, String> {
-    let accepted = "expected a UTC time such as 2026-11-01, 2026-11-01T00:00Z or 2026-11-01T00:00:00.000Z";
+    let accepted =
+        "expected a UTC time such as 2026-11-01, 2026-11-01T00:00Z or 2026-11-01T00:00:00.000Z";
     let text = text.trim();
     let (date, time) = match text.split_once(['T', 't']) {
         Some((date, time)) => {
@@ -220,7 +224,11 @@ pub fn parse_utc(text: &str) -> Result<i64, String> {
             Some(f) if parts.len() == 3 && (1..=3).contains(&f.len()) => {
                 number(f, f.len())? * 10_i64.pow(3 - u32::try_from(f.len()).unwrap_or(3))
             }
-            Some(_) => return Err(format!("fractions of a second: 1 to 3 digits after seconds; {accepted}")),
+            Some(_) => {
+                return Err(format!(
+                    "fractions of a second: 1 to 3 digits after seconds; {accepted}"
+                ));
+            }
         };
         ms += ((h * 60 + min) * 60 + s) * 1000 + millis;
     }
@@ -290,9 +298,18 @@ mod tests {
             assert_eq!(parse_utc(&format_utc(ms)), Ok(ms), "{ms}");
         }
         for bad in [
-            "", "2026-11-01T00:00", "2026-13-01", "2026-02-29", "2026-11-01T24:00Z", "2026-11-1",
-            "1969-12-31", "2026-11-01T00:00.5Z", "2026-11-01T00:00:00.1234Z", "yesterday",
-            "2026-11-01T00:00+01:00", "+2026-11-01",
+            "",
+            "2026-11-01T00:00",
+            "2026-13-01",
+            "2026-02-29",
+            "2026-11-01T24:00Z",
+            "2026-11-1",
+            "1969-12-31",
+            "2026-11-01T00:00.5Z",
+            "2026-11-01T00:00:00.1234Z",
+            "yesterday",
+            "2026-11-01T00:00+01:00",
+            "+2026-11-01",
         ] {
             assert!(parse_utc(bad).is_err(), "{bad:?}");
         }
@@ -306,7 +323,10 @@ mod tests {
         assert_eq!(parsed.target, Target::File("out.jsonl".into()));
         assert_eq!(parsed.progress, Some("out.jsonl.progress".into()));
         let topic = args("--from 2026-11-01 --to 2026-11-02 --channels trades.BTC-PERPETUAL.100ms --topic history.btc").unwrap();
-        assert_eq!((topic.target, topic.progress), (Target::Topic("history.btc".into()), None));
+        assert_eq!(
+            (topic.target, topic.progress),
+            (Target::Topic("history.btc".into()), None)
+        );
         assert_eq!(args("--help"), Err(ArgsError::Help));
     }
 

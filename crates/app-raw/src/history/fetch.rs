@@ -51,8 +51,12 @@ pub async fn fetch<S: TradeSource, O: TradeOutput>(
     };
     let save = |progress: &Progress| progress_path.map_or(Ok(()), |path| progress.save(path));
     while let Some(instrument) = progress.instruments.get(progress.next).cloned() {
-        let mut pager =
-            InstrumentPager::new(&instrument, progress.from_ms, progress.to_ms, progress.cursor);
+        let mut pager = InstrumentPager::new(
+            &instrument,
+            progress.from_ms,
+            progress.to_ms,
+            progress.cursor,
+        );
         let mut trades = 0;
         while !pager.is_done() {
             let chunk = pager.next_chunk(source).await?;

@@ -71,7 +71,10 @@ impl Progress {
         to_ms: i64,
         channels: &str,
     ) -> Result<(), HistoryError> {
-        if self.version != VERSION || (self.from_ms, self.to_ms) != (from_ms, to_ms) || self.channels != channels {
+        if self.version != VERSION
+            || (self.from_ms, self.to_ms) != (from_ms, to_ms)
+            || self.channels != channels
+        {
             return Err(HistoryError::Progress {
                 path: path.to_owned(),
                 reason: format!(
@@ -137,7 +140,10 @@ pub fn open_output(path: &Path, resume_at: Option<u64>) -> Result<File, HistoryE
         .append(true)
         .open(path)
         .map_err(|e| HistoryError::io(path, e))?;
-    let len = file.metadata().map_err(|e| HistoryError::io(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| HistoryError::io(path, e))?
+        .len();
     if len < at {
         return Err(HistoryError::Progress {
             path: path.to_owned(),
@@ -159,7 +165,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let output = dir.path().join("out.jsonl");
         let progress_path = dir.path().join("out.jsonl.progress");
-        let mut progress = Progress::start(1, 2, "trades.future.BTC.100ms", vec!["A".into(), "B".into()]);
+        let mut progress = Progress::start(
+            1,
+            2,
+            "trades.future.BTC.100ms",
+            vec!["A".into(), "B".into()],
+        );
         let mut file = open_output(&output, None).unwrap();
         file.write_all(b"{\"a\":1}\n{\"a\":2}\n").unwrap();
         progress.output_bytes = 16;
@@ -172,11 +183,20 @@ mod tests {
 
         let loaded = Progress::load(&progress_path).unwrap().unwrap();
         assert_eq!(loaded, progress);
-        loaded.check_same_run(&progress_path, 1, 2, "trades.future.BTC.100ms").unwrap();
-        assert!(loaded.check_same_run(&progress_path, 1, 3, "trades.future.BTC.100ms").is_err());
+        loaded
+            .check_same_run(&progress_path, 1, 2, "trades.future.BTC.100ms")
+            .unwrap();
+        assert!(
+            loaded
+                .check_same_run(&progress_path, 1, 3, "trades.future.BTC.100ms")
+                .is_err()
+        );
         let mut file = open_output(&output, Some(loaded.output_bytes)).unwrap();
         file.write_all(b"{\"b\":1}\n").unwrap();
-        assert_eq!(fs::read_to_string(&output).unwrap(), "{\"a\":1}\n{\"a\":2}\n{\"b\":1}\n");
+        assert_eq!(
+            fs::read_to_string(&output).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n{\"b\":1}\n"
+        );
         assert!(!dir.path().join("out.jsonl.progress.tmp").exists());
 
         // An output shorter than recorded is not the one the progress belongs to.

@@ -98,7 +98,12 @@ pub(super) fn by_currency_and_time(s: &State, params: &Value) -> Value {
             (i.currency == currency || currency == "any") && (i.kind == kind || kind == "any")
         })
         .map(|i| i.name.as_str());
-    let mut trades = history(s, instruments, |t| range.contains(&timestamp(t)), usize::MAX);
+    let mut trades = history(
+        s,
+        instruments,
+        |t| range.contains(&timestamp(t)),
+        usize::MAX,
+    );
     trades.sort_by_key(|t| (timestamp(t), t["trade_seq"].as_u64().unwrap_or(0)));
     page(params, trades)
 }

@@ -60,9 +60,15 @@ const PERPETUAL_EXPIRY_MS: i64 = 32_503_708_800_000;
 /// `public/get_instruments`: the instruments of `currency` (or `any`) and `kind` (all if
 /// absent), active ones, or with `expired: true` those expired by now, as Deribit lists them.
 pub(super) fn instruments(s: &State, params: &Value) -> Value {
-    let currency = params.get("currency").and_then(Value::as_str).unwrap_or("any");
+    let currency = params
+        .get("currency")
+        .and_then(Value::as_str)
+        .unwrap_or("any");
     let kind = params.get("kind").and_then(Value::as_str);
-    let expired = params.get("expired").and_then(Value::as_bool).unwrap_or(false);
+    let expired = params
+        .get("expired")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let now = server_us(s.clock_offset_ms) / 1000;
     let listed: Vec<Value> = s
         .instruments

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::market::instruments;
-use super::{CallFault, State};
 use super::frames::{error_frame, result_frame, server_us};
 use super::history::{by_currency_and_time, by_instrument, by_instrument_and_time};
+use super::market::instruments;
+use super::{CallFault, State};
 
 /// What the connection does with one request.
 #[derive(Default)]
