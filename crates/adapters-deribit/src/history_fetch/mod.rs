@@ -8,7 +8,7 @@
 //! * [`instruments`]: which instruments a channel names (`public/get_instruments`, expired too).
 //! * `client` (feature `live`): [`HistoryClient`], the JSON-RPC client over the WebSocket that
 //!   paces itself by Deribit's credits and retries what can be retried.
-//! * [`error`]: [`FetchError`].
+//! * [`error`]: why a fetch stops ([`FetchError`]).
 
 #[cfg(feature = "live")]
 mod client;

@@ -268,9 +268,10 @@ mod tests {
                 .filter(|(seq, ts)| !self.lost.contains(seq) && keep(*seq, *ts))
                 .map(|(seq, ts)| fetched(*seq, *ts))
                 .collect();
-            let has_more = matching.len() > PAGE_SIZE as usize;
+            let page = usize::try_from(PAGE_SIZE).unwrap();
+            let has_more = matching.len() > page;
             Page {
-                trades: matching.into_iter().take(PAGE_SIZE as usize).collect(),
+                trades: matching.into_iter().take(page).collect(),
                 has_more,
                 rejected: 0,
             }
