@@ -132,6 +132,13 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
         .output()
         .unwrap();
     let replay_err = String::from_utf8_lossy(&replay.stderr);
+    // What a person sees (the README's example comes from here; `-- --nocapture` shows it).
+    let text = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
+    eprintln!(
+        "{history_err}{replay_err}first trade: {}\nfirst bar: {}",
+        text(&trades).lines().next().unwrap_or_default(),
+        text(&bars).lines().next().unwrap_or_default()
+    );
     assert!(replay.status.success(), "{replay_err}");
     assert!(replay_err.contains("0 duplicates, 0 late"), "{replay_err}");
     let from_history: BTreeMap<Key, Aggregate> = std::fs::read_to_string(&bars)
