@@ -419,6 +419,7 @@ fn dashboard_panels_plot_one_unit_and_show_health_and_load_shedding() {
         "app_raw_subscribed",
         "app_raw_shed_batches_total",
         "app_raw_rate_limit_hits_total",
+        "app_agg_windows_with_gaps_total",
     ] {
         assert!(
             plotted.iter().any(|e| e.contains(metric)),

@@ -1,5 +1,6 @@
 //! FakeDeribit → app-raw → Kafka → app-agg: the aggregates topic equals `app-agg replay` run
-//! on the same trades, field for field, windows closed by app-raw's progress markers; also
+//! on the same trades, field for field, 1 s bars and 2 s bars rolled up from them, windows
+//! closed by app-raw's progress markers; also
 //! when poisonous trades come from Deribit and poisonous records sit in the raw topic. Mock
 //! cluster, or Apache Kafka with `TEST_BROKER=kafka`.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
@@ -31,14 +32,28 @@ fn aggregator_config(rule: WatermarkRule) -> AggregatorConfig {
         rule,
         vec![500, 5_000],
     )
+    .and_then(|c| c.with_rollups([WindowSize::from_millis(2_000).unwrap()]))
     .unwrap()
 }
 
 fn sorted(mut aggregates: Vec<Aggregate>) -> Vec<Aggregate> {
     aggregates.sort_by(|a, b| {
-        (&a.instrument_name, a.window_start).cmp(&(&b.instrument_name, b.window_start))
+        (&a.instrument_name, a.window_start, a.window_ms).cmp(&(
+            &b.instrument_name,
+            b.window_start,
+            b.window_ms,
+        ))
     });
     aggregates
+}
+
+/// Trades counted by the bars of one size.
+fn counted(aggregates: &[Aggregate], window_ms: i64) -> u64 {
+    aggregates
+        .iter()
+        .filter(|a| a.window_ms == window_ms)
+        .map(|a| a.trade_count)
+        .sum()
 }
 
 /// What a pipeline run produced, and what replay makes of the same trades.
@@ -261,14 +276,15 @@ async fn run_pipeline(poison: bool) -> Outcome {
         .collect();
     let total = record.len() as u64;
 
-    // Wait until app-agg has closed (on app-raw's markers) and committed every window.
+    // Wait until app-agg has closed (on app-raw's markers) and committed every window, of both
+    // sizes.
     let mut got = Vec::new();
     for _ in 0..60 {
         got = aggregates_topic(&broker)
             .iter()
             .map(|r| decode(r))
             .collect();
-        if got.iter().map(|a| a.trade_count).sum::<u64>() == total {
+        if counted(&got, 1_000) == total && counted(&got, 2_000) == total {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

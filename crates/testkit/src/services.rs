@@ -243,7 +243,7 @@ pub fn spawn_raw(
 /// Where a child's log goes: `$CHILD_LOG_DIR/<service>-<http>.log` if that is set (with
 /// `CHILD_LOG=info` for detail), else nowhere.
 #[allow(clippy::unwrap_used)] // test harness
-fn child_log(service: &str, http: &str) -> Stdio {
+pub fn child_log(service: &str, http: &str) -> Stdio {
     match std::env::var("CHILD_LOG_DIR") {
         Ok(dir) => Stdio::from(
             std::fs::File::create(format!("{dir}/{service}-{}.log", http.replace(':', "_")))

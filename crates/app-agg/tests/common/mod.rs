@@ -12,7 +12,7 @@
     unused_imports
 )] // test helpers; not every test uses every helper
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use domain::{
     WindowSize, testing,
 };
 use ports::{TradeBatch, TradeSink};
-use testkit::services::{agg_command, spawn_agg};
+use testkit::services::{agg_command, child_log};
 use testkit::{SchemaRegistryStub, TestBroker};
 
 pub use testkit::topics::{
@@ -83,7 +83,12 @@ pub fn stream(instruments: &[&str], batches: usize, per_batch: usize) -> Vec<Vec
     out
 }
 
-/// 1 s windows, no grace, windows closed by event time only (the oracle for a stream whose
+/// The bar sizes app-agg runs with here: 1 s bars, and 3 s bars rolled up from them (so crashes,
+/// fencing and rebalances are proven for rolled-up bars, whose half-built state lives in the
+/// changelog, too).
+pub const WINDOWS: &str = "1s,3s";
+
+/// [`WINDOWS`], no grace, windows closed by event time only (the oracle for a stream whose
 /// progress markers follow each batch at its last trade's time; see [`Feeder`]).
 pub fn config() -> AggregatorConfig {
     AggregatorConfig::new(
@@ -94,6 +99,7 @@ pub fn config() -> AggregatorConfig {
         },
         vec![2_000, 30_000],
     )
+    .and_then(|c| c.with_rollups([WindowSize::from_millis(3_000).unwrap()]))
     .unwrap()
 }
 
@@ -111,7 +117,11 @@ pub fn uninterrupted(batches: &[Vec<Trade>]) -> Vec<Aggregate> {
 
 fn sort(aggregates: &mut [Aggregate]) {
     aggregates.sort_by(|a, b| {
-        (&a.instrument_name, a.window_start).cmp(&(&b.instrument_name, b.window_start))
+        (&a.instrument_name, a.window_start, a.window_ms).cmp(&(
+            &b.instrument_name,
+            b.window_start,
+            b.window_ms,
+        ))
     });
 }
 
@@ -129,7 +139,11 @@ pub fn spawn_instance(
     http: &str,
     instance: &str,
 ) -> Child {
-    spawn_agg(BIN, broker, stub, http, instance)
+    command(broker, stub, http, instance)
+        .stdout(child_log("app-agg", http))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The command [`spawn_instance`] runs, output not yet directed.
@@ -139,7 +153,9 @@ pub fn command(
     http: &str,
     instance: &str,
 ) -> Command {
-    agg_command(BIN, broker, stub, http, instance)
+    let mut command = agg_command(BIN, broker, stub, http, instance);
+    command.env("AGG_WINDOWS", WINDOWS);
+    command
 }
 
 /// The raw topic's producer in a test: publishes a stream's batches in order, a pause before
@@ -202,11 +218,11 @@ impl Feeder {
     }
 }
 
-/// The records deduplicated by (instrument, window_start), sorted, after asserting that every
-/// repeat is byte-identical to its first; also the number of repeats.
+/// The records deduplicated by (instrument, window_start, window_ms), sorted, after asserting
+/// that every repeat is byte-identical to its first; also the number of repeats.
 pub fn union_of(records: &[Vec<u8>]) -> (Vec<Aggregate>, usize) {
     testkit::topics::union_by(records, decode, |a| {
-        (a.instrument_name.clone(), a.window_start)
+        (a.instrument_name.clone(), a.window_start, a.window_ms)
     })
 }
 
