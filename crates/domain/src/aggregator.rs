@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::ewma::{DecayTable, EwmaSums, EwmaValue};
 use crate::instruments::{InstrumentIds, NameKey};
 use crate::open_windows::OpenWindows;
-use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
+use crate::snapshot::{InstrumentSnapshot, PartitionSnapshot, RollupFloor, WriterProgress};
 use crate::trade::Trade;
 
 /// Writers of progress markers tracked per partition, at most; markers of further writers are
@@ -33,7 +33,8 @@ pub enum Ingested {
     Accepted,
     /// `trade_seq` ≤ the last one seen for the instrument: dropped.
     Duplicate,
-    /// Its window had already closed: dropped (and counted on the instrument's next window).
+    /// Its window had already closed: dropped (counted on the window of the instrument's
+    /// next accepted trade; its `trade_seq` counts as seen).
     Late,
 }
 
@@ -51,8 +52,16 @@ struct InstrumentState {
     /// Larger windows being rolled up from closed ones, at most one per rollup size, ascending
     /// by size (only touched when windows close).
     rollups: Vec<WindowAccumulator>,
-    /// Late trades not yet counted on a window.
+    /// Late trades not yet counted on a window: they go to the window of the instrument's next
+    /// accepted trade, a point the log fixes (not when windows happen to be drained).
     late_pending: u64,
+    /// `trade_seq` values skipped before late trades, counted like `late_pending`: a gap is
+    /// reported even when the trade after it came late.
+    gaps_pending: u64,
+    /// Larger sizes whose bars starting before a time are incomplete (the size was added, or
+    /// the state predates several sizes, while earlier sub-windows had already closed); usually
+    /// empty.
+    rollup_floors: Vec<RollupFloor>,
 }
 
 impl InstrumentState {
@@ -65,6 +74,8 @@ impl InstrumentState {
             windows: OpenWindows::default(),
             rollups: Vec::new(),
             late_pending: 0,
+            gaps_pending: 0,
+            rollup_floors: Vec::new(),
             changed: false,
         }
     }
@@ -221,6 +232,13 @@ impl Aggregator {
         };
         if closed(window_end) {
             state.late_pending = state.late_pending.saturating_add(1);
+            // Seen, though not aggregated: its seq is no gap of the next bar (the values it
+            // skipped are), and a copy of it is a duplicate.
+            let skipped = state.last_trade_seq.map_or(0, |last| {
+                trade.trade_seq.saturating_sub(last).saturating_sub(1)
+            });
+            state.gaps_pending = state.gaps_pending.saturating_add(skipped);
+            state.last_trade_seq = Some(trade.trade_seq);
             if !state.changed {
                 state.changed = true;
                 self.changed.push(id);
@@ -251,14 +269,24 @@ impl Aggregator {
         }
 
         // Values of `trade_seq` this trade skipped after the instrument's previous one.
-        let seq_gap = state.last_trade_seq.map_or(0, |last| {
-            trade.trade_seq.saturating_sub(last).saturating_sub(1)
-        });
+        let seq_gap = state
+            .last_trade_seq
+            .map_or(0, |last| {
+                trade.trade_seq.saturating_sub(last).saturating_sub(1)
+            })
+            .saturating_add(std::mem::take(&mut state.gaps_pending));
         if state.windows.add(window_start, window_end, trade, seq_gap) {
             self.earliest_open_end = Some(
                 self.earliest_open_end
                     .map_or(window_end, |e| e.min(window_end)),
             );
+        }
+        if state.late_pending > 0
+            && let Some(w) = state.windows.find_mut(window_start)
+        {
+            w.late_trades = w
+                .late_trades
+                .saturating_add(std::mem::take(&mut state.late_pending));
         }
         state.last_trade_seq = Some(trade.trade_seq);
         state.last_timestamp = state.last_timestamp.max(trade.timestamp);
@@ -321,16 +349,19 @@ impl Aggregator {
                 } else {
                     std::mem::take(&mut w.ewma)
                 };
-                w.late_trades = std::mem::take(&mut state.late_pending);
+                let floors = &state.rollup_floors;
                 roll_up(&mut state.rollups, rollup_sizes, &w, |done| {
-                    out.push(done.into_aggregate(name));
+                    if is_complete(floors, &done) {
+                        out.push(done.into_aggregate(name));
+                    }
                 });
                 out.push(w.into_aggregate(name));
             });
             let rolled_up_before = state.rollups.len();
+            let floors = &state.rollup_floors;
             state.rollups.retain(|r| {
                 let done = r.window_end <= max_end;
-                if done {
+                if done && is_complete(floors, r) {
                     out.push(r.clone().into_aggregate(name));
                 }
                 !done
@@ -368,7 +399,7 @@ impl Aggregator {
             .filter_map(|id| {
                 let state = self.states.get_mut(id)?;
                 state.changed = false;
-                Some(snapshot_of(self.ids.name(id), state))
+                Some(snapshot_of(self.ids.name(id), state, &self.config))
             })
             .collect();
         changed.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
@@ -381,7 +412,7 @@ impl Aggregator {
             .states
             .iter()
             .enumerate()
-            .map(|(id, state)| snapshot_of(self.ids.name(id), state))
+            .map(|(id, state)| snapshot_of(self.ids.name(id), state, &self.config))
             .collect();
         instruments.sort_unstable_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
         PartitionSnapshot {
@@ -444,35 +475,45 @@ impl Aggregator {
             }
             previous_start = Some(w.window_start);
         }
+        // Bars of a size no longer configured are dropped; one of a size that is new to this
+        // state may have lost sub-windows that closed before, so its bars starting before the
+        // watermark are not emitted.
+        let configured = &self.config.rollups;
+        let mut rollups = snapshot.rollups;
+        rollups.retain(|r| configured.iter().any(|s| s.millis() == r.millis()));
         let mut previous_size = None;
-        for r in &snapshot.rollups {
-            let size = self
-                .config
-                .rollups
+        for r in &rollups {
+            let aligned = configured
                 .iter()
-                .find(|s| s.millis() == r.millis());
-            let aligned = size.is_some_and(|s| s.start_of(r.window_start) == r.window_start);
+                .any(|s| s.millis() == r.millis() && s.start_of(r.window_start) == r.window_start);
             if !aligned || previous_size.is_some_and(|p| p >= r.millis()) || r.trade_count == 0 {
                 return Err(mismatch(format!(
-                    "rolled-up window [{}, {}) is not one of the configured sizes {:?} ms, \
-                     or is repeated or empty",
-                    r.window_start,
-                    r.window_end,
-                    self.config
-                        .rollups
-                        .iter()
-                        .map(|s| s.millis())
-                        .collect::<Vec<_>>()
+                    "rolled-up window [{}, {}) is not aligned to its size, or is repeated or empty",
+                    r.window_start, r.window_end
                 )));
             }
             previous_size = Some(r.millis());
+        }
+        let mut rollup_floors = snapshot.rollup_floors;
+        rollup_floors.retain(|f| configured.iter().any(|s| s.millis() == f.window_ms));
+        if let Some(watermark) = self.watermark {
+            for size in configured {
+                let known = snapshot.rollup_sizes_ms.contains(&size.millis())
+                    || rollup_floors.iter().any(|f| f.window_ms == size.millis());
+                if !known {
+                    rollup_floors.push(RollupFloor {
+                        window_ms: size.millis(),
+                        first_start: watermark,
+                    });
+                }
+            }
         }
         let ends = snapshot
             .windows
             .first()
             .map(|w| w.window_end)
             .into_iter()
-            .chain(snapshot.rollups.iter().map(|r| r.window_end));
+            .chain(rollups.iter().map(|r| r.window_end));
         for end in ends {
             self.earliest_open_end = Some(self.earliest_open_end.map_or(end, |e| e.min(end)));
         }
@@ -482,8 +523,10 @@ impl Aggregator {
             ewma: snapshot.ewma.into_iter().collect(),
             ewma_window_start: snapshot.ewma_window_start,
             windows: OpenWindows::from_vec(snapshot.windows),
-            rollups: snapshot.rollups,
+            rollups,
             late_pending: snapshot.late_pending,
+            gaps_pending: snapshot.gaps_pending,
+            rollup_floors,
             changed: false,
         };
         let id = self.ids.find_or_insert(&snapshot.instrument_name);
@@ -500,7 +543,11 @@ impl Aggregator {
     }
 }
 
-fn snapshot_of(name: &str, state: &InstrumentState) -> InstrumentSnapshot {
+fn snapshot_of(
+    name: &str,
+    state: &InstrumentState,
+    config: &AggregatorConfig,
+) -> InstrumentSnapshot {
     InstrumentSnapshot {
         instrument_name: name.to_owned(),
         last_trade_seq: state.last_trade_seq,
@@ -510,7 +557,17 @@ fn snapshot_of(name: &str, state: &InstrumentState) -> InstrumentSnapshot {
         windows: state.windows.to_vec(),
         rollups: state.rollups.clone(),
         late_pending: state.late_pending,
+        gaps_pending: state.gaps_pending,
+        rollup_sizes_ms: config.rollups.iter().map(|s| s.millis()).collect(),
+        rollup_floors: state.rollup_floors.clone(),
     }
+}
+
+/// Whether a finished rolled-up bar holds all its sub-windows (see [`RollupFloor`]).
+fn is_complete(floors: &[RollupFloor], bar: &WindowAccumulator) -> bool {
+    !floors
+        .iter()
+        .any(|f| f.window_ms == bar.millis() && bar.window_start < f.first_start)
 }
 
 /// Rolls the closed window `sub` up into the larger windows being built, one per size in

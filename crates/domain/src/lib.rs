@@ -32,6 +32,6 @@ pub use aggregator::{Aggregator, AggregatorConfig, Ingested, MAX_WRITERS, Waterm
 pub use compensated::CompensatedSum;
 pub use error::{Error, Result};
 pub use ewma::{EwmaSums, EwmaValue};
-pub use snapshot::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
+pub use snapshot::{InstrumentSnapshot, PartitionSnapshot, RollupFloor, WriterProgress};
 pub use trade::{Direction, Liquidation, Trade, TradeFields};
 pub use window::WindowSize;

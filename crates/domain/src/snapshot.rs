@@ -30,9 +30,31 @@ pub struct InstrumentSnapshot {
     /// written before several sizes existed.
     #[serde(default)]
     pub rollups: Vec<WindowAccumulator>,
-    /// Late trades not yet counted on a window.
+    /// Late trades not yet counted on a window (they go to the instrument's next accepted
+    /// trade's window).
     #[serde(default)]
     pub late_pending: u64,
+    /// `trade_seq` values skipped before those late trades, not yet counted on a window.
+    #[serde(default)]
+    pub gaps_pending: u64,
+    /// The rolled-up sizes configured when this was written, ms (empty before several sizes
+    /// existed): a size missing here is new to this state.
+    #[serde(default)]
+    pub rollup_sizes_ms: Vec<i64>,
+    /// Rolled-up sizes whose early bars are incomplete (see [`RollupFloor`]).
+    #[serde(default)]
+    pub rollup_floors: Vec<RollupFloor>,
+}
+
+/// Bars of a rolled-up size that start before `first_start` are incomplete and never emitted:
+/// the size was configured (or the state was written before several sizes existed) after some
+/// of their sub-windows had already closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollupFloor {
+    /// The size, ms.
+    pub window_ms: i64,
+    /// The watermark when the size was first configured for this state.
+    pub first_start: i64,
 }
 
 /// The last completeness time one writer of progress markers announced on a partition.

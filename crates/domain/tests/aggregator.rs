@@ -135,10 +135,20 @@ fn grace_delays_closing_and_late_trades_are_dropped_and_counted() {
         agg.ingest(&buy("C", 1, T0 + 2_000, 99.0, 1.0)),
         Ingested::Late
     );
-    // A late trade does not consume its trade_seq.
+    // A late trade's trade_seq counts as seen: a copy is a duplicate, the next is no gap.
     assert_eq!(
         agg.ingest(&buy("A", 3, T0 + MINUTE + 6_000, 11.0, 1.0)),
+        Ingested::Duplicate
+    );
+    assert_eq!(
+        agg.ingest(&buy("A", 4, T0 + MINUTE + 6_000, 11.0, 1.0)),
         Ingested::Accepted
+    );
+    let rest = agg.flush_all();
+    let a = rest.iter().find(|a| a.instrument_name == "A").unwrap();
+    assert_eq!(
+        (a.trade_count, a.seq_gaps, a.late_trades),
+        (1, Some(0), Some(1))
     );
 }
 
@@ -320,8 +330,9 @@ fn naive(config: &AggregatorConfig, trades: &[Trade]) -> Vec<Aggregate> {
     let size = config.window().millis();
     let mut watermark = i64::MIN;
     let mut accepted: Vec<&Trade> = Vec::new();
-    // Late trades of instruments already seen: (instrument, watermark when they arrived).
-    let mut late_arrivals: Vec<(&str, i64)> = Vec::new();
+    // Late trades of instruments already seen: they count as seen (for duplicates and gaps)
+    // and are counted on the window of the instrument's next accepted trade.
+    let mut late_known: Vec<&Trade> = Vec::new();
     for t in trades {
         let end = t.timestamp - t.timestamp.rem_euclid(size) + size;
         let seen = accepted
@@ -329,12 +340,13 @@ fn naive(config: &AggregatorConfig, trades: &[Trade]) -> Vec<Aggregate> {
             .any(|a| a.instrument_name == t.instrument_name);
         let duplicate = accepted
             .iter()
+            .chain(&late_known)
             .any(|a| a.instrument_name == t.instrument_name && a.trade_seq >= t.trade_seq);
         let late = watermark >= end + config.grace_ms();
         if !duplicate && !late {
             accepted.push(t);
         } else if !duplicate && seen {
-            late_arrivals.push((&t.instrument_name, watermark));
+            late_known.push(t);
         }
         watermark = watermark.max(t.timestamp);
     }
@@ -361,7 +373,8 @@ fn naive(config: &AggregatorConfig, trades: &[Trade]) -> Vec<Aggregate> {
                 .filter(|t| t.timestamp >= end - size && t.timestamp < end)
                 .collect();
             let last = window[window.len() - 1];
-            // Each trade's distance to the instrument's previous accepted trade, less one.
+            // The trade_seq values between each trade and the instrument's previous accepted
+            // one that were seen neither accepted nor late.
             let seq_gaps = window
                 .iter()
                 .map(|t| {
@@ -370,19 +383,26 @@ fn naive(config: &AggregatorConfig, trades: &[Trade]) -> Vec<Aggregate> {
                         .map(|h| h.trade_seq)
                         .filter(|&s| s < t.trade_seq)
                         .max();
-                    previous.map_or(0, |p| t.trade_seq - p - 1)
+                    previous.map_or(0, |p| {
+                        let late_between = late_known
+                            .iter()
+                            .filter(|l| l.instrument_name == name)
+                            .filter(|l| p < l.trade_seq && l.trade_seq < t.trade_seq)
+                            .count() as u64;
+                        t.trade_seq - p - 1 - late_between
+                    })
                 })
                 .sum();
-            // A late trade counts on the instrument's earliest window still open when it came.
-            let late_trades = late_arrivals
+            // A late trade counts on the window of its instrument's next accepted trade.
+            let late_trades = late_known
                 .iter()
-                .filter(|&&(instrument, watermark_then)| {
-                    let next_open_end = history
+                .filter(|l| l.instrument_name == name)
+                .filter(|l| {
+                    let next = history
                         .iter()
-                        .map(|h| h.timestamp - h.timestamp.rem_euclid(size) + size)
-                        .filter(|&e| e + config.grace_ms() > watermark_then)
-                        .min();
-                    instrument == name && next_open_end == Some(end)
+                        .filter(|h| h.trade_seq > l.trade_seq)
+                        .min_by_key(|h| h.trade_seq);
+                    next.is_some_and(|n| window.iter().any(|w| w.trade_seq == n.trade_seq))
                 })
                 .count() as u64;
             let upto: Vec<&&Trade> = history
@@ -568,23 +588,36 @@ proptest! {
     #[test]
     fn late_trades_never_change_output(trades in stream(), at in any::<prop::sample::Index>()) {
         let config = prop_config();
-        let expected = run(config.clone(), &trades);
         // Find a point where some window is already closed, and inject a trade for it there,
-        // carrying the next free trade_seq of its instrument.
+        // carrying the next trade_seq of its instrument (the instrument's later trades move up
+        // by one, in the stream without the injection too).
         let at = at.index(trades.len());
         let watermark = trades[..=at].iter().map(|t| t.timestamp).max().unwrap();
         let size = config.window().millis();
         let late_ts = watermark - config.grace_ms() - size;
         prop_assume!(late_ts > 0);
-        let victim = &trades[at];
+        let victim = trades[at].instrument_name.clone();
         let next_seq = trades[..=at]
             .iter()
-            .filter(|t| t.instrument_name == victim.instrument_name)
+            .filter(|t| t.instrument_name == victim)
             .map(|t| t.trade_seq)
             .max()
             .unwrap() + 1;
-        let mut noisy = trades.clone();
-        noisy.insert(at + 1, buy(&victim.instrument_name, next_seq, late_ts, 1e6, 1e6));
+        let moved_up = |t: &Trade| {
+            let mut fields = t.clone().into_fields();
+            if fields.instrument_name == victim {
+                fields.trade_seq += 1;
+            }
+            testing::validated(fields)
+        };
+        let base: Vec<Trade> = trades[..=at]
+            .iter()
+            .cloned()
+            .chain(trades[at + 1..].iter().map(moved_up))
+            .collect();
+        let expected = run(config.clone(), &base);
+        let mut noisy = base.clone();
+        noisy.insert(at + 1, buy(&victim, next_seq, late_ts, 1e6, 1e6));
         let mut agg = Aggregator::new(config.clone());
         let mut out = Vec::new();
         let mut late = 0;
@@ -593,19 +626,27 @@ proptest! {
             out.extend(agg.drain_closed());
         }
         out.extend(agg.flush_all());
-        prop_assert_eq!(late, 1 + late_count(&trades));
-        // The late trade is counted on the victim's next window, if the aggregator knew the
-        // instrument (a first trade that is late leaves no state) and it has a window to come;
-        // nothing else changes.
-        let counted = |out: &[Aggregate]| out.iter().filter_map(|a| a.late_trades).sum::<u64>();
-        let mut before = Aggregator::new(config.clone());
-        trades[..=at].iter().for_each(|t| { before.ingest(t); });
-        let known = before.snapshot().instruments.iter().any(|i| i.instrument_name == victim.instrument_name);
-        let next_window = known && expected.iter().any(|a| {
-            a.instrument_name == victim.instrument_name && a.window_end + config.grace_ms() > watermark
-        });
-        prop_assert_eq!(counted(&out), counted(&expected) + u64::from(next_window));
-        prop_assert_eq!(without_late_counts(out), without_late_counts(expected));
+        prop_assert_eq!(late, 1 + late_count(&base));
+        // If the aggregator knew the instrument (a first trade that is late leaves no state)
+        // and a trade of it is accepted later, the late one is counted on that trade's window
+        // instead of being a gap there; nothing else changes.
+        let mut probe = Aggregator::new(config);
+        let mut known = false;
+        let mut accepted_after = false;
+        for (i, t) in base.iter().enumerate() {
+            let accepted = probe.ingest(t) == Ingested::Accepted;
+            if t.instrument_name == victim && accepted {
+                known |= i <= at;
+                accepted_after |= i > at;
+            }
+        }
+        let moved = u64::from(known && accepted_after);
+        let sum = |out: &[Aggregate], field: fn(&Aggregate) -> Option<u64>| {
+            out.iter().filter_map(field).sum::<u64>()
+        };
+        prop_assert_eq!(sum(&out, |a| a.late_trades), sum(&expected, |a| a.late_trades) + moved);
+        prop_assert_eq!(sum(&out, |a| a.seq_gaps) + moved, sum(&expected, |a| a.seq_gaps));
+        prop_assert_eq!(without_stamps(out), without_stamps(expected));
     }
 }
 
@@ -613,6 +654,16 @@ fn without_late_counts(out: Vec<Aggregate>) -> Vec<Aggregate> {
     out.into_iter()
         .map(|a| Aggregate {
             late_trades: None,
+            ..a
+        })
+        .collect()
+}
+
+fn without_stamps(out: Vec<Aggregate>) -> Vec<Aggregate> {
+    out.into_iter()
+        .map(|a| Aggregate {
+            late_trades: None,
+            seq_gaps: None,
             ..a
         })
         .collect()
