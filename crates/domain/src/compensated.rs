@@ -4,8 +4,15 @@
 //! trade, but grouped differently, and plain `f64` addition rounds differently per grouping. A
 //! [`CompensatedSum`] keeps the rounding error of every addition (Knuth's error-free TwoSum)
 //! beside the running sum, so `sum + carry` is the exact sum of the terms as long as the errors
-//! themselves add exactly: they are tiny numbers spanning few bits, which holds for any realistic
-//! bar (see the tests). The value read is then the exact sum rounded once, whatever the grouping.
+//! themselves add exactly in the `f64` carry. The value read is then the exact sum rounded once,
+//! whatever the grouping.
+//!
+//! When that holds: each error is below half an ulp of the running sum and a multiple of the
+//! smallest term's ulp, so the carry stays exact while a bar's terms span fewer than about
+//! 53 − log2(n) binary orders of magnitude (n terms). One instrument's prices and amounts in one
+//! bar span far less. Terms spanning more (e.g. `[2^53, 1, 2^-53, 2^-53]`) can round the carry,
+//! and another grouping may then differ in the last bit. Property-tested on decimal prices and
+//! amounts (the tests below and `domain/tests/rollup.rs`).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
