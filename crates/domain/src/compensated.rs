@@ -8,9 +8,9 @@
 //! whatever the grouping.
 //!
 //! When that holds: each error is below half an ulp of the running sum and a multiple of the
-//! smallest term's ulp, so the carry stays exact while a bar's terms span fewer than about
-//! 53 − log2(n) binary orders of magnitude (n terms). One instrument's prices and amounts in one
-//! bar span far less. Terms spanning more (e.g. `[2^53, 1, 2^-53, 2^-53]`) can round the carry,
+//! smallest term's ulp, so n of them add exactly in 53 bits while the sum and the smallest term
+//! are fewer than about 106 − log2(n) binary orders of magnitude apart. One instrument's amounts
+//! or notionals in one bar are far closer than that. Terms spanning more (e.g. `[2^53, 1, 2^-53, 2^-53]`) can round the carry,
 //! and another grouping may then differ in the last bit. Property-tested on decimal prices and
 //! amounts (the tests below and `domain/tests/rollup.rs`).
 
