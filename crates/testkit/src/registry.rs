@@ -367,11 +367,14 @@ fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
         Ok(schema) => schema,
         Err(reply) => return reply,
     };
+    // Identity is the schema as written (Confluent compares the schema string, so a changed
+    // default or doc is a new version), not the canonical form, which drops both.
     let text = canonical(&schema);
+    let written = as_registered(body);
     let versions = state.subjects.get(subject).cloned().unwrap_or_default();
     if let Some(&id) = versions
         .iter()
-        .find(|&&id| state.schemas[id as usize - 1] == text)
+        .find(|&&id| state.registered[id as usize - 1] == written)
     {
         return (200, json!({"id": id}));
     }
@@ -380,27 +383,33 @@ fn register(state: &mut State, subject: &str, body: &Value) -> (u16, Value) {
         .get(subject)
         .unwrap_or(&state.global_level)
         .clone();
-    if let Some(&latest) = versions.last()
-        && level.starts_with("BACKWARD")
-        && let Err(reason) = backward_compatible(&state.registered[latest as usize - 1], &schema)
-    {
-        return (
-            409,
-            error(
+    // BACKWARD checks the latest version, BACKWARD_TRANSITIVE every one.
+    let checked = match level.as_str() {
+        "BACKWARD" => versions.len().saturating_sub(1)..versions.len(),
+        "BACKWARD_TRANSITIVE" => 0..versions.len(),
+        _ => 0..0,
+    };
+    for index in checked {
+        let old = &state.registered[versions[index] as usize - 1];
+        if let Err(reason) = backward_compatible(old, &schema) {
+            return (
                 409,
-                &format!(
-                    "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", \
-                     details: [reader cannot read data written with version {}: {reason}]",
-                    versions.len()
+                error(
+                    409,
+                    &format!(
+                        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", \
+                         details: [reader cannot read data written with version {}: {reason}]",
+                        index + 1
+                    ),
                 ),
-            ),
-        );
+            );
+        }
     }
-    let id = match state.schemas.iter().position(|s| *s == text) {
+    let id = match state.registered.iter().position(|s| *s == written) {
         Some(i) => u32::try_from(i + 1).unwrap_or(u32::MAX),
         None => {
             state.schemas.push(text);
-            state.registered.push(as_registered(body));
+            state.registered.push(written);
             u32::try_from(state.schemas.len()).unwrap_or(u32::MAX)
         }
     };
@@ -471,6 +480,64 @@ mod tests {
             ("user:pass", "dXNlcjpwYXNz"),
         ] {
             assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    fn record(fields: &str) -> String {
+        format!(r#"{{"type":"record","name":"R","fields":[{fields}]}}"#)
+    }
+
+    fn register_in(state: &mut State, schema: &str) -> Result<u64, String> {
+        match register(state, "t-value", &json!({ "schema": schema })) {
+            (200, body) => Ok(body["id"].as_u64().unwrap_or(0)),
+            (_, body) => Err(body["message"].as_str().unwrap_or("").to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_changed_default_is_a_new_version_and_an_added_field_needs_one() {
+        let mut state = State {
+            global_level: "BACKWARD".into(),
+            ..State::default()
+        };
+        let v1 = record(r#"{"name":"a","type":"long"}"#);
+        let v2 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"long","default":0}"#);
+        let v3 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"long","default":7}"#);
+        let no_default = record(r#"{"name":"a","type":"long"},{"name":"c","type":"long"}"#);
+        let ids: Vec<u64> = [&v1, &v2, &v3, &v2]
+            .iter()
+            .map(|s| register_in(&mut state, s).unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [1, 2, 3, 2],
+            "v3 differs from v2 only in a default: its own version"
+        );
+        let refused = register_in(&mut state, &no_default).unwrap_err();
+        assert!(
+            refused.contains("incompatible") && refused.contains("version 3"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn backward_transitive_checks_every_version_backward_only_the_latest() {
+        for (level, accepted) in [("BACKWARD", true), ("BACKWARD_TRANSITIVE", false)] {
+            let mut state = State {
+                global_level: level.into(),
+                ..State::default()
+            };
+            // v2 drops `a`, v3 brings it back without a default: readable after v2, not after v1.
+            register_in(&mut state, &record(r#"{"name":"a","type":"long"}"#)).unwrap();
+            register_in(
+                &mut state,
+                &record(r#"{"name":"b","type":"long","default":0}"#),
+            )
+            .unwrap();
+            let v3 = record(
+                r#"{"name":"b","type":"long","default":0},{"name":"a","type":"string","default":"x"}"#,
+            );
+            assert_eq!(register_in(&mut state, &v3).is_ok(), accepted, "{level}");
         }
     }
 }
