@@ -121,13 +121,17 @@ impl KafkaConfig {
 impl KafkaConfig {
     /// A group member reading the raw topic: cooperative-sticky assignment, from the earliest
     /// offset when the group has none, end-of-partition events, prefetch bounded to 8 MiB,
-    /// heartbeats at a third of `session_timeout`.
+    /// heartbeats at a third of `session_timeout`, static membership under `instance_id` if given.
     pub fn group_consumer(
         &self,
         group_id: &str,
         session_timeout: std::time::Duration,
+        instance_id: Option<&str>,
     ) -> ClientConfig {
         let mut config = self.reader();
+        if let Some(id) = instance_id {
+            config.set("group.instance.id", id);
+        }
         config
             .set("group.id", group_id)
             .set("partition.assignment.strategy", "cooperative-sticky")

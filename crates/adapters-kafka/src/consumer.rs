@@ -18,7 +18,7 @@ use futures::FutureExt;
 use ports::{LogError, LogEvent, LoggedProgress, LoggedTrade, Partition, TradeLog};
 use rdkafka::Offset;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
@@ -77,6 +77,10 @@ pub struct LogConfig {
     pub group_id: String,
     /// `session.timeout.ms`.
     pub session_timeout: Duration,
+    /// `group.instance.id`, for static membership: an instance restarted under the same id
+    /// takes its partitions back at once, instead of waiting for its old session to expire.
+    /// Only for ids that one live instance holds at a time (a newer holder fences the older).
+    pub instance_id: Option<String>,
 }
 
 /// The raw topic as a [`TradeLog`].
@@ -98,6 +102,22 @@ pub struct KafkaTradeLog {
     own_schema: Mutex<HashMap<u32, bool>>,
 }
 
+/// A static member that a newer one fenced cannot leave the group (the broker refuses it, and
+/// rdkafka's drop reports that at ERROR after the service has said it was fenced): such a
+/// consumer is not closed. It is only dropped when the service stops, so nothing is kept long.
+impl Drop for KafkaTradeLog {
+    fn drop(&mut self) {
+        let fenced = self
+            .consumer
+            .client()
+            .fatal_error()
+            .is_some_and(|(code, _)| code == RDKafkaErrorCode::FencedInstanceId);
+        if fenced {
+            std::mem::forget(Arc::clone(&self.consumer));
+        }
+    }
+}
+
 impl std::fmt::Debug for KafkaTradeLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaTradeLog")
@@ -113,7 +133,11 @@ impl KafkaTradeLog {
     /// [`Error::Kafka`] if the consumer, the DLQ producer or the subscription cannot be set up.
     pub fn connect(config: &KafkaConfig, registry: Arc<Registry>, log: &LogConfig) -> Result<Self> {
         let events = Arc::new(RebalanceEvents::default());
-        let client = config.group_consumer(&log.group_id, log.session_timeout);
+        let client = config.group_consumer(
+            &log.group_id,
+            log.session_timeout,
+            log.instance_id.as_deref(),
+        );
         let consumer: StreamConsumer<LogContext> = client
             .create_with_context(LogContext {
                 events: Arc::clone(&events),
@@ -274,8 +298,23 @@ impl KafkaTradeLog {
                 self.caught_up.insert(partition);
                 Ok(())
             }
+            Err(e) if self.fenced_out(&e) => Err(LogError::Fenced(e.to_string())),
             Err(e) if weather::needs_operator(&e) => Err(LogError::Fatal(e.to_string())),
             Err(e) => Err(LogError::Retryable(e.to_string())),
+        }
+    }
+
+    /// Whether `error` means a newer instance with our `group.instance.id` took our place
+    /// (librdkafka raises it as a fatal error whose cause it keeps).
+    fn fenced_out(&self, error: &KafkaError) -> bool {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::FencedInstanceId) => true,
+            Some(RDKafkaErrorCode::Fatal) => self
+                .consumer
+                .client()
+                .fatal_error()
+                .is_some_and(|(code, _)| code == RDKafkaErrorCode::FencedInstanceId),
+            _ => false,
         }
     }
 

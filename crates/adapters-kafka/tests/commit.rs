@@ -66,6 +66,7 @@ async fn committer(s: &Setup, transactional: bool) -> KafkaCommitter {
             topic: format!("{}.raw", s.name),
             group_id: format!("{}-agg", s.name),
             session_timeout: Duration::from_secs(3),
+            instance_id: None,
         },
     )
     .unwrap();

@@ -72,6 +72,7 @@ fn log(s: &Setup) -> KafkaTradeLog {
         topic: s.topic.clone(),
         group_id: format!("{}-group", s.topic),
         session_timeout: Duration::from_secs(3),
+        instance_id: None,
     };
     KafkaTradeLog::connect(&config, Arc::clone(&s.registry), &log).unwrap()
 }
@@ -302,6 +303,7 @@ async fn next_event_dropped_at_any_await_loses_no_record() {
             topic: s.topic.clone(),
             group_id: "cancel-group".to_owned(),
             session_timeout: Duration::from_secs(3),
+            instance_id: None,
         },
     )
     .unwrap();

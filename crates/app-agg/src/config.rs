@@ -278,6 +278,15 @@ impl ServiceVariables for AggConfig {
     ) -> Result<Settings, ConfigError> {
         let broker = self.broker.settings(all)?;
         let (windows_variable, windows) = match (&self.agg_windows, &self.agg_window) {
+            (Some(list), Some(one)) if list.trim() != one.trim() => {
+                return Err(ConfigError {
+                    variable: "AGG_WINDOW".into(),
+                    value: one.clone(),
+                    accepted: format!(
+                        "unset: AGG_WINDOWS={list} is set and takes its place (one variable, not both)"
+                    ),
+                });
+            }
             (Some(list), _) => ("AGG_WINDOWS", list.clone()),
             (None, Some(one)) => ("AGG_WINDOW", one.clone()),
             (None, None) => ("AGG_WINDOWS", "1m".to_owned()),
@@ -360,6 +369,9 @@ impl ServiceVariables for AggConfig {
             topic: raw_topic.clone(),
             group_id: non_empty("AGG_GROUP_ID", &self.agg_group_id, "a consumer group id")?,
             session_timeout: session_timeout(&self.kafka_session_timeout)?,
+            // The transactional id is stable across restarts and unique per live instance,
+            // which is what a static group member's id must be.
+            instance_id: transactional_id.clone(),
         };
         let commit = CommitConfig {
             aggregates_topic: non_empty("AGG_TOPIC", &self.agg_topic, "a Kafka topic name")?,
@@ -427,7 +439,7 @@ mod tests {
 
     #[test]
     fn each_bad_value_names_the_variable_the_value_and_the_accepted_form() {
-        let cases: [(&[(&str, &str)], &str); 21] = [
+        let cases: [(&[(&str, &str)], &str); 22] = [
             (
                 &[("RAW_TOPIC", "x"), ("AGG_TOPIC", "x")],
                 "AGG_TOPIC=\"x\": a topic of its own, not the same as RAW_TOPIC",
@@ -486,8 +498,12 @@ mod tests {
                 "AGG_WINDOWS=\"5m,1m,5m\": invalid aggregator config: window 300000 ms is listed twice",
             ),
             (
-                &[("AGG_WINDOWS", "1m,0s"), ("AGG_WINDOW", "1m")],
+                &[("AGG_WINDOWS", "1m,0s")],
                 "AGG_WINDOWS=\"1m,0s\": invalid aggregator config: window size must be > 0 ms",
+            ),
+            (
+                &[("AGG_WINDOWS", "1m,5m"), ("AGG_WINDOW", "5m")],
+                "AGG_WINDOW=\"5m\": unset: AGG_WINDOWS=1m,5m is set and takes its place",
             ),
             (
                 &[("AGG_HALFLIVES", "30s,30s")],

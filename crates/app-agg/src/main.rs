@@ -22,7 +22,7 @@ use app_agg::replay::{ReplayError, replay};
 use app_agg::service::{Service, ServiceError};
 use clap::{Parser, Subcommand};
 use domain::{AggregatorConfig, WatermarkRule};
-use ports::{CommitError, SystemClock};
+use ports::{CommitError, LogError, SystemClock};
 use shell::config::ServiceVariables as _;
 use shell::duration::parse_millis;
 use shell::http::ProbeServer;
@@ -99,7 +99,10 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     let fenced = error.chain().any(|cause| {
         matches!(
             cause.downcast_ref::<ServiceError>(),
-            Some(ServiceError::Commit(CommitError::Fenced(_)))
+            Some(
+                ServiceError::Commit(CommitError::Fenced(_))
+                    | ServiceError::Log(LogError::Fenced(_))
+            )
         )
     });
     if fenced { shell::EXIT_FENCED } else { 1 }

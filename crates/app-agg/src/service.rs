@@ -405,10 +405,12 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         let linked = telemetry::link_span(&cycle_span, &batch.links);
         cycle_span.record("links", linked);
         let (count, markers) = (batch.aggregates.len() as u64, batch.markers.clone());
+        // Bars of the smallest size only: a gap in one would count again in each larger bar.
+        let smallest = self.config.window().millis();
         let with_gaps = batch
             .aggregates
             .iter()
-            .filter(|a| a.seq_gaps.is_some_and(|gaps| gaps > 0))
+            .filter(|a| a.window_ms == smallest && a.seq_gaps.is_some_and(|gaps| gaps > 0))
             .count() as u64;
         let started = Instant::now();
         let outcome = if batch.aggregates.is_empty() {

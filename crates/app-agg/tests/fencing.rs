@@ -1,7 +1,9 @@
 //! A zombie is fenced: instance A is frozen (SIGSTOP) right after trades arrive, a replacement B
 //! with the same transactional id starts and takes A's partitions over, then A is resumed. Kafka
-//! has fenced A's producer: A exits with its own code and one ERROR line saying so, and a
-//! `read_committed` reader sees every aggregate exactly once, equal to an uninterrupted run.
+//! has fenced A's producer (and its consumer, a static member under the same id): A exits with
+//! its own code and one ERROR line saying so, and a `read_committed` reader sees every aggregate
+//! exactly once, equal to an uninterrupted run. And the other side of one id per instance: a
+//! killed instance restarted under its id is working again without waiting for its old session.
 //! Apache Kafka only: the mock cluster never fences.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
@@ -73,4 +75,41 @@ async fn a_resumed_zombie_is_fenced_and_commits_nothing() {
     let (union, repeats) = common::union_of(&records);
     assert_eq!(union, expected, "no aggregate lost or changed");
     assert_eq!(repeats, 0, "read_committed: nothing committed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_restarted_under_its_id_does_not_wait_for_its_old_session() {
+    let broker = TestBroker::from_env().await.unwrap();
+    if broker.skips_on_mock("static membership needs a real group coordinator") {
+        return;
+    }
+    common::create_topics(&broker, 2).await;
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    let session = Duration::from_secs(20);
+    let start = |http: &str| {
+        common::command(&broker, &stub, http, "restart")
+            .env("KAFKA_SESSION_TIMEOUT", "20s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let http = free_http_addr();
+    let mut first = start(&http);
+    assert!(wait_for(Duration::from_secs(30), || healthcheck(BIN, &http)).await);
+    first.kill().unwrap(); // SIGKILL: no goodbye to the group
+    first.wait().unwrap();
+
+    let http = free_http_addr();
+    let restarted = std::time::Instant::now();
+    let mut second = start(&http);
+    assert!(wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await);
+    let took = restarted.elapsed();
+    signal(&second, "TERM");
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+    // Without static membership the group waits for the killed member's session to expire.
+    assert!(
+        took < session / 2,
+        "ready again in {took:?}; the old session lasts {session:?}"
+    );
 }

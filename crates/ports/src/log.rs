@@ -58,6 +58,9 @@ pub enum LogError {
     /// The log cannot be read any more.
     #[error("log failed: {0}")]
     Fatal(String),
+    /// Another instance with our identity took our place in the group (a newer copy of us).
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// A partitioned, replayable log of trades (the raw topic, consumed as a group).

@@ -225,6 +225,7 @@ async fn run_pipeline(poison: bool) -> Outcome {
             topic: RAW.into(),
             group_id: "app-agg".into(),
             session_timeout: Duration::from_secs(3),
+            instance_id: None,
         },
     )
     .unwrap();
