@@ -1,8 +1,11 @@
 //! `app-raw history` as a process against the fake Deribit: a full fetch is the fake's record
 //! in the range (expired instruments included, holes in the time index closed, more than a
-//! page of trades on one timestamp), per instrument in `trade_seq` order; a run killed mid-way
-//! and resumed writes the same bytes as one that was not; 10028 and a dropped connection are
-//! waited out and retried, a fatal error ends in one line; bad arguments are exit code 2.
+//! page of trades on one timestamp, the range's first and last trades missing from the time
+//! index), per instrument in `trade_seq` order; a run killed mid-way, its output left with a
+//! half-written line, and resumed writes the same bytes as one that was not; 10028 and a
+//! dropped connection are waited out and retried, a fatal error ends in one line; a fresh run
+//! does not overwrite a non-empty file without `--force`, nor write the live raw topic; bad
+//! arguments are exit code 2.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 use std::path::Path;
@@ -127,6 +130,17 @@ async fn a_full_fetch_is_the_record_in_the_range_per_instrument_in_order() {
     fake.expire("BTC-25DEC26");
     fake.hide_from_time_index("BTC-PERPETUAL", 1_200);
     fake.hide_from_time_index("ETH-PERPETUAL", 50);
+    // The range's first and last trades missing from the time index: no trade seen before or
+    // after them reveals the gap.
+    for name in ["BTC-PERPETUAL", "ETH-PERPETUAL"] {
+        let seqs: Vec<u64> = expected(&fake, &[name], from, to)
+            .iter()
+            .map(|t| t["trade_seq"].as_u64().unwrap())
+            .collect();
+        for seq in [seqs[0], seqs[1], seqs[seqs.len() - 1]] {
+            fake.hide_from_time_index(name, seq);
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("history.jsonl");
     let out = run(&fake, from, to, &file).await;
@@ -192,6 +206,17 @@ async fn a_run_killed_mid_way_and_resumed_writes_the_same_bytes() {
         "what was written so far is a prefix"
     );
 
+    // A page half-written when the process died: bytes past what the progress file records.
+    // (The kill may land right after a save, when the output is exactly the recorded length;
+    // these make the resume's cut always needed.)
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&resumed)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"{\"amount\":1,\"direction\":\"bu").unwrap();
+    drop(file);
+    assert!(std::fs::metadata(&resumed).unwrap().len() > at_kill.output_bytes);
+
     fake.delay_history(None);
     let out = run(&fake, from, to, &resumed).await;
     assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
@@ -256,6 +281,102 @@ async fn rate_limits_and_dropped_connections_are_retried_and_fatal_errors_end_in
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("error")).collect();
     assert_eq!(errors.len(), 1, "{text}");
     assert!(errors[0].contains("bad_request (11050)"), "{text}");
+}
+
+/// The fake answers a request without `"sorting":"asc"` newest first (Deribit's default is its
+/// database order): a client that dropped it would still recover every trade by sequence, but
+/// not with the edge checks alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_time_index_is_read_oldest_first_with_only_the_edge_checks_by_sequence() {
+    let fake = FakeDeribit::start(vec![FakeInstrument::new(
+        "ETH-PERPETUAL",
+        "future",
+        "ETH",
+        3_400.0,
+    )])
+    .await
+    .unwrap();
+    fake.trade("ETH-PERPETUAL", 3);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let from = now_ms();
+    for _ in 0..3 {
+        fake.trade("ETH-PERPETUAL", 700);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let to = now_ms() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fake.trade("ETH-PERPETUAL", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eth.jsonl");
+    run(&fake, from, to, &file).await;
+    assert_eq!(lines(&file), expected(&fake, &["ETH-PERPETUAL"], from, to));
+    assert_eq!(
+        fake.calls("public/get_last_trades_by_instrument"),
+        2,
+        "a look back before the first trade and one on after the last: no hole to fill"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_run_refuses_to_overwrite_a_non_empty_output_unless_forced() {
+    let fake = FakeDeribit::start(market()).await.unwrap();
+    let (from, to) = trade(&fake, 2, 20).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kept.jsonl");
+    std::fs::write(&file, "a week of trades\n").unwrap();
+    let refused = command(&fake, from, to, &file).output().await.unwrap();
+    let text = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(
+        text.contains("--force") && text.contains("delete"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "a week of trades\n"
+    );
+    assert_eq!(fake.calls(BY_TIME), 0, "refused before asking Deribit");
+
+    // An empty file is nothing to lose; --force overwrites a full one.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    run(&fake, from, to, &empty).await;
+    let forced = command(&fake, from, to, &file)
+        .arg("--force")
+        .output()
+        .await
+        .unwrap();
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let want = expected(&fake, &MATCHED, from, to);
+    assert_eq!(lines(&file), want);
+    assert_eq!(lines(&empty), want);
+}
+
+#[tokio::test]
+async fn the_live_raw_topic_is_refused_as_a_history_topic() {
+    for (raw_topic, topic) in [(None, "deribit.trades"), (Some("live.raw"), "live.raw")] {
+        let mut command = Command::new(BINARY);
+        command.env_clear().envs([
+            ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9"),
+            ("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9"),
+            ("DERIBIT_URL", "ws://127.0.0.1:9/ws/api/v2"),
+        ]);
+        if let Some(raw_topic) = raw_topic {
+            command.env("RAW_TOPIC", raw_topic);
+        }
+        let out = command
+            .args(["history", "--from", "2026-11-01", "--to", "2026-11-02"])
+            .args(["--channels", "trades.future.BTC.100ms", "--topic", topic])
+            .output()
+            .await
+            .unwrap();
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{topic}: {text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(text.contains("RAW_TOPIC") && text.contains(topic), "{text}");
+    }
 }
 
 #[tokio::test]

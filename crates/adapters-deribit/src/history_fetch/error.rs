@@ -31,6 +31,17 @@ pub enum FetchError {
         /// What was wrong.
         reason: String,
     },
+    /// A page said `has_more` but held no valid trade: no cursor can move past it, and
+    /// taking it as the end would lose the rest silently.
+    #[error(
+        "{instrument}: Deribit says more trades follow but its page held no valid one ({rejected} invalid); cannot page past them"
+    )]
+    Unpageable {
+        /// The instrument.
+        instrument: String,
+        /// Elements of the page that failed to parse or validate.
+        rejected: u64,
+    },
     /// The endpoint cannot be used (URL, TLS setup).
     #[error("{0}")]
     Config(String),

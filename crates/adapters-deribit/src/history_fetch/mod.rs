@@ -4,7 +4,8 @@
 //! * [`page`]: one history answer (`{trades, has_more}`) parsed through the same validation path
 //!   as live frames, each trade kept with its JSON line.
 //! * [`pager`]: one instrument's paging: by time, by `trade_seq` where more than a page of trades
-//!   share one timestamp, holes in `trade_seq` closed by sequence; over any [`TradeSource`].
+//!   share one timestamp, holes in `trade_seq` closed by sequence a page at a time, the range's
+//!   edges searched by sequence; over any [`TradeSource`].
 //! * [`instruments`]: which instruments a channel names (`public/get_instruments`, expired too).
 //! * `client` (feature `live`): [`HistoryClient`], the JSON-RPC client over the WebSocket that
 //!   paces itself by Deribit's credits and retries what can be retried.
@@ -22,4 +23,4 @@ pub use client::{ClientStats, HistoryClient};
 pub use error::FetchError;
 pub use instruments::HistoryChannel;
 pub use page::{FetchedTrade, Page};
-pub use pager::{Chunk, Cursor, InstrumentPager, PAGE_SIZE, TradeSource};
+pub use pager::{Chunk, Cursor, Hole, InstrumentPager, PAGE_SIZE, TradeSource};

@@ -1,6 +1,8 @@
 //! One answer of a history method, `{"trades": [...], "has_more": bool}`, read element by
 //! element through [`crate::parse::parse_trade`] (the validation path live frames take): a bad
-//! element is counted and logged, never costs its page.
+//! element is counted and logged, never costs its page. `has_more` is required: an answer
+//! without it cannot say whether the instrument ends there, so it is malformed (the fetch
+//! stops with one line, exit code 1, resumable) rather than read as the end.
 
 use domain::Trade;
 use serde::Deserialize;
@@ -34,19 +36,22 @@ pub struct Page {
 struct RawPage<'a> {
     #[serde(borrow)]
     trades: Vec<&'a RawValue>,
-    #[serde(default)]
-    has_more: bool,
+    has_more: Option<bool>,
 }
 
 /// Parses a history method's `result`.
 ///
 /// # Errors
-/// A one-line reason if `result` is not an object with a `trades` array.
+/// A one-line reason if `result` is not an object with a `trades` array and a boolean
+/// `has_more`.
 pub fn parse_page(result: &str) -> Result<Page, String> {
     let raw: RawPage<'_> = serde_json::from_str(result).map_err(|e| e.to_string())?;
+    let has_more = raw.has_more.ok_or_else(|| {
+        "no has_more (a boolean) beside trades: cannot tell whether more follow".to_owned()
+    })?;
     let mut page = Page {
         trades: Vec::with_capacity(raw.trades.len()),
-        has_more: raw.has_more,
+        has_more,
         rejected: 0,
     };
     for (index, element) in raw.trades.into_iter().enumerate() {
@@ -95,5 +100,13 @@ mod tests {
         assert_eq!(page.trades[0].trade.trade_seq, 1);
         assert!(parse_page("[]").is_err());
         assert!(parse_page("{\"has_more\":false}").is_err());
+        assert_eq!(
+            parse_page("{\"trades\":[],\"has_more\":false}").map(|p| p.has_more),
+            Ok(false)
+        );
+        // Without has_more the end of the instrument cannot be told: malformed, not the end.
+        let missing = parse_page("{\"trades\":[]}").unwrap_err();
+        assert!(missing.contains("has_more"), "{missing}");
+        assert!(parse_page("{\"trades\":[],\"has_more\":null}").is_err());
     }
 }

@@ -4,11 +4,20 @@
 //! at the last page's latest timestamp, since more trades may share it, and what was seen is
 //! dropped by `trade_seq`. A full page all on one timestamp cannot move the time cursor (more
 //! than [`PAGE_SIZE`] trades share it), so paging goes on by `trade_seq` from the last one seen
-//! until it passes that timestamp (Deribit's own advice for gapless history). A gap in
-//! `trade_seq` between two trades handed out is closed by sequence before the later trade goes
-//! out; what Deribit no longer has is counted and logged. The [`Cursor`] after each chunk is all
-//! a resumed run needs.
+//! until it passes that timestamp (Deribit's own advice for gapless history).
+//!
+//! The time index may lack trades that Deribit has by sequence. Between two trades seen, a gap
+//! in `trade_seq` is a [`Hole`] closed by sequence, a page per step, before the later trade goes
+//! out. At the range's edges no later or earlier trade reveals such a gap, so: before the first
+//! trade seen, the sequence is read backwards a page at a time (`start_seq`/`end_seq` ranges)
+//! while its trades stay in the range, and what it finds is filled as a hole; after the time
+//! index is exhausted, paging goes on by sequence from the last trade while trades are before
+//! `to`. What Deribit no longer has is counted and logged. Every step hands out at most a page,
+//! and the [`Cursor`] after it (a half-filled hole included) is all a resumed run needs.
+//! An instrument none of whose trades in the range is in the time index has no trade to start
+//! from and yields nothing.
 
+use std::collections::VecDeque;
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +50,15 @@ pub trait TradeSource {
     ) -> impl Future<Output = Result<Page, FetchError>> + Send;
 }
 
+/// A gap in `trade_seq` being filled by sequence: `next..=last` are still to be asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hole {
+    /// The next `trade_seq` to ask for.
+    pub next: u64,
+    /// The hole's last `trade_seq`.
+    pub last: u64,
+}
+
 /// How far one instrument is done: enough to resume it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
@@ -48,16 +66,35 @@ pub struct Cursor {
     pub next_ts: i64,
     /// The last `trade_seq` handed out.
     pub last_seq: Option<u64>,
-    /// Paging by `trade_seq` (more than a page of trades on `next_ts`).
+    /// Paging by `trade_seq` (more than a page of trades on `next_ts`, or [`Cursor::tail`]).
     pub by_seq: bool,
     /// Nothing more in the range.
     pub done: bool,
+    /// The time index is exhausted: on by sequence while trades are before the range's end.
+    #[serde(default)]
+    pub tail: bool,
+    /// The sequence before the first trade seen has been searched for trades in the range.
+    #[serde(default)]
+    pub looked_back: bool,
+    /// A hole being filled; the page that revealed it is fetched again after it on a resume.
+    #[serde(default)]
+    pub hole: Option<Hole>,
+}
+
+/// Where paging goes once a page's trades are all out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Next {
+    next_ts: i64,
+    by_seq: bool,
+    tail: bool,
+    done: bool,
 }
 
 /// What one step handed out.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chunk {
-    /// New trades in `trade_seq` order, holes before them closed where Deribit could.
+    /// New trades in `trade_seq` order (at most a page), holes before them closed where
+    /// Deribit could.
     pub trades: Vec<FetchedTrade>,
     /// Trades skipped: invalid, or another instrument's.
     pub skipped: u64,
@@ -74,6 +111,11 @@ pub struct InstrumentPager {
     from_ms: i64,
     to_ms: i64,
     cursor: Cursor,
+    /// The current page's trades not handed out yet (waiting behind a hole); in memory only:
+    /// the cursor still points at that page, so a resume fetches it again.
+    pending: VecDeque<FetchedTrade>,
+    /// Where paging goes once `pending` is out; `None` when no page is under way.
+    after: Option<Next>,
 }
 
 impl InstrumentPager {
@@ -86,6 +128,8 @@ impl InstrumentPager {
             from_ms,
             to_ms,
             cursor,
+            pending: VecDeque::new(),
+            after: None,
         }
     }
 
@@ -99,20 +143,53 @@ impl InstrumentPager {
         self.cursor.done || self.from_ms >= self.to_ms
     }
 
-    /// The next chunk (empty once done).
+    /// The next chunk (empty once done): a page of a hole, or a page's trades up to the next
+    /// hole; at most one page of trades.
     ///
     /// # Errors
-    /// The source's error; the cursor is then unchanged, so the step can be repeated.
+    /// The source's error (the cursor is then unchanged, so the step can be repeated);
+    /// [`FetchError::Unpageable`] for a page that says `has_more` without a valid trade.
     pub async fn next_chunk<S: TradeSource>(
         &mut self,
         source: &mut S,
     ) -> Result<Chunk, FetchError> {
+        let mut chunk = Chunk::default();
         if self.is_done() {
             self.cursor.done = true;
-            return Ok(Chunk::default());
+            return Ok(chunk);
         }
-        let mut chunk = Chunk::default();
-        let mut cursor = self.cursor;
+        if let Some(hole) = self.cursor.hole {
+            self.fill_page(hole, &mut chunk, source).await?;
+            return Ok(chunk);
+        }
+        if self.after.is_none() {
+            self.fetch_page(&mut chunk, source).await?;
+        }
+        if !self.cursor.looked_back
+            && self.cursor.last_seq.is_none()
+            && let Some(first) = self.pending.front().map(|t| t.trade.trade_seq)
+        {
+            let lowest = self.look_back(first, &mut chunk, source).await?;
+            self.cursor.looked_back = true;
+            if let Some(lowest) = lowest {
+                self.cursor.hole = Some(Hole {
+                    next: lowest,
+                    last: first - 1,
+                });
+                return Ok(chunk);
+            }
+        }
+        self.hand_out(&mut chunk);
+        Ok(chunk)
+    }
+
+    /// Fetches the page the cursor points at into `pending`, and where paging goes after it.
+    async fn fetch_page<S: TradeSource>(
+        &mut self,
+        chunk: &mut Chunk,
+        source: &mut S,
+    ) -> Result<(), FetchError> {
+        let cursor = self.cursor;
         let page = if cursor.by_seq {
             let start = cursor.last_seq.map_or(1, |s| s.saturating_add(1));
             source.by_seq(&self.instrument, start, None).await?
@@ -123,28 +200,77 @@ impl InstrumentPager {
         };
         chunk.requests += 1;
         chunk.skipped += page.rejected;
+        if page.trades.is_empty() && page.has_more {
+            // Nothing usable cannot move a cursor, and taking it as the end would lose the rest.
+            return Err(FetchError::Unpageable {
+                instrument: self.instrument.clone(),
+                rejected: page.rejected,
+            });
+        }
         let latest = page.trades.iter().map(|t| t.trade.timestamp).max();
         let passed_end = page.trades.iter().any(|t| t.trade.timestamp >= self.to_ms);
         let fresh = self.accept(page.trades, cursor.last_seq, &mut chunk.skipped);
-        self.close_holes(fresh, &mut cursor, &mut chunk, source)
-            .await?;
-        match latest {
-            _ if !page.has_more => cursor.done = true,
-            _ if cursor.by_seq && passed_end => cursor.done = true,
-            // A page of nothing usable that says there is more cannot move a cursor.
-            None => {
-                warn!(instrument = %self.instrument, "A history page said has_more without a trade; taking the instrument as done.");
-                cursor.done = true;
+        let seen = cursor.last_seq.is_some() || !fresh.is_empty();
+        let mut next = Next {
+            next_ts: cursor.next_ts,
+            by_seq: cursor.by_seq,
+            tail: cursor.tail,
+            done: false,
+        };
+        let moved = latest.filter(|&latest| latest > cursor.next_ts);
+        if cursor.by_seq {
+            if passed_end || !page.has_more {
+                next.done = true;
+            } else if fresh.is_empty() {
+                // Nothing of this instrument in the range after the last trade: it cannot move.
+                warn!(instrument = %self.instrument, "A page by sequence had nothing to hand out; taking the instrument as done.");
+                next.done = true;
+            } else if let Some(latest) = moved.filter(|_| !cursor.tail) {
+                // Past the crowded timestamp: back to paging by time.
+                next.next_ts = latest;
+                next.by_seq = false;
             }
-            Some(latest) if latest > cursor.next_ts => {
-                cursor.next_ts = latest;
-                cursor.by_seq = false;
-            }
-            Some(_) if cursor.last_seq.is_some() => cursor.by_seq = true,
-            Some(_) => cursor.done = true,
+        } else if !page.has_more {
+            // The time index has no more; the range's last trades may still be missing from
+            // it: on by sequence from the last one seen.
+            next.tail = seen;
+            next.by_seq = seen;
+            next.done = !seen;
+        } else if let Some(latest) = moved {
+            next.next_ts = latest;
+        } else if seen {
+            next.by_seq = true;
+        } else {
+            next.done = true;
         }
-        self.cursor = cursor;
-        Ok(chunk)
+        self.pending = fresh.into();
+        self.after = Some(next);
+        Ok(())
+    }
+
+    /// Hands `pending` out in order up to the next hole; once all is out, paging moves on.
+    fn hand_out(&mut self, chunk: &mut Chunk) {
+        while let Some(seq) = self.pending.front().map(|t| t.trade.trade_seq) {
+            if let Some(last) = self.cursor.last_seq
+                && seq > last.saturating_add(1)
+            {
+                self.cursor.hole = Some(Hole {
+                    next: last + 1,
+                    last: seq - 1,
+                });
+                return;
+            }
+            if let Some(trade) = self.pending.pop_front() {
+                self.cursor.last_seq = Some(seq);
+                chunk.trades.push(trade);
+            }
+        }
+        if let Some(next) = self.after.take() {
+            self.cursor.next_ts = next.next_ts;
+            self.cursor.by_seq = next.by_seq;
+            self.cursor.tail = next.tail;
+            self.cursor.done = next.done;
+        }
     }
 
     /// This instrument's trades in the range and after `last_seq`, in `trade_seq` order, once
@@ -171,63 +297,85 @@ impl InstrumentPager {
         kept
     }
 
-    /// Hands `fresh` out in order, each hole in `trade_seq` before a trade filled by sequence
-    /// first.
-    async fn close_holes<S: TradeSource>(
-        &self,
-        fresh: Vec<FetchedTrade>,
-        cursor: &mut Cursor,
+    /// One page of `hole` by sequence, handed out; what Deribit does not return is counted.
+    async fn fill_page<S: TradeSource>(
+        &mut self,
+        hole: Hole,
         chunk: &mut Chunk,
         source: &mut S,
     ) -> Result<(), FetchError> {
-        for trade in fresh {
-            let seq = trade.trade.trade_seq;
-            if let Some(last) = cursor.last_seq
-                && seq > last.saturating_add(1)
-            {
-                self.fill(last + 1, seq - 1, chunk, source).await?;
+        let page = source
+            .by_seq(&self.instrument, hole.next, Some(hole.last))
+            .await?;
+        chunk.requests += 1;
+        chunk.skipped += page.rejected;
+        let mut found = self.accept(page.trades, hole.next.checked_sub(1), &mut chunk.skipped);
+        found.retain(|t| t.trade.trade_seq <= hole.last);
+        let any = !found.is_empty();
+        let mut next = hole.next;
+        for t in found {
+            let seq = t.trade.trade_seq;
+            if seq > next {
+                self.unfillable(next, seq - 1, chunk);
             }
-            cursor.last_seq = Some(seq);
-            chunk.trades.push(trade);
+            next = seq + 1;
+            self.cursor.last_seq = Some(seq);
+            chunk.trades.push(t);
+        }
+        if next > hole.last || !page.has_more || !any {
+            if next <= hole.last {
+                self.unfillable(next, hole.last, chunk);
+            }
+            // Settled: every seq of the hole is out or counted.
+            self.cursor.last_seq = Some(hole.last);
+            self.cursor.hole = None;
+        } else {
+            self.cursor.hole = Some(Hole {
+                next,
+                last: hole.last,
+            });
         }
         Ok(())
     }
 
-    /// Fetches `first..=last` by sequence into `chunk`; what Deribit does not return is counted.
-    async fn fill<S: TradeSource>(
+    /// The lowest `trade_seq` below `first` (the first trade the time index gave) down to which
+    /// every trade is in the range: trades at the range's start missing from the time index.
+    /// Reads the sequence backwards a page at a time, on only while a whole page is in range.
+    async fn look_back<S: TradeSource>(
         &self,
         first: u64,
-        last: u64,
         chunk: &mut Chunk,
         source: &mut S,
-    ) -> Result<(), FetchError> {
-        let mut next = first;
-        while next <= last {
-            let page = source.by_seq(&self.instrument, next, Some(last)).await?;
+    ) -> Result<Option<u64>, FetchError> {
+        let mut lowest = None;
+        let mut end = first.saturating_sub(1);
+        while end >= 1 {
+            let start = end.saturating_sub(PAGE_SIZE - 1).max(1);
+            let page = source.by_seq(&self.instrument, start, Some(end)).await?;
             chunk.requests += 1;
-            chunk.skipped += page.rejected;
-            let has_more = page.has_more;
-            let mut found = self.accept(page.trades, Some(next - 1), &mut chunk.skipped);
-            found.retain(|t| t.trade.trade_seq <= last);
-            let Some(end) = found.last().map(|t| t.trade.trade_seq) else {
+            // Invalid trades are counted when the fill fetches them again.
+            let mut below: Vec<(u64, i64)> = page
+                .trades
+                .iter()
+                .filter(|t| {
+                    t.trade.instrument_name == self.instrument
+                        && (start..=end).contains(&t.trade.trade_seq)
+                })
+                .map(|t| (t.trade.trade_seq, t.trade.timestamp))
+                .collect();
+            below.sort_unstable_by_key(|b| std::cmp::Reverse(b.0));
+            if below.is_empty() {
                 break;
-            };
-            for t in found {
-                let seq = t.trade.trade_seq;
-                if seq > next {
-                    self.unfillable(next, seq - 1, chunk);
+            }
+            for (seq, timestamp) in below {
+                if !(self.from_ms..self.to_ms).contains(&timestamp) {
+                    return Ok(lowest);
                 }
-                next = seq + 1;
-                chunk.trades.push(t);
+                lowest = Some(seq);
             }
-            if !has_more || end >= last {
-                break;
-            }
+            end = start - 1;
         }
-        if next <= last {
-            self.unfillable(next, last, chunk);
-        }
-        Ok(())
+        Ok(lowest)
     }
 
     fn unfillable(&self, first: u64, last: u64, chunk: &mut Chunk) {
@@ -250,6 +398,8 @@ mod tests {
         hidden_from_time: HashSet<u64>,
         lost: HashSet<u64>,
         requests: u64,
+        /// Time pages say `has_more` and hold only this many invalid trades.
+        stuck: Option<u64>,
     }
 
     fn fetched(seq: u64, ts: i64) -> FetchedTrade {
@@ -280,6 +430,13 @@ mod tests {
 
     impl TradeSource for Memory {
         async fn by_time(&mut self, _: &str, start: i64, end: i64) -> Result<Page, FetchError> {
+            if let Some(rejected) = self.stuck {
+                return Ok(Page {
+                    trades: Vec::new(),
+                    has_more: true,
+                    rejected,
+                });
+            }
             let hidden = self.hidden_from_time.clone();
             Ok(self.page(|seq, ts| (start..=end).contains(&ts) && !hidden.contains(&seq)))
         }
@@ -320,6 +477,11 @@ mod tests {
         let mut seqs = Vec::new();
         while !pager.is_done() {
             let chunk = pager.next_chunk(source).await.unwrap();
+            assert!(
+                chunk.trades.len() as u64 <= PAGE_SIZE,
+                "a chunk of {} trades: at most a page is held before it is written",
+                chunk.trades.len()
+            );
             seqs.extend(chunk.trades.iter().map(|t| t.trade.trade_seq));
             total.unfillable += chunk.unfillable;
             total.requests += chunk.requests;
@@ -361,19 +523,90 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn trades_at_the_edges_missing_from_the_time_index_are_found_by_sequence() {
+        // [100, 5000) is seqs 1..=4010: the first two (ts 100) and the last two (ts 1798,
+        // 1799) are missing from the time index; no trade seen before or after reveals them.
+        let mut source = market();
+        source.hidden_from_time = [1, 2, 4009, 4010].into();
+        let (seqs, chunk) = run(&mut source, 100, 5_000, Cursor::default()).await;
+        assert_eq!(
+            seqs,
+            (1..=4010).collect::<Vec<u64>>(),
+            "the edges recovered"
+        );
+        assert_eq!(chunk.unfillable, 0);
+        // [101, 5001) is seqs 11..=4015: looking back stops at seq 10 (ts 100, before the
+        // range); going on by sequence stops at the record's end.
+        let mut source = market();
+        source.hidden_from_time = [11, 12, 4015].into();
+        let (seqs, _) = run(&mut source, 101, 5_001, Cursor::default()).await;
+        assert_eq!(seqs, (11..=4015).collect::<Vec<u64>>(), "nothing outside");
+        // [300, 1800) is seqs 2511..=4010: the first 1190 are missing from the time index,
+        // more than a page to look back over and to fill.
+        let mut source = market();
+        source.hidden_from_time = (2511..=3700).chain([4010]).collect();
+        let (seqs, chunk) = run(&mut source, 300, 1_800, Cursor::default()).await;
+        assert_eq!(seqs, (2511..=4010).collect::<Vec<u64>>());
+        assert_eq!(chunk.unfillable, 0);
+        // Lost at the edges (Deribit has them by neither index): counted where revealed.
+        let mut source = market();
+        source.hidden_from_time = [2511, 4009].into();
+        source.lost = [2512, 4010].into();
+        let (seqs, chunk) = run(&mut source, 300, 1_800, Cursor::default()).await;
+        let want: Vec<u64> = (2511..=4009).filter(|s| *s != 2512).collect();
+        assert_eq!(seqs, want);
+        assert_eq!(chunk.unfillable, 1, "the lost one between two found");
+    }
+
+    #[tokio::test]
+    async fn a_page_that_says_has_more_without_a_valid_trade_is_an_error_not_the_end() {
+        let mut source = market();
+        source.stuck = Some(3);
+        let mut pager = InstrumentPager::new("X", 100, 5_000, Cursor::default());
+        let error = pager.next_chunk(&mut source).await.unwrap_err();
+        assert_eq!(
+            error,
+            FetchError::Unpageable {
+                instrument: "X".into(),
+                rejected: 3
+            }
+        );
+        assert!(!pager.is_done());
+    }
+
+    #[tokio::test]
     async fn a_resumed_pager_continues_where_the_cursor_stands() {
-        let whole = run(&mut market(), 100, 5_000, Cursor::default()).await.0;
-        for stop_after in 1..6 {
+        // A hole of 1301 trades between two seen ones, and 1190 at the range's start.
+        let source = || {
             let mut source = market();
+            source.hidden_from_time = (2600..=3900).chain(11..=1200).collect();
+            source
+        };
+        let whole = run(&mut source(), 100, 5_000, Cursor::default()).await.0;
+        assert_eq!(whole, (1..=4010).collect::<Vec<u64>>());
+        let mut half_filled = 0;
+        for stop_after in 1..20 {
+            let mut source = source();
             let mut pager = InstrumentPager::new("X", 100, 5_000, Cursor::default());
             let mut seqs = Vec::new();
             for _ in 0..stop_after {
                 let chunk = pager.next_chunk(&mut source).await.unwrap();
                 seqs.extend(chunk.trades.iter().map(|t| t.trade.trade_seq));
             }
-            let rest = run(&mut source, 100, 5_000, pager.cursor()).await.0;
+            let cursor = pager.cursor();
+            if cursor.hole.is_some_and(|h| h.next > 2600) {
+                half_filled += 1;
+            }
+            // Through the progress file, as a resumed run reads it.
+            let saved: Cursor =
+                serde_json::from_str(&serde_json::to_string(&cursor).unwrap()).unwrap();
+            let rest = run(&mut source, 100, 5_000, saved).await.0;
             seqs.extend(rest);
-            assert_eq!(seqs, whole, "stopped after {stop_after} chunks");
+            assert_eq!(
+                seqs, whole,
+                "stopped after {stop_after} chunks at {cursor:?}"
+            );
         }
+        assert!(half_filled > 0, "some stop fell inside a half-filled hole");
     }
 }

@@ -10,7 +10,7 @@ pub const HELP: &str = "\
 app-raw history: every trade of some instruments in a time range, from Deribit's history.
 
 Usage: app-raw history --from TIME --to TIME --channels LIST (--output FILE | --topic NAME)
-                       [--progress PATH]
+                       [--progress PATH] [--force]
 
   --from TIME      start of the range, included: 2026-11-01, 2026-11-01T00:00Z,
                    2026-11-01T00:00:00Z or 2026-11-01T00:00:00.000Z (UTC)
@@ -21,9 +21,12 @@ Usage: app-raw history --from TIME --to TIME --channels LIST (--output FILE | --
   --output FILE    JSON lines, one trade per line in Deribit's field names, per instrument in
                    trade_seq order (what `app-agg replay` reads)
   --topic NAME     publish to this Kafka topic instead (Avro, as the service; Kafka and
-                   registry variables as for the service)
+                   registry variables as for the service); not RAW_TOPIC, the live raw topic
+                   (history writes no progress markers and would break its trade_seq order)
   --progress PATH  where progress is kept (default FILE.progress; with --topic, none unless
                    given); a rerun with the same arguments resumes from it
+  --force          start over even if FILE exists and is not empty (without it, a run with no
+                   progress file refuses to overwrite it)
 
 Environment: DERIBIT_URL (default wss://www.deribit.com/ws/api/v2), as the service reads it.
 Exit codes: 0 done, 1 the fetch failed (one line says why), 2 bad arguments or configuration.
@@ -53,6 +56,8 @@ pub struct HistoryArgs {
     pub target: Target,
     /// The progress file, if any.
     pub progress: Option<PathBuf>,
+    /// A fresh run may overwrite a non-empty output file.
+    pub force: bool,
 }
 
 /// Why the arguments cannot be used.
@@ -78,10 +83,18 @@ impl HistoryArgs {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, ArgsError> {
         let (mut from, mut to, mut channels, mut output, mut topic, mut progress) =
             (None, None, None, None, None, None);
+        let mut force = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             if arg == "-h" || arg == "--help" {
                 return Err(ArgsError::Help);
+            }
+            if arg == "--force" {
+                force = true;
+                continue;
+            }
+            if arg.starts_with("--force=") {
+                return Err(invalid("--force takes no value"));
             }
             let (flag, inline) = match arg.split_once('=') {
                 Some((flag, value)) if flag.starts_with("--") => {
@@ -147,6 +160,7 @@ impl HistoryArgs {
             channels: parsed,
             target,
             progress,
+            force,
         })
     }
 }
@@ -322,6 +336,9 @@ mod tests {
         assert_eq!(parsed.channels.len(), 2);
         assert_eq!(parsed.target, Target::File("out.jsonl".into()));
         assert_eq!(parsed.progress, Some("out.jsonl.progress".into()));
+        assert!(!parsed.force);
+        let forced = args("--from 2026-11-01 --to 2026-11-02 --force --channels trades.BTC-PERPETUAL.100ms --output o").unwrap();
+        assert!(forced.force);
         let topic = args("--from 2026-11-01 --to 2026-11-02 --channels trades.BTC-PERPETUAL.100ms --topic history.btc").unwrap();
         assert_eq!(
             (topic.target, topic.progress),
@@ -346,6 +363,7 @@ mod tests {
             ("--from 2026-11-01 --to 2026-11-02 --channels trades.future.BTC.100ms --topic a/b".into(), "--topic"),
             (format!("--from 2026-11-01 --to 2026-11-02 {base} --verbose"), "unknown argument"),
             (format!("{base} --from"), "needs a value"),
+            (format!("--from 2026-11-01 --to 2026-11-02 {base} --force=yes"), "no value"),
         ] {
             match args(&bad) {
                 Err(ArgsError::Invalid(text)) => {

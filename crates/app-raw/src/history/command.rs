@@ -1,7 +1,9 @@
 //! The `history` subcommand: arguments (exit code 2 if bad), the Deribit endpoint from the
 //! environment as the service reads it (and, for `--topic`, the service's Kafka and registry
 //! variables), then the run with its closing summary. A failed run ends with one line on stderr
-//! and exit code 1; what it saved can be resumed.
+//! and exit code 1; what it saved can be resumed. A fresh run (no progress file) refuses to
+//! overwrite a non-empty output file without `--force`, and `--topic` refuses the live raw
+//! topic (`RAW_TOPIC`): one line, exit code 2.
 
 use std::process::ExitCode;
 
@@ -56,7 +58,7 @@ pub fn main(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
     };
     let settings = settings_from_env(args);
-    shell::run_service_with("app-raw history", settings, run, |_| 1)
+    shell::run_service_with("app-raw history", settings, run, HistoryError::exit_code)
 }
 
 /// The settings from the environment.
@@ -69,8 +71,18 @@ pub fn settings_from_env(args: HistoryArgs) -> Result<HistorySettings, ConfigErr
             let vars = HistoryVariables::init_from_hashmap(&utf8_env()?).map_err(from_envconfig)?;
             (vars.deribit_url, None)
         }
-        Target::Topic(_) => {
+        Target::Topic(topic) => {
             let settings = RawConfig::settings_from_env()?;
+            if *topic == settings.topic {
+                return Err(ConfigError {
+                    variable: "RAW_TOPIC".into(),
+                    value: settings.topic,
+                    accepted: "the live raw topic is not a --topic for history: it writes no \
+                               progress markers and its trades would break the topic's \
+                               per-instrument trade_seq order; give --topic another name"
+                        .into(),
+                });
+            }
             (settings.deribit.url, Some(settings.broker))
         }
     };
@@ -96,8 +108,10 @@ pub fn settings_from_env(args: HistoryArgs) -> Result<HistorySettings, ConfigErr
 /// The run, its failure said in one line on stderr.
 async fn run(settings: HistorySettings) -> Result<(), HistoryError> {
     let outcome = execute(settings).await;
-    if let Err(e) = &outcome {
-        eprintln!("app-raw history: error: {e}");
+    match &outcome {
+        Err(e @ HistoryError::Refused(_)) => eprintln!("app-raw history: {e}"),
+        Err(e) => eprintln!("app-raw history: error: {e}"),
+        Ok(()) => {}
     }
     outcome
 }
@@ -116,6 +130,12 @@ async fn execute(settings: HistorySettings) -> Result<(), HistoryError> {
     };
     if let (Some(existing), Some(path)) = (&existing, path) {
         existing.check_same_run(path, args.from_ms, args.to_ms, &args.channels_text)?;
+    }
+    if let Target::File(file) = &args.target
+        && existing.is_none()
+        && !args.force
+    {
+        refuse_to_overwrite(file)?;
     }
     let resumed = existing.is_some();
     let mut progress = match existing {
@@ -170,6 +190,20 @@ async fn execute(settings: HistorySettings) -> Result<(), HistoryError> {
     bar.finish(progress.next, progress.trades);
     eprintln!("{}", summary_line(&summary, &client, &target));
     Ok(())
+}
+
+/// A fresh run would truncate `file`: refused if it has anything in it.
+fn refuse_to_overwrite(file: &std::path::Path) -> Result<(), HistoryError> {
+    match std::fs::metadata(file) {
+        Ok(meta) if meta.len() > 0 => Err(HistoryError::Refused(format!(
+            "{} exists ({} bytes) and no progress file says how far it is; delete it to start \
+             over, pass --progress with the progress file of the run that wrote it to resume, \
+             or --force to overwrite it",
+            file.display(),
+            meta.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn source_text(e: &dyn std::error::Error) -> String {

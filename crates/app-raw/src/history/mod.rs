@@ -52,9 +52,20 @@ pub enum HistoryError {
     /// Kafka or the registry could not be set up.
     #[error("{0}")]
     Broker(String),
+    /// The run would destroy something it was not asked to (exit code 2, like bad arguments).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl HistoryError {
+    /// The process's exit code for it: 2 for a refused run, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            HistoryError::Refused(_) => shell::EXIT_BAD_CONFIG,
+            _ => 1,
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         HistoryError::Io {

@@ -133,9 +133,21 @@ pub(super) fn handle(state: &Arc<Mutex<State>>, connection: u64, text: &str) -> 
             }
             json!(channels)
         }
-        "public/get_last_trades_by_instrument" => by_instrument(&s, &params),
-        "public/get_last_trades_by_currency_and_time" => by_currency_and_time(&s, &params),
-        "public/get_last_trades_by_instrument_and_time" => by_instrument_and_time(&s, &params),
+        "public/get_last_trades_by_instrument"
+        | "public/get_last_trades_by_currency_and_time"
+        | "public/get_last_trades_by_instrument_and_time" => {
+            let answer = match method.as_str() {
+                "public/get_last_trades_by_instrument" => by_instrument(&s, &params),
+                "public/get_last_trades_by_currency_and_time" => by_currency_and_time(&s, &params),
+                _ => by_instrument_and_time(&s, &params),
+            };
+            match answer {
+                Ok(result) => result,
+                Err((code, message)) => {
+                    return Reply::frames(vec![error_frame(&id, code, message)]);
+                }
+            }
+        }
         "public/get_instruments" => instruments(&s, &params),
         _ => return Reply::frames(vec![error_frame(&id, -32601, "Method not found")]),
     };
