@@ -214,17 +214,14 @@ impl WindowAccumulator {
         }
     }
 
-    /// Adds the amount to its side and nothing (0, exactly) to the other: a branch on the side
-    /// would be mispredicted on every other trade of a mixed flow.
+    /// Adds the amount to its side's sum (one compensated addition; the volume is summed from
+    /// the two sides at close).
     #[inline]
     fn add_sides(&mut self, trade: &Trade) {
-        let buy = trade.direction == Direction::Buy;
-        let (bought, sold) = if buy {
-            (trade.amount, 0.0)
-        } else {
-            (0.0, trade.amount)
-        };
-        self.buy_volume.add(bought);
-        self.sell_volume.add(sold);
+        match trade.direction {
+            Direction::Buy => self.buy_volume.add(trade.amount),
+            Direction::Sell => self.sell_volume.add(trade.amount),
+        }
     }
+
 }
