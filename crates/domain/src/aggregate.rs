@@ -223,5 +223,4 @@ impl WindowAccumulator {
             Direction::Sell => self.sell_volume.add(trade.amount),
         }
     }
-
 }
