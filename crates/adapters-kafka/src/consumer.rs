@@ -100,19 +100,18 @@ pub struct KafkaTradeLog {
     fetched: VecDeque<OwnedMessage>,
     /// Per writer schema id: whether it is our trade schema (deciding costs a schema compare).
     own_schema: Mutex<HashMap<u32, bool>>,
+    /// Joined with a `group.instance.id` (see the `Drop` impl).
+    static_member: bool,
 }
 
-/// A static member that a newer one fenced cannot leave the group (the broker refuses it, and
-/// rdkafka's drop reports that at ERROR after the service has said it was fenced): such a
-/// consumer is not closed. It is only dropped when the service stops, so nothing is kept long.
+/// A static member is not closed on drop. Closing would not leave the group (static members
+/// keep their place until their session expires; that is the point), and one that a newer copy
+/// has fenced, which the consumer may learn only while closing, makes rdkafka's drop report the
+/// refusal at ERROR after the service has already said it was fenced. The log is dropped only
+/// when the service stops, just before the process exits.
 impl Drop for KafkaTradeLog {
     fn drop(&mut self) {
-        let fenced = self
-            .consumer
-            .client()
-            .fatal_error()
-            .is_some_and(|(code, _)| code == RDKafkaErrorCode::FencedInstanceId);
-        if fenced {
+        if self.static_member {
             std::mem::forget(Arc::clone(&self.consumer));
         }
     }
@@ -162,6 +161,7 @@ impl KafkaTradeLog {
             stash: VecDeque::new(),
             fetched: VecDeque::new(),
             own_schema: Mutex::new(HashMap::new()),
+            static_member: log.instance_id.is_some(),
         })
     }
 
