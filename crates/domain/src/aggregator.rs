@@ -276,10 +276,7 @@ impl Aggregator {
             })
             .saturating_add(std::mem::take(&mut state.gaps_pending));
         if state.windows.add(window_start, window_end, trade, seq_gap) {
-            self.earliest_open_end = Some(
-                self.earliest_open_end
-                    .map_or(window_end, |e| e.min(window_end)),
-            );
+            lower_to(&mut self.earliest_open_end, window_end);
         }
         if state.late_pending > 0
             && let Some(w) = state.windows.find_mut(window_start)
@@ -377,7 +374,7 @@ impl Aggregator {
                 .into_iter()
                 .chain(state.rollups.iter().map(|r| r.window_end));
             for end in ends {
-                earliest_open_end = Some(earliest_open_end.map_or(end, |e| e.min(end)));
+                lower_to(&mut earliest_open_end, end);
             }
         }
         self.earliest_open_end = earliest_open_end;
@@ -515,7 +512,7 @@ impl Aggregator {
             .into_iter()
             .chain(rollups.iter().map(|r| r.window_end));
         for end in ends {
-            self.earliest_open_end = Some(self.earliest_open_end.map_or(end, |e| e.min(end)));
+            lower_to(&mut self.earliest_open_end, end);
         }
         let state = InstrumentState {
             last_trade_seq: snapshot.last_trade_seq,
@@ -561,6 +558,12 @@ fn snapshot_of(
         rollup_sizes_ms: config.rollups.iter().map(|s| s.millis()).collect(),
         rollup_floors: state.rollup_floors.clone(),
     }
+}
+
+/// Lowers a lower bound of window ends to `end` (the bound of no window yet becomes `end`).
+#[inline]
+fn lower_to(earliest_end: &mut Option<i64>, end: i64) {
+    *earliest_end = Some(earliest_end.map_or(end, |e| e.min(end)));
 }
 
 /// Whether a finished rolled-up bar holds all its sub-windows (see [`RollupFloor`]).
