@@ -91,23 +91,28 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
     let dir = tempfile::tempdir().unwrap();
     let trades = dir.path().join("history.jsonl");
     let bars = dir.path().join("bars.jsonl");
-    let history = Command::new(raw_bin)
-        .env_clear()
-        .envs([
-            ("DERIBIT_URL", fake.url()),
-            ("OTEL_SDK_DISABLED", "true".into()),
-            ("RUST_LOG", "warn".into()),
-        ])
-        .args([
-            "history",
-            "--from",
-            &format_utc(from),
-            "--to",
-            &format_utc(to),
-            "--channels",
-            CHANNELS,
-            "--output",
-        ])
+    // `app-raw history` over [from, to) of the fake's channels; the caller adds where to.
+    let history_command = || {
+        let mut command = Command::new(raw_bin);
+        command
+            .env_clear()
+            .envs([
+                ("DERIBIT_URL", fake.url()),
+                ("OTEL_SDK_DISABLED", "true".into()),
+                ("RUST_LOG", "warn".into()),
+            ])
+            .args([
+                "history",
+                "--from",
+                &format_utc(from),
+                "--to",
+                &format_utc(to),
+            ])
+            .args(["--channels", CHANNELS]);
+        command
+    };
+    let history = history_command()
+        .arg("--output")
         .arg(&trades)
         .output()
         .unwrap();
@@ -182,26 +187,12 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
 
     // With --topic, the same trades in the same order go to a topic through app-raw's sink.
     broker.create_topic(HISTORY_TOPIC, 1, false).await.unwrap();
-    let published = Command::new(raw_bin)
-        .env_clear()
+    let published = history_command()
         .envs([
-            ("DERIBIT_URL", fake.url()),
             ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
             ("SCHEMA_REGISTRY_URL", stub.url()),
-            ("OTEL_SDK_DISABLED", "true".into()),
-            ("RUST_LOG", "warn".into()),
         ])
-        .args([
-            "history",
-            "--from",
-            &format_utc(from),
-            "--to",
-            &format_utc(to),
-            "--channels",
-            CHANNELS,
-            "--topic",
-            HISTORY_TOPIC,
-        ])
+        .args(["--topic", HISTORY_TOPIC])
         .output()
         .unwrap();
     let published_err = String::from_utf8_lossy(&published.stderr);
