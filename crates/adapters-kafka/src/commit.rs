@@ -16,28 +16,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use domain::{InstrumentSnapshot, PartitionSnapshot, WriterProgress};
 use ports::{AggregateCommitter, CommitBatch, CommitError, Partition, RestoredPartition};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::avro::{AGGREGATE_SCHEMA_JSON, TRADE_SCHEMA_JSON, encode_aggregate, encode_trade};
+pub use crate::changelog::MARKER_KEY;
+use crate::changelog::{self, Marker};
 use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::framing::start_frame;
 use crate::group::GroupOffsets;
 use crate::registry::{Registry, value_subject};
-use crate::tail::{Start, TailReader};
 use crate::weather;
-
-/// Changelog key of a partition's marker. Starts with NUL, which no instrument name does.
-pub const MARKER_KEY: &str = "\u{0}marker";
 
 /// Changelog key of the start-up transaction probe (a tombstone, compacted away).
 const PROBE_KEY: &str = "\u{0}probe";
@@ -52,16 +48,6 @@ pub const LATE_OFFSET: &str = "late.source.offset";
 /// The late-trades topic of the raw topic `topic`.
 pub fn late_topic(topic: &str) -> String {
     format!("{topic}.late")
-}
-
-/// Where a source partition stands after a cycle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Marker {
-    next_offset: i64,
-    watermark: Option<i64>,
-    /// Absent in markers written before progress markers existed.
-    #[serde(default)]
-    writers: Vec<WriterProgress>,
 }
 
 /// Topics and mode of the committer.
@@ -422,70 +408,18 @@ impl AggregateCommitter for KafkaCommitter {
 
     async fn restore(
         &mut self,
-        partition: Partition,
-    ) -> std::result::Result<RestoredPartition, CommitError> {
+        partitions: &[Partition],
+    ) -> std::result::Result<BTreeMap<Partition, RestoredPartition>, CommitError> {
         let (reader, topic, timeout) = (
             self.reader.clone(),
             self.config.changelog_topic.clone(),
             self.config.timeout,
         );
-        let latest = tokio::task::spawn_blocking(move || {
-            read_changelog(&reader, &topic, partition, timeout)
+        let partitions = partitions.to_vec();
+        tokio::task::spawn_blocking(move || {
+            changelog::restore(&reader, &topic, &partitions, timeout)
         })
         .await
         .map_err(|e| CommitError::Fatal(format!("restore task: {e}")))?
-        .map_err(|e| CommitError::Fatal(e.to_string()))?;
-        let mut instruments = Vec::new();
-        let mut marker: Option<Marker> = None;
-        for (key, value) in latest {
-            let corrupt = |e: serde_json::Error| {
-                CommitError::Fatal(format!(
-                    "changelog {}/{partition}, key {key:?}: unreadable state: {e}",
-                    self.config.changelog_topic
-                ))
-            };
-            if key == MARKER_KEY {
-                marker = Some(serde_json::from_slice(&value).map_err(corrupt)?);
-            } else {
-                let state: InstrumentSnapshot = serde_json::from_slice(&value).map_err(corrupt)?;
-                instruments.push(state);
-            }
-        }
-        instruments.sort_by(|a, b| a.instrument_name.cmp(&b.instrument_name));
-        // The service logs the restore at info, once; this is the changelog's side of it.
-        debug!(partition, instruments = instruments.len(), next_offset = ?marker.as_ref().map(|m| m.next_offset), "Partition state read from the changelog.");
-        let next_offset = marker.as_ref().map(|m| m.next_offset);
-        let (watermark, writers) = marker.map_or((None, Vec::new()), |m| (m.watermark, m.writers));
-        Ok(RestoredPartition {
-            snapshot: PartitionSnapshot {
-                watermark,
-                writers,
-                instruments,
-            },
-            next_offset,
-        })
     }
-}
-
-/// The latest value per key of one changelog partition (tombstones remove the key).
-fn read_changelog(
-    config: &ClientConfig,
-    topic: &str,
-    partition: Partition,
-    timeout: Duration,
-) -> Result<BTreeMap<String, Vec<u8>>> {
-    let mut latest = BTreeMap::new();
-    TailReader::new(config, topic, timeout)?.read(&[partition], Start::Beginning, |record| {
-        let Some(key) = record.key() else { return };
-        let key = String::from_utf8_lossy(key).into_owned();
-        match record.payload() {
-            Some(value) => {
-                latest.insert(key, value.to_vec());
-            }
-            None => {
-                latest.remove(&key);
-            }
-        }
-    })?;
-    Ok(latest)
 }

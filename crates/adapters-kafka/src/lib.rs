@@ -8,6 +8,8 @@
 //!   librdkafka's callbacks on the group consumer do (rebalances queued, reports logged).
 //! * [`client_log`]: librdkafka's own reports into the logs, once each.
 //! * [`commit`]: [`commit::KafkaCommitter`], app-agg's commit cycle and partition restore.
+//! * `changelog` (crate-private): the changelog's marker record, and the state of several
+//!   partitions read back in one pass.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
 //! * [`datum_bounds`]: sizes a foreign-schema record may claim, checked before apache-avro reads it.
@@ -16,12 +18,13 @@
 //! * [`progress`]: the progress marker record (no value; completeness time and writer in headers).
 //! * [`registry`]: Schema Registry client: register once, fetch writer schemas once, cached.
 //! * `tail` (crate-private): partitions read from a start to their end; the raw topic's tail
-//!   (`last_positions`) and a changelog partition (restore) are read with it.
+//!   (`last_positions`) and the changelog's partitions (restore) are read with it.
 //! * [`topics`]: the topics a service needs, checked (and created if allowed) at start.
 //! * [`weather`]: which Kafka errors are outages to wait out and which need a person.
 //! * [`error`]: the crate's error type.
 
 pub mod avro;
+mod changelog;
 pub mod client_log;
 pub mod commit;
 pub mod config;

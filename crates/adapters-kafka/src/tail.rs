@@ -1,8 +1,8 @@
 //! [`TailReader`]: some partitions of a topic, read from a start to their end, blocking.
 //!
 //! The two reads that need "what is there now" use it: the raw topic's last records (where
-//! app-raw resumes, [`crate::producer`]) and one changelog partition (app-agg's restore,
-//! [`crate::commit`]). Readers are `read_committed` ([`crate::config::KafkaConfig::reader`]).
+//! app-raw resumes, [`crate::producer`]) and the changelog partitions app-agg restores
+//! ([`crate::changelog`]). Readers are `read_committed` ([`crate::config::KafkaConfig::reader`]).
 //!
 //! A partition ends at the high watermark read before the read starts, or where librdkafka
 //! reports its end, whichever comes first: under `read_committed` the offset before the
@@ -110,6 +110,7 @@ impl TailReader {
                 .map_err(|e| kafka("assignment", topic, &e))?;
             ends.insert(partition, high);
         }
+        debug!(topic, ends = ?ends, "Partition ends read.");
         if ends.is_empty() {
             return Ok(());
         }

@@ -184,14 +184,15 @@ async fn commit_then_restore(transactional: bool) {
     emitted.extend(cycle(&mut committer, &mut agg, &all[30..60], 60).await);
     assert!(!emitted.is_empty());
 
-    let restored = committer.restore(1).await.unwrap();
+    // Both partitions in one read: each gets its own state, the empty one none.
+    let mut both = committer.restore(&[0, 1]).await.unwrap();
+    let (restored, empty) = (both.remove(&1).unwrap(), both.remove(&0).unwrap());
     assert_eq!(restored.next_offset, Some(60));
     assert_eq!(
         restored.snapshot,
         agg.snapshot(),
         "the latest state of every instrument, and the watermark"
     );
-    let empty = committer.restore(0).await.unwrap();
     assert!(empty.snapshot.instruments.is_empty() && empty.next_offset.is_none());
 
     // The aggregates topic holds exactly what the cycles emitted, byte for byte decodable.
@@ -274,7 +275,7 @@ async fn crash_and_resume(crash: CrashAfter, name: &str) {
 
     // Restart: restore, seek to the marker, replay, run to the end.
     let mut second = committer(&s, false).await;
-    let restored = second.restore(1).await.unwrap();
+    let restored = second.restore(&[1]).await.unwrap().remove(&1).unwrap();
     let resume_at = usize::try_from(restored.next_offset.unwrap()).unwrap();
     assert_eq!(resume_at, 40);
     let mut agg = Aggregator::restore(config(), restored.snapshot).unwrap();
@@ -373,7 +374,7 @@ async fn writers_are_restored_and_late_trades_are_kept_with_their_reason() {
         })
         .await
         .unwrap();
-    let restored = committer.restore(2).await.unwrap();
+    let restored = committer.restore(&[2]).await.unwrap().remove(&2).unwrap();
     assert_eq!(restored.next_offset, Some(17));
     assert_eq!(restored.snapshot.watermark, Some(T0 + 4_000));
     assert_eq!(restored.snapshot.writers, writers);

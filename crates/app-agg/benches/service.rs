@@ -143,7 +143,12 @@ async fn main() {
         .await
         .unwrap();
 
-    let spawn = |http: &str| {
+    // BENCH_RESTART_LOG=FILE keeps the restarted instance's log (at info) to time its start-up.
+    let restart_log = std::env::var_os("BENCH_RESTART_LOG").map(std::path::PathBuf::from);
+    let spawn = |http: &str, log: Option<&std::path::Path>| {
+        let stdout = log.map_or_else(Stdio::null, |path| {
+            Stdio::from(std::fs::File::create(path).unwrap())
+        });
         Command::new(env!("CARGO_BIN_EXE_app-agg"))
             .env_clear()
             .envs([
@@ -156,7 +161,15 @@ async fn main() {
                 ("AGG_WATERMARK", "trades".to_owned()),
                 ("AGG_MAX_DELAY", "24h".to_owned()),
                 ("HTTP_ADDR", http.to_owned()),
-                ("RUST_LOG", "warn".to_owned()),
+                (
+                    "RUST_LOG",
+                    if log.is_some() {
+                        "info,adapters_kafka::changelog=debug,adapters_kafka::tail=debug"
+                    } else {
+                        "warn"
+                    }
+                    .to_owned(),
+                ),
                 ("OTEL_SDK_DISABLED", "true".to_owned()),
             ])
             // Allocator and librdkafka knobs pass through for comparison runs.
@@ -164,12 +177,12 @@ async fn main() {
                 std::env::vars()
                     .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("KAFKA_PROPERTY_")),
             )
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .unwrap()
     };
     let http = free_http_addr();
-    let mut child = spawn(&http);
+    let mut child = spawn(&http, None);
     while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -256,7 +269,7 @@ async fn main() {
     let _ = child.wait();
     let http = free_http_addr();
     let restarted = Instant::now();
-    let mut child = spawn(&http);
+    let mut child = spawn(&http, restart_log.as_deref());
     while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use domain::{Aggregator, AggregatorConfig, Ingested, WatermarkRule};
 use ports::{
     AggregateCommitter, Clock, CommitBatch, CommitError, LateTrade, LogError, LogEvent,
-    LoggedProgress, Partition, PartitionMarker, TraceContext, TradeLog,
+    LoggedProgress, Partition, PartitionMarker, RestoredPartition, TraceContext, TradeLog,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -186,9 +186,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
     pub async fn on_event(&mut self, event: LogEvent) -> Result<(), ServiceError> {
         match event {
             LogEvent::Assigned(partitions) => {
-                for partition in partitions {
-                    self.restore(partition).await?;
-                }
+                self.restore(&partitions).await?;
                 self.metrics.ready.store(true, Ordering::Relaxed);
             }
             LogEvent::Revoked(partitions) => {
@@ -312,8 +310,27 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         self.metrics.set_partition_health(health);
     }
 
-    async fn restore(&mut self, partition: Partition) -> Result<(), ServiceError> {
-        let restored = self.committer.restore(partition).await?;
+    /// Restores `partitions` from one read of the changelog and resumes each at its marker.
+    async fn restore(&mut self, partitions: &[Partition]) -> Result<(), ServiceError> {
+        let mut restored = self.committer.restore(partitions).await?;
+        for &partition in partitions {
+            let state = restored
+                .remove(&partition)
+                .ok_or_else(|| ServiceError::Restore {
+                    partition,
+                    reason: "the changelog read returned nothing for it".to_owned(),
+                })?;
+            self.restore_partition(partition, state)?;
+        }
+        self.publish_health();
+        Ok(())
+    }
+
+    fn restore_partition(
+        &mut self,
+        partition: Partition,
+        restored: RestoredPartition,
+    ) -> Result<(), ServiceError> {
         let aggregator =
             Aggregator::restore(self.config.clone(), restored.snapshot).map_err(|e| {
                 ServiceError::Restore {
@@ -342,7 +359,6 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 last_advance_ms,
             },
         );
-        self.publish_health();
         Ok(())
     }
 
@@ -461,10 +477,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                 self.late.clear();
                 self.links.clear();
                 let partitions: Vec<Partition> = self.partitions.keys().copied().collect();
-                for partition in partitions {
-                    self.restore(partition).await?;
-                }
-                Ok(())
+                self.restore(&partitions).await
             }
             Err(fatal) => Err(ServiceError::Commit(fatal)),
         }

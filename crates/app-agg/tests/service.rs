@@ -53,22 +53,28 @@ impl AggregateCommitter for FakeCommitter {
         Ok(())
     }
 
-    async fn restore(&mut self, partition: Partition) -> Result<RestoredPartition, CommitError> {
+    async fn restore(
+        &mut self,
+        partitions: &[Partition],
+    ) -> Result<BTreeMap<Partition, RestoredPartition>, CommitError> {
         let store = self.0.lock().unwrap();
-        let instruments = store
-            .changelog
-            .get(&partition)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        let marker = store.markers.get(&partition).cloned();
-        Ok(RestoredPartition {
-            next_offset: marker.as_ref().map(|m| m.0),
-            snapshot: PartitionSnapshot {
-                watermark: marker.as_ref().and_then(|m| m.1),
-                writers: marker.map(|m| m.2).unwrap_or_default(),
-                instruments,
-            },
-        })
+        let restored = |partition| {
+            let instruments = store
+                .changelog
+                .get(&partition)
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            let marker = store.markers.get(&partition).cloned();
+            RestoredPartition {
+                next_offset: marker.as_ref().map(|m| m.0),
+                snapshot: PartitionSnapshot {
+                    watermark: marker.as_ref().and_then(|m| m.1),
+                    writers: marker.map(|m| m.2).unwrap_or_default(),
+                    instruments,
+                },
+            }
+        };
+        Ok(partitions.iter().map(|&p| (p, restored(p))).collect())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Outbound port: aggregates, state and source positions, committed together.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use domain::{Aggregate, InstrumentSnapshot, PartitionSnapshot, Trade, WriterProgress};
@@ -85,12 +86,13 @@ pub trait AggregateCommitter: Send {
         batch: CommitBatch,
     ) -> impl Future<Output = Result<(), CommitError>> + Send;
 
-    /// Reads back the state of `partition` as of its last completed cycle.
+    /// Reads back the state of `partitions` as of their last completed cycle, all in one go
+    /// (a restart restores every assigned partition: one read of the changelog, not one each).
     ///
     /// # Errors
     /// [`CommitError`] if the changelog cannot be read.
     fn restore(
         &mut self,
-        partition: Partition,
-    ) -> impl Future<Output = Result<RestoredPartition, CommitError>> + Send;
+        partitions: &[Partition],
+    ) -> impl Future<Output = Result<BTreeMap<Partition, RestoredPartition>, CommitError>> + Send;
 }
