@@ -11,6 +11,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use adapters_kafka::avro::AGGREGATE_SCHEMA_JSON;
+use adapters_kafka::topics::COMPACTED_SEGMENT_BYTES;
 use common::{AGG, BIN, DLQ, LATE, RAW, STATE};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
@@ -108,6 +109,54 @@ async fn a_changelog_that_is_not_compacted_stops_start_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_with_large_segments_starts_with_one_warning_naming_the_fix() {
+    let broker = TestBroker::from_env().await.unwrap();
+    if broker.skips_on_mock("the mock cluster has no topic configs") {
+        return;
+    }
+    let stub = SchemaRegistryStub::start().await.unwrap();
+    all_topics(&broker).await;
+    let legacy = "deribit.trades.agg.state.legacy";
+    broker
+        .create_topic_with(
+            legacy,
+            2,
+            1,
+            &[
+                ("cleanup.policy", "compact"),
+                ("segment.bytes", "1073741824"),
+            ],
+        )
+        .await
+        .unwrap();
+    let http = free_http_addr();
+    let child = common::command(&broker, &stub, &http, "segments")
+        .env("AGG_CHANGELOG_TOPIC", legacy)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || healthcheck(BIN, &http)).await,
+        "large segments slow restores down; they do not stop the service"
+    );
+    signal(&child, "TERM");
+    let (code, out) = wait_with_deadline(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{out}");
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("segment"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains(legacy) && warnings[0].contains("segment.bytes=16777216"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_topics_are_created_when_allowed() {
     let broker = TestBroker::from_env().await.unwrap();
     if broker.skips_on_mock("the mock cluster has no CreateTopics") {
@@ -155,12 +204,19 @@ async fn missing_topics_are_created_when_allowed() {
         .describe_configs([&ResourceSpecifier::Topic(STATE)], &AdminOptions::new())
         .await
         .unwrap();
-    let policy = described[0]
-        .as_ref()
-        .unwrap()
-        .get("cleanup.policy")
-        .unwrap();
-    assert_eq!(policy.value.as_deref(), Some("compact"));
+    let config = |name| {
+        described[0]
+            .as_ref()
+            .unwrap()
+            .get(name)
+            .and_then(|entry| entry.value.clone())
+    };
+    assert_eq!(config("cleanup.policy").as_deref(), Some("compact"));
+    assert_eq!(
+        config("segment.bytes"),
+        Some(COMPACTED_SEGMENT_BYTES.to_string()),
+        "small segments, so compaction bounds what a restore reads"
+    );
 }
 
 async fn all_topics(broker: &TestBroker) {

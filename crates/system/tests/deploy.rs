@@ -187,6 +187,13 @@ fn compose_wires_healthchecks_dependencies_and_the_changelog() {
         changelog_line.contains("cleanup.policy=compact"),
         "{changelog_line}"
     );
+    assert!(
+        changelog_line.contains(&format!(
+            "segment.bytes={}",
+            adapters_kafka::topics::COMPACTED_SEGMENT_BYTES
+        )),
+        "the segments app-agg would create it with, so compaction bounds a restore: {changelog_line}"
+    );
     assert_eq!(environment("app-raw")["RAW_TOPIC"], *raw_topic);
     assert!(
         init.contains(&format!("--topic {raw_topic}.dlq ")),

@@ -124,8 +124,9 @@ impl TestBroker {
         partitions: i32,
         compacted: bool,
     ) -> Result<(), String> {
+        // Segments as small as app-agg creates its changelog with (16 MiB).
         let configs: &[(&str, &str)] = if compacted {
-            &[("cleanup.policy", "compact")]
+            &[("cleanup.policy", "compact"), ("segment.bytes", "16777216")]
         } else {
             &[]
         };
