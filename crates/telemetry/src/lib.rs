@@ -8,6 +8,7 @@
 //! crate.
 
 mod json_log;
+mod log_bridge;
 mod otel;
 pub mod prometheus;
 

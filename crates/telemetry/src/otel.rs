@@ -18,7 +18,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::json_log::JsonLines;
 
@@ -384,12 +383,14 @@ pub fn init(
             Some(tracing_subscriber::fmt::layer().event_format(JsonLines)),
         ),
     };
-    tracing_subscriber::registry()
+    let subscriber = tracing_subscriber::registry()
         .with(otel_layer)
         .with(text.with_filter(filter.clone()))
-        .with(json.with_filter(filter))
-        .try_init()
+        .with(json.with_filter(filter));
+    tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
+    // After the subscriber, so `log` gets its max level.
+    crate::log_bridge::install().map_err(|e| TelemetryError::AlreadyInstalled(e.to_string()))?;
     if provider.is_some() {
         tracing::info!(service = service_name, endpoint = %config.otlp_endpoint, "Exporting spans over OTLP/gRPC.");
     } else {
