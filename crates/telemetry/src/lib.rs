@@ -1,7 +1,8 @@
 //! Observability shared by both services: tracing and OpenTelemetry, and the metrics format.
 //!
 //! * [`init`]: logs (text or JSON with trace ids) and OTLP span export, one call per service;
-//!   trace context to and from Kafka headers ([`span_trace_context`], [`link_span`]).
+//!   trace context to and from Kafka headers ([`span_trace_context`], [`link_span`]); records of
+//!   the `log` crate (rdkafka, tungstenite) join the same logs (`log_bridge`).
 //! * [`prometheus`]: a writer for the Prometheus text exposition format.
 //!
 //! The service shell (start-up, configuration helpers, the health endpoint) is the `shell`
