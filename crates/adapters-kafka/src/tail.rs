@@ -9,7 +9,7 @@
 //! watermark can be a transaction marker, which is never delivered, and then the end report is
 //! the only end there is. Every record received is handed out, also one of a partition that has
 //! already ended. Each broker call waits at most the timeout; once the watermarks are known, the
-//! read of the records as a whole does too.
+//! read fails only when no record arrives for that long (a long read that keeps going finishes).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -117,11 +117,15 @@ impl TailReader {
         self.consumer
             .assign(&assignment)
             .map_err(|e| kafka("assign", topic, &e))?;
-        let deadline = Instant::now() + self.timeout;
+        // The timeout is for a stall, not for the whole read: a large changelog read at a
+        // steady pace must finish (a fixed deadline made app-agg's restore fail, then fail
+        // again on every restart, once its changelog took longer than that to read).
+        let mut deadline = Instant::now() + self.timeout;
         while !ends.is_empty() {
             if Instant::now() > deadline {
                 return Err(Error::Kafka(format!(
-                    "reading the end of {topic} timed out; partitions left: {:?}",
+                    "reading the end of {topic}: nothing arrived for {:?}; partitions left: {:?}",
+                    self.timeout,
                     ends.keys().collect::<Vec<_>>()
                 )));
             }
@@ -132,6 +136,7 @@ impl TailReader {
                 }
                 Some(Err(e)) => return Err(kafka("reading", topic, &e)),
                 Some(Ok(record)) => {
+                    deadline = Instant::now() + self.timeout;
                     visit(&record);
                     let (partition, offset) = (record.partition(), record.offset());
                     if ends.get(&partition).is_some_and(|&end| offset + 1 >= end) {
@@ -165,3 +170,51 @@ impl ClientContext for TailContext {
 }
 
 impl ConsumerContext for TailContext {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::*;
+    use crate::config::KafkaConfig;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_longer_than_the_timeout_that_keeps_going_finishes() {
+        let broker = testkit::TestBroker::from_env().await.unwrap();
+        broker
+            .create_topic("tail-long-read", 1, false)
+            .await
+            .unwrap();
+        let config = KafkaConfig::new(broker.bootstrap_servers());
+        let producer: BaseProducer = config.producer().create().unwrap();
+        for i in 0..300 {
+            let key = i.to_string();
+            producer
+                .send(BaseRecord::to("tail-long-read").key(&key).payload("state"))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        // 300 records at 5 ms each take 1.5 s, three times the timeout.
+        let read = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&read);
+        let reader = config.reader();
+        tokio::task::spawn_blocking(move || {
+            TailReader::new(&reader, "tail-long-read", Duration::from_millis(500))
+                .unwrap()
+                .read(&[0], Start::Beginning, |_| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(5));
+                })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(read.load(Ordering::Relaxed), 300);
+    }
+}

@@ -6,6 +6,7 @@
 //! Target: app-agg ≥ 0.5× the bare consumer.
 #![allow(
     clippy::unwrap_used,
+    clippy::panic,
     clippy::expect_used,
     clippy::print_stdout,
     clippy::cast_precision_loss,
@@ -28,6 +29,17 @@ use testkit::process::{free_http_addr, http_get, now_ms, signal};
 use testkit::{SchemaRegistryStub, TestBroker};
 
 const RAW: &str = "deribit.trades";
+
+/// Until `/readyz` answers 200; a child that exits first (e.g. a refused `KAFKA_PROPERTY_*`)
+/// ends the bench with its exit status.
+async fn wait_ready(child: &mut std::process::Child, http: &str, every: Duration) {
+    while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), http) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("app-agg exited before it was ready: {status}");
+        }
+        tokio::time::sleep(every).await;
+    }
+}
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -173,19 +185,18 @@ async fn main() {
                 ("OTEL_SDK_DISABLED", "true".to_owned()),
             ])
             // Allocator and librdkafka knobs pass through for comparison runs.
-            .envs(
-                std::env::vars()
-                    .filter(|(k, _)| k.starts_with("MALLOC_") || k.starts_with("KAFKA_PROPERTY_")),
-            )
+            .envs(std::env::vars().filter(|(k, _)| {
+                k.starts_with("MALLOC_")
+                    || k.starts_with("_RJEM_MALLOC_")
+                    || k.starts_with("KAFKA_PROPERTY_")
+            }))
             .stdout(stdout)
             .spawn()
             .unwrap()
     };
     let http = free_http_addr();
     let mut child = spawn(&http, None);
-    while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&mut child, &http, Duration::from_millis(50)).await;
     let pid = child.id();
     let sampler = tokio::spawn(sample(http.clone(), pid, total));
     // Fill: half an hour of event time an hour ago, round-robin over the instruments.
@@ -270,9 +281,7 @@ async fn main() {
     let http = free_http_addr();
     let restarted = Instant::now();
     let mut child = spawn(&http, restart_log.as_deref());
-    while !testkit::process::healthcheck(env!("CARGO_BIN_EXE_app-agg"), &http) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_ready(&mut child, &http, Duration::from_millis(10)).await;
     let restart = restarted.elapsed();
     signal(&child, "TERM");
     let _ = child.wait();
