@@ -326,16 +326,13 @@ async fn main() {
     );
 }
 
-/// Reads the whole raw topic with a plain consumer (the reader settings app-agg uses, no
+/// Reads the whole raw topic with a plain consumer (the consumer settings app-agg uses, no
 /// decoding): records read, CPU-seconds this process spent, wall seconds.
 fn bare_consumer(bootstrap: &str, total: usize) -> (usize, f64, f64) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = KafkaConfig::new(bootstrap)
-        .reader()
-        .set("group.id", "bench-bare")
-        .set("enable.partition.eof", "true")
-        .set("queued.max.messages.kbytes", "8192")
+        .group_consumer("bench-bare", Duration::from_secs(10), None)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
