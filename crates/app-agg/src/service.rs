@@ -72,6 +72,9 @@ struct PartitionState {
     next_offset: Option<i64>,
     /// `next_offset` as of the last committed marker.
     committed_offset: Option<i64>,
+    /// Offset of the first record read since the assignment: where a rewind reads again when
+    /// the partition has no marker yet (its first cycle aborted).
+    first_offset: Option<i64>,
     /// Wall time the watermark last advanced (or of the assignment), ms.
     last_advance_ms: i64,
 }
@@ -222,6 +225,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                         Some(_) => Ingested::Late,
                         None => state.aggregator.ingest(&logged.trade),
                     };
+                    state.first_offset.get_or_insert(logged.offset);
                     state.next_offset = Some(logged.offset + 1);
                     let counter = match outcome {
                         Ingested::Accepted => &self.metrics.trades,
@@ -268,6 +272,7 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         self.metrics
             .progress_markers
             .fetch_add(1, Ordering::Relaxed);
+        state.first_offset.get_or_insert(progress.offset);
         state.next_offset = Some(progress.offset + 1);
         if marker_ahead(progress.completeness_ms, now) {
             self.metrics
@@ -338,7 +343,13 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
                     reason: e.to_string(),
                 }
             })?;
-        if let Some(offset) = restored.next_offset
+        let previous = self.partitions.get(&partition);
+        // A rewind of a partition without a marker reads again from its first record (else the
+        // trades read since the assignment would never be aggregated).
+        let first_offset = previous
+            .and_then(|s| s.first_offset)
+            .filter(|_| restored.next_offset.is_none());
+        if let Some(offset) = restored.next_offset.or(first_offset)
             && let Err(e) = self.log.seek(partition, offset)
         {
             // Reading from an earlier offset only replays duplicates, dropped by trade_seq.
@@ -346,16 +357,14 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
         }
         info!(partition, instruments = aggregator.instrument_count(), next_offset = ?restored.next_offset, "Partition restored.");
         // A rewind (aborted cycle) keeps how long the watermark has been still.
-        let last_advance_ms = self
-            .partitions
-            .get(&partition)
-            .map_or_else(|| self.clock.now_ms(), |s| s.last_advance_ms);
+        let last_advance_ms = previous.map_or_else(|| self.clock.now_ms(), |s| s.last_advance_ms);
         self.partitions.insert(
             partition,
             PartitionState {
                 aggregator,
                 next_offset: restored.next_offset,
                 committed_offset: restored.next_offset,
+                first_offset,
                 last_advance_ms,
             },
         );

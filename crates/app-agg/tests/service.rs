@@ -28,6 +28,8 @@ struct Store {
     changelog: BTreeMap<Partition, BTreeMap<String, InstrumentSnapshot>>,
     markers: BTreeMap<Partition, (i64, Option<i64>, Vec<WriterProgress>)>,
     late: Vec<LateTrade>,
+    /// Commits with something in them to refuse (as an aborted transaction), before any lands.
+    abort_next: usize,
 }
 
 #[derive(Clone)]
@@ -36,6 +38,10 @@ struct FakeCommitter(Arc<Mutex<Store>>);
 impl AggregateCommitter for FakeCommitter {
     async fn commit(&mut self, batch: CommitBatch) -> Result<(), CommitError> {
         let mut store = self.0.lock().unwrap();
+        if store.abort_next > 0 && !(batch.aggregates.is_empty() && batch.states.is_empty()) {
+            store.abort_next -= 1;
+            return Err(CommitError::Aborted("transaction aborted".into()));
+        }
         store.aggregates.extend(batch.aggregates);
         store.late.extend(batch.late);
         for (p, s) in batch.states {
@@ -325,6 +331,39 @@ async fn killed_at_any_point_and_restarted_it_produces_the_uninterrupted_output(
         let (got, _) = union(&store.lock().unwrap());
         assert_eq!(got, expected, "killed at step {kill_at}");
     }
+}
+
+/// A partition's first cycle aborts before it has a marker: the rewind reads it again from its
+/// first record, and the output is the uninterrupted one (it used to carry on from where the
+/// log was, so the trades read before the abort were never aggregated).
+#[tokio::test]
+async fn a_first_cycle_that_aborts_is_read_again_from_the_first_record() {
+    let reference = Arc::new(Mutex::new(Store::default()));
+    drive(&reference, None, true).await;
+    let (expected, _) = union(&reference.lock().unwrap());
+
+    let store = Arc::new(Mutex::new(Store {
+        abort_next: 1,
+        ..Store::default()
+    }));
+    let mut service = Service::new(
+        FakeLog::new(market()),
+        FakeCommitter(Arc::clone(&store)),
+        FixedClock(LATER),
+        config(),
+    );
+    let stats = service
+        .run(
+            std::time::Duration::from_millis(5),
+            tokio::time::sleep(std::time::Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    let store = store.lock().unwrap();
+    assert_eq!(store.abort_next, 0, "the abort happened");
+    let (got, _) = union(&store);
+    assert_eq!(got, expected);
+    assert!(stats.cycles > 0);
 }
 
 /// Outage errors queued in the log are read through at once: the service reaches the records
