@@ -14,7 +14,7 @@ use ports::{CommitError, Partition, RestoredPartition};
 use rdkafka::ClientConfig;
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::error::Result;
 use crate::tail::{Start, TailReader};
@@ -31,6 +31,9 @@ pub(crate) struct Marker {
     #[serde(default)]
     pub(crate) writers: Vec<WriterProgress>,
 }
+
+/// How often a long restore logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// The newest value per key of one changelog partition.
 type Latest = HashMap<Vec<u8>, Vec<u8>>;
@@ -67,9 +70,15 @@ fn read_latest(
     let started = Instant::now();
     let (mut records, mut bytes) = (0_u64, 0_usize);
     let mut latest: BTreeMap<Partition, Latest> = BTreeMap::new();
+    let mut reported = started;
     TailReader::new(config, topic, timeout)?.read(partitions, Start::Beginning, |record| {
         records += 1;
         bytes += record.payload_len();
+        // A long restore says it is still going (the service is not ready meanwhile).
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            info!(topic, records, bytes, elapsed = ?started.elapsed(), "Still reading the changelog.");
+        }
         let Some(key) = record.key() else { return };
         let values = latest.entry(record.partition()).or_default();
         match (record.payload(), values.get_mut(key)) {

@@ -1,4 +1,4 @@
-//! [`KafkaCommitter`]: app-agg's commit cycle, and restoring a partition's state.
+//! [`KafkaCommitter`]: app-agg's commit cycle, and restoring the assigned partitions' state.
 //!
 //! One cycle writes, in order: (a) the trades that came after their window closed to the
 //! late-trades topic (Avro in the raw topic's schema, with the reason and source position in

@@ -120,7 +120,7 @@ impl KafkaConfig {
 
 impl KafkaConfig {
     /// A group member reading the raw topic: cooperative-sticky assignment, from the earliest
-    /// offset when the group has none, end-of-partition events, prefetch bounded to 8 MiB,
+    /// offset when the group has none, end-of-partition events, small fetches into a 2 MiB queue,
     /// heartbeats at a third of `session_timeout`, static membership under `instance_id` if given.
     pub fn group_consumer(
         &self,
@@ -140,10 +140,11 @@ impl KafkaConfig {
             // Prefetch kept small, so resident memory is. librdkafka holds a ~500-byte
             // operation per fetched record, and a compressed fetch of 1 MiB per partition (its
             // default) unpacks to tens of thousands of trades: 25–50 MB of them on Apache
-            // Kafka. Small fetches, a 2 MiB queue, and a 10 ms pause when it is full (not 1 s,
-            // which starved the loop: half the throughput).
+            // Kafka. Small fetches, a 2 MiB queue (which also caps a whole fetch, unless
+            // `message.max.bytes` is larger: `fetch.max.bytes` is left to librdkafka so that
+            // one stays valid), and a 10 ms pause when it is full (not 1 s, which starved the
+            // loop: half the throughput).
             .set("max.partition.fetch.bytes", "262144")
-            .set("fetch.max.bytes", "1048576")
             .set("queued.max.messages.kbytes", "2048")
             .set("fetch.queue.backoff.ms", "10")
             .set(
@@ -185,7 +186,12 @@ impl KafkaConfig {
                 ));
             }
         }
-        for (client, config) in [("producer", self.producer()), ("reader", self.reader())] {
+        let group = self.group_consumer("check-config", std::time::Duration::from_secs(10), None);
+        for (client, config) in [
+            ("producer", self.producer()),
+            ("reader", self.reader()),
+            ("group consumer", group),
+        ] {
             config
                 .create_native_config()
                 .map_err(|e| format!("{client} settings: {e}"))?;

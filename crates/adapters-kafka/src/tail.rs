@@ -83,7 +83,8 @@ impl TailReader {
     ///
     /// # Errors
     /// [`Error::Kafka`] if a watermark cannot be read, the assignment fails, a read fails, or
-    /// the partitions have not all ended within the timeout (the message names those left).
+    /// no record of a partition still being read arrives for the timeout (the message names
+    /// the partitions left).
     pub(crate) fn read(
         self,
         partitions: &[Partition],
@@ -136,9 +137,13 @@ impl TailReader {
                 }
                 Some(Err(e)) => return Err(kafka("reading", topic, &e)),
                 Some(Ok(record)) => {
-                    deadline = Instant::now() + self.timeout;
-                    visit(&record);
                     let (partition, offset) = (record.partition(), record.offset());
+                    // Only a partition still being read counts as progress (records of ended
+                    // ones would keep a stalled read alive for ever).
+                    if ends.contains_key(&partition) {
+                        deadline = Instant::now() + self.timeout;
+                    }
+                    visit(&record);
                     if ends.get(&partition).is_some_and(|&end| offset + 1 >= end) {
                         ends.remove(&partition);
                     }

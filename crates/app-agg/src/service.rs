@@ -317,6 +317,10 @@ impl<L: TradeLog, C: AggregateCommitter, K: Clock> Service<L, C, K> {
 
     /// Restores `partitions` from one read of the changelog and resumes each at its marker.
     async fn restore(&mut self, partitions: &[Partition]) -> Result<(), ServiceError> {
+        // Cooperative rebalances hand out empty assignments; nothing to read for those.
+        if partitions.is_empty() {
+            return Ok(());
+        }
         let mut restored = self.committer.restore(partitions).await?;
         for &partition in partitions {
             let state = restored

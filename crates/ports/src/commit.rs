@@ -88,6 +88,7 @@ pub trait AggregateCommitter: Send {
 
     /// Reads back the state of `partitions` as of their last completed cycle, all in one go
     /// (a restart restores every assigned partition: one read of the changelog, not one each).
+    /// The map has an entry for each of `partitions` (an empty state for one never committed).
     ///
     /// # Errors
     /// [`CommitError`] if the changelog cannot be read.
