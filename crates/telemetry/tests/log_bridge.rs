@@ -49,10 +49,7 @@ async fn log_questions_lose_no_event_and_log_records_are_filtered() {
 
 fn emit(export: bool) {
     // A port that was free a moment ago: spans go nowhere, but their layer and filter are there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = testkit::process::free_http_addr();
     let config = TelemetryConfig {
         log_format: LogFormat::Text,
         otel_disabled: !export,

@@ -11,10 +11,7 @@ use telemetry::{LogFormat, TelemetryConfig};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_dropped_and_counted_and_shutdown_is_bounded() {
     // A port that was free a moment ago: nothing listens there.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = testkit::process::free_http_addr();
     let config = TelemetryConfig {
         log_format: LogFormat::Text,
         otel_disabled: false,
