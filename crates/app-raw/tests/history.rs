@@ -82,27 +82,15 @@ fn lines(path: &Path) -> Vec<Value> {
 }
 
 fn command(fake: &FakeDeribit, from: i64, to: i64, output: &Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .env_clear()
-        .envs([
-            ("DERIBIT_URL", fake.url()),
-            ("OTEL_SDK_DISABLED", "true".into()),
-            (
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
-            ),
-        ])
-        .args([
-            "history",
-            "--from",
-            &format_utc(from),
-            "--to",
-            &format_utc(to),
-        ])
-        .args(["--channels", CHANNELS, "--output"])
-        .arg(output)
-        .kill_on_drop(true);
+    let (from, to) = (format_utc(from), format_utc(to));
+    let mut command = Command::from(testkit::services::history_command(
+        BINARY,
+        &fake.url(),
+        &from,
+        &to,
+        CHANNELS,
+    ));
+    command.arg("--output").arg(output).kill_on_drop(true);
     command
 }
 

@@ -92,25 +92,9 @@ async fn bars_from_history_equal_the_live_bars_of_the_same_windows() {
     let trades = dir.path().join("history.jsonl");
     let bars = dir.path().join("bars.jsonl");
     // `app-raw history` over [from, to) of the fake's channels; the caller adds where to.
-    let history_command = || {
-        let mut command = Command::new(raw_bin);
-        command
-            .env_clear()
-            .envs([
-                ("DERIBIT_URL", fake.url()),
-                ("OTEL_SDK_DISABLED", "true".into()),
-                ("RUST_LOG", "warn".into()),
-            ])
-            .args([
-                "history",
-                "--from",
-                &format_utc(from),
-                "--to",
-                &format_utc(to),
-            ])
-            .args(["--channels", CHANNELS]);
-        command
-    };
+    let (from_utc, to_utc) = (format_utc(from), format_utc(to));
+    let history_command =
+        || testkit::services::history_command(raw_bin, &fake.url(), &from_utc, &to_utc, CHANNELS);
     let history = history_command()
         .arg("--output")
         .arg(&trades)

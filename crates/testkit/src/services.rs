@@ -240,6 +240,40 @@ pub fn spawn_raw(
         .unwrap()
 }
 
+/// `app-raw history` at `binary` over [`from`, `to`) (UTC text, as `--from`/`--to` take it) of
+/// `channels` on the Deribit at `deribit_url`, spans off; the caller adds where the trades go.
+/// `CHILD_LOG` sets its `RUST_LOG` (default `warn`: the progress line and the summary).
+#[must_use]
+pub fn history_command(
+    binary: &str,
+    deribit_url: &str,
+    from: &str,
+    to: &str,
+    channels: &str,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .env_clear()
+        .envs([
+            ("DERIBIT_URL", deribit_url.to_owned()),
+            ("OTEL_SDK_DISABLED", "true".to_owned()),
+            (
+                "RUST_LOG",
+                std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
+        ])
+        .args([
+            "history",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--channels",
+            channels,
+        ]);
+    command
+}
+
 /// Where a child's log goes: `$CHILD_LOG_DIR/<service>-<http>.log` if that is set (with
 /// `CHILD_LOG=info` for detail), else nowhere.
 #[allow(clippy::unwrap_used)] // test harness
