@@ -8,12 +8,14 @@
 //! * [`aggregate`]: the [`Aggregate`] record and its running accumulator.
 //! * [`aggregator`]: the per-partition [`Aggregator`]: dedup by `trade_seq`, watermark (from
 //!   progress markers, or trade time), grace, late trades, closing windows.
+//! * [`calendar`]: UTC days to and from dates.
 //! * [`config`]: [`AggregatorConfig`]: window, grace, watermark rule, half-lives.
 //! * [`snapshot`]: its serialisable state for changelogs.
 //! * `testing` (feature `testing`): trade fixtures for tests and benchmarks.
 
 pub mod aggregate;
 pub mod aggregator;
+pub mod calendar;
 pub mod compensated;
 pub mod config;
 pub mod error;
