@@ -10,8 +10,8 @@
 //! moves on, so nothing is lost and nothing blocks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -23,13 +23,12 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
-use crate::avro::{decode_foreign_trade, decode_own_trade, is_own_trade_schema};
 use crate::client_log::ClientLog;
 use crate::config::KafkaConfig;
+use crate::decoder::ValueDecoder;
 use crate::error::{Error, Result};
-use crate::framing::split_frame;
 use crate::group::{GroupOffsets, LagProbe};
-use crate::group_context::{LogContext, RebalanceEvents};
+use crate::group_context::{GroupChange, LogContext, RebalanceEvents};
 use crate::headers;
 use crate::progress::{MarkerHeaders, read_marker};
 use crate::registry::Registry;
@@ -87,7 +86,6 @@ pub struct LogConfig {
 pub struct KafkaTradeLog {
     consumer: Arc<StreamConsumer<LogContext>>,
     events: Arc<RebalanceEvents>,
-    registry: Arc<Registry>,
     dlq: FutureProducer<ClientLog>,
     topic: String,
     dlq_topic: String,
@@ -98,8 +96,7 @@ pub struct KafkaTradeLog {
     /// Fetched records not yet decoded: kept here across awaits so that a cancelled
     /// `next_event` loses none of them.
     fetched: VecDeque<OwnedMessage>,
-    /// Per writer schema id: whether it is our trade schema (deciding costs a schema compare).
-    own_schema: Mutex<HashMap<u32, bool>>,
+    decoder: ValueDecoder,
     /// Joined with a `group.instance.id` (see the `Drop` impl).
     static_member: bool,
 }
@@ -152,7 +149,6 @@ impl KafkaTradeLog {
         Ok(KafkaTradeLog {
             consumer: Arc::new(consumer),
             events,
-            registry,
             dlq,
             topic: log.topic.clone(),
             dlq_topic: dlq_topic(&log.topic),
@@ -160,7 +156,7 @@ impl KafkaTradeLog {
             dead_lettered: Arc::new(AtomicU64::new(0)),
             stash: VecDeque::new(),
             fetched: VecDeque::new(),
-            own_schema: Mutex::new(HashMap::new()),
+            decoder: ValueDecoder::new(registry),
             static_member: log.instance_id.is_some(),
         })
     }
@@ -200,29 +196,7 @@ impl KafkaTradeLog {
                 }
             };
         };
-        let (id, datum) = split_frame(payload)?;
-        let own = self
-            .own_schema
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&id)
-            .copied();
-        let trade = if own == Some(true) {
-            // Hot path: our own schema, read without a registry lookup or schema resolution.
-            decode_own_trade(id, datum)?
-        } else {
-            let writer = self.registry.schema(id).await?;
-            let own = is_own_trade_schema(&writer)?;
-            self.own_schema
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(id, own);
-            if own {
-                decode_own_trade(id, datum)?
-            } else {
-                decode_foreign_trade(id, &writer, datum)?
-            }
-        };
+        let trade = self.decoder.trade(payload).await?;
         Ok(Decoded::Trade(LoggedTrade {
             partition: message.partition(),
             offset: message.offset(),
@@ -368,7 +342,15 @@ impl KafkaTradeLog {
 impl TradeLog for KafkaTradeLog {
     async fn next_event(&mut self) -> std::result::Result<LogEvent, LogError> {
         loop {
-            if let Some(event) = self.events.pop() {
+            if let Some(change) = self.events.pop() {
+                let event = match change {
+                    GroupChange::Assigned(list) => {
+                        LogEvent::Assigned(list.iter().map(|tp| tp.partition).collect())
+                    }
+                    GroupChange::Revoked(list) => {
+                        LogEvent::Revoked(list.iter().map(|tp| tp.partition).collect())
+                    }
+                };
                 if let LogEvent::Revoked(partitions) = &event {
                     for p in partitions {
                         self.caught_up.remove(p);

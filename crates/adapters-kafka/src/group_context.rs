@@ -1,11 +1,11 @@
 //! The group consumer's context: what librdkafka's callbacks do. Rebalances are queued as
-//! [`LogEvent`]s for the trade log to hand out in order with the records; librdkafka's own
+//! [`GroupChange`]s for the consumer to hand out in order with the records; librdkafka's own
 //! reports are forwarded to the log once each ([`crate::client_log`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use ports::{LogEvent, Partition};
+use ports::TopicPartition;
 use rdkafka::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -14,21 +14,30 @@ use tracing::{debug, info, warn};
 
 use crate::client_log;
 
+/// A change of the consumer's assignment.
+#[derive(Debug, Clone)]
+pub(crate) enum GroupChange {
+    /// These partitions are now ours.
+    Assigned(Vec<TopicPartition>),
+    /// These partitions are no longer ours.
+    Revoked(Vec<TopicPartition>),
+}
+
 /// Rebalance events queued by the consumer's callbacks.
 #[derive(Default)]
 pub(crate) struct RebalanceEvents {
-    queue: Mutex<VecDeque<LogEvent>>,
+    queue: Mutex<VecDeque<GroupChange>>,
 }
 
 impl RebalanceEvents {
-    pub(crate) fn push(&self, event: LogEvent) {
+    pub(crate) fn push(&self, event: GroupChange) {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push_back(event);
     }
 
-    pub(crate) fn pop(&self) -> Option<LogEvent> {
+    pub(crate) fn pop(&self) -> Option<GroupChange> {
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -67,23 +76,37 @@ pub(crate) fn is_partition_eof(error: &KafkaError) -> bool {
 impl ConsumerContext for LogContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let partitions: Vec<Partition> =
-                list.elements().iter().map(|e| e.partition()).collect();
-            info!(?partitions, "Partitions revoked.");
-            self.events.push(LogEvent::Revoked(partitions));
+            let partitions = topic_partitions(list);
+            info!(partitions = %listed(&partitions), "Partitions revoked.");
+            self.events.push(GroupChange::Revoked(partitions));
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
-                let partitions: Vec<Partition> =
-                    list.elements().iter().map(|e| e.partition()).collect();
-                info!(?partitions, "Partitions assigned.");
-                self.events.push(LogEvent::Assigned(partitions));
+                let partitions = topic_partitions(list);
+                info!(partitions = %listed(&partitions), "Partitions assigned.");
+                self.events.push(GroupChange::Assigned(partitions));
             }
             Rebalance::Error(e) => warn!(error = %e, "Rebalance failed."),
             Rebalance::Revoke(_) => {}
         }
     }
+}
+
+fn topic_partitions(list: &rdkafka::TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
+        .collect()
+}
+
+/// `topic/0, topic/1`, for the log.
+fn listed(partitions: &[TopicPartition]) -> String {
+    partitions
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -12,6 +12,9 @@
 //!   partitions read back in one pass.
 //! * [`config`]: Kafka settings → rdkafka `ClientConfig`, with `KAFKA_PROPERTY_*` pass-through.
 //! * [`consumer`]: [`consumer::KafkaTradeLog`], the `TradeLog`, with a dead-letter topic.
+//! * `decoder` (crate-private): record values to trades and aggregates through the registry.
+//! * [`source`]: [`source::KafkaRecordSource`], the `RecordSource` app-sql reads: the raw and
+//!   aggregates topics as rows, `read_committed`, positions set by the caller.
 //! * [`datum_bounds`]: sizes a foreign-schema record may claim, checked before apache-avro reads it.
 //! * [`headers`]: W3C trace context in record headers.
 //! * [`producer`]: [`producer::KafkaTradeSink`], the `TradeSink`, trades and progress markers.
@@ -30,6 +33,7 @@ pub mod commit;
 pub mod config;
 pub mod consumer;
 pub mod datum_bounds;
+mod decoder;
 pub mod error;
 pub mod framing;
 pub mod group;
@@ -38,6 +42,7 @@ pub mod headers;
 pub mod producer;
 pub mod progress;
 pub mod registry;
+pub mod source;
 mod tail;
 pub mod topics;
 pub mod weather;
