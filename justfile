@@ -128,6 +128,10 @@ demo *ARGS:
 stack:
     cargo run --release --locked --quiet -p system --example demo -- --stack
 
+# A throwaway PostgreSQL (Debian's binaries, run as a non-root user, fsync off); prints the `export DATABASE_URL=…` line for it. Ctrl-C stops it.
+postgres:
+    cargo run --locked --quiet -p testkit --example postgres
+
 # Recompute aggregates from captured Deribit trades, e.g. `just replay --input trades.jsonl`;
 # paths are relative to where you run it, not to the repository.
 [no-cd]

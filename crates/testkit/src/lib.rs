@@ -7,6 +7,8 @@
 //! * [`registry`]: [`SchemaRegistryStub`], a Confluent-compatible Schema Registry stand-in.
 //! * [`otlp`]: [`OtlpCollector`], an in-process OTLP/gRPC trace collector.
 //! * [`jaeger`]: [`Jaeger`], a real Jaeger v2 built by `just jaeger`, read through its query API.
+//! * [`postgres`]: [`TestPostgres`], a throwaway PostgreSQL from Debian's binaries (run as a
+//!   non-root user when the tests run as root), fsync off.
 //! * [`traces`]: [`TestTraces`], the collector, or Jaeger with `TEST_TRACES=jaeger`.
 //! * [`process`]: helpers for tests that run the service binaries (ports, signals, probes).
 //! * [`services`]: the service binaries, built for tests that run both, and app-agg started
@@ -21,6 +23,7 @@ pub mod deribit;
 pub mod jaeger;
 pub mod kafka;
 pub mod otlp;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 pub mod services;
@@ -34,6 +37,7 @@ pub use deribit::{FakeDeribit, FakeInstrument};
 pub use jaeger::Jaeger;
 pub use kafka::{KafkaCluster, KafkaOptions};
 pub use otlp::{CollectedSpan, OtlpCollector};
+pub use postgres::TestPostgres;
 pub use registry::SchemaRegistryStub;
 pub use traces::TestTraces;
 pub use wait::wait_for;
