@@ -116,12 +116,17 @@ impl KafkaRecordSource {
         Arc::clone(&self.unreadable)
     }
 
-    /// A lag probe per topic read, for `/metrics`.
-    pub fn lag_probes(&self) -> Vec<LagProbe> {
+    /// A lag probe per topic read, with the topic, for `/metrics`.
+    pub fn lag_probes(&self) -> Vec<(String, LagProbe)> {
         [&self.trades_topic, &self.bars_topic]
             .into_iter()
             .flatten()
-            .map(|topic| LagProbe::new(Arc::clone(&self.consumer), topic))
+            .map(|topic| {
+                (
+                    topic.to_string(),
+                    LagProbe::new(Arc::clone(&self.consumer), topic),
+                )
+            })
             .collect()
     }
 

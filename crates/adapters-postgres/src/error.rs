@@ -20,6 +20,9 @@ pub enum Error {
     /// name).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A row breaks a rule of the domain (a table changed by hand, or written by another tool).
+    #[error("a row is not a valid trade: {0}")]
+    Invalid(#[from] domain::Error),
     /// The database's schema is newer than this binary's migrations.
     #[error(
         "the database's schema is at version {found}, newer than this app-sql's {known}: run the newer app-sql, or restore the database"
@@ -57,7 +60,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Database { source, .. } => is_transient(source),
-            Error::Tls(_) | Error::SchemaAhead { .. } | Error::SchemaDrift { .. } => false,
+            Error::Tls(_)
+            | Error::Invalid(_)
+            | Error::SchemaAhead { .. }
+            | Error::SchemaDrift { .. } => false,
         }
     }
 }
@@ -87,6 +93,7 @@ impl From<Error> for StoreError {
         let (what, source): (&'static str, Box<dyn std::error::Error + Send + Sync>) = match error {
             Error::Database { what, source } => (what, Box::new(source)),
             other @ Error::Tls(_) => ("securing the connection", Box::new(other)),
+            other @ Error::Invalid(_) => ("reading rows", Box::new(other)),
             other => ("checking the schema", Box::new(other)),
         };
         if transient {

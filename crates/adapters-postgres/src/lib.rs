@@ -7,6 +7,7 @@
 //! * [`store`]: [`PgStore`], the `Store` port: binary COPY into staging tables, positions
 //!   checked and moved in the same transaction as the rows.
 //! * [`copy`]: the binary COPY of trades and bars, and the moves out of staging.
+//! * [`read`]: bars and trades read back over a time range (the chart's queries).
 //! * [`positions`]: the positions table as a compare-and-set.
 //! * [`partitions`]: the day partitions of `trades`, created ahead and dropped past retention.
 //! * [`error`]: the crate's error, and which database errors are outages.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod migrate;
 pub mod partitions;
 pub mod positions;
+pub mod read;
 pub mod store;
 pub mod url;
 

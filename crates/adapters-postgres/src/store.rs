@@ -63,10 +63,7 @@ impl<K: Clock> PgStore<K> {
     }
 
     /// Creates the coming days' trade partitions and drops those past retention.
-    ///
-    /// # Errors
-    /// [`StoreError`] if the database refuses or cannot be reached.
-    pub async fn maintain(&mut self) -> std::result::Result<(), StoreError> {
+    async fn maintain_partitions(&mut self) -> std::result::Result<(), StoreError> {
         let now = self.clock.now_ms();
         let horizon = self.horizon_ms();
         let outcome = async {
@@ -228,5 +225,9 @@ impl<K: Clock> Store for PgStore<K> {
 
     async fn write(&mut self, batch: &StoreBatch) -> std::result::Result<Written, StoreError> {
         self.write_once(batch).await
+    }
+
+    async fn maintain(&mut self) -> std::result::Result<(), StoreError> {
+        self.maintain_partitions().await
     }
 }

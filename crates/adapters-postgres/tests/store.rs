@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use adapters_postgres::migrate::migrate;
+use adapters_postgres::read;
 use adapters_postgres::{DatabaseUrl, PgStore, StoreConfig};
 use domain::testing::{fields, validated};
 use domain::{Aggregate, Direction, EwmaValue, Liquidation};

@@ -30,6 +30,13 @@ impl Direction {
             Direction::Sell => "sell",
         }
     }
+
+    /// The side a wire name stands for (`"buy"` / `"sell"`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Direction::Buy, Direction::Sell]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
 }
 
 /// Who was liquidated in a liquidation trade.
@@ -54,6 +61,13 @@ impl Liquidation {
             Liquidation::Taker => "T",
             Liquidation::Both => "MT",
         }
+    }
+
+    /// The side a wire code stands for (`"M"`, `"T"`, `"MT"`).
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Liquidation::Maker, Liquidation::Taker, Liquidation::Both]
+            .into_iter()
+            .find(|l| l.as_str() == code)
     }
 }
 

@@ -126,4 +126,11 @@ pub trait Store: Send {
         &mut self,
         batch: &StoreBatch,
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+
+    /// Housekeeping the store needs now and then (the service calls it at start and hourly):
+    /// room made for the rows to come, rows past retention dropped.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the housekeeping failed; the service retries outages.
+    fn maintain(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -32,7 +32,8 @@ pub type Parser<T> = fn(Option<&str>) -> Result<T, String>;
 /// Reads one declared setting from its raw value.
 ///
 /// # Errors
-/// [`ConfigError`] naming the variable, the value (hidden for a secret) and what is accepted.
+/// [`ConfigError`] naming the variable, the value (hidden for a secret, a URL's password always)
+/// and what is accepted.
 pub fn read<T>(
     declared: &Declared,
     raw: Option<&str>,
@@ -43,7 +44,8 @@ pub fn read<T>(
         variable: declared.variable.into(),
         value: match (declared.secret, value) {
             (true, Some(_)) => "(hidden)".to_owned(),
-            (_, value) => value.unwrap_or_default().to_owned(),
+            // A URL's password is hidden even in a value that is refused.
+            (_, value) => crate::check_config::printable(value.unwrap_or_default()),
         },
         accepted,
     })

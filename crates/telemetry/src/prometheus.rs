@@ -48,6 +48,21 @@ impl Exposition {
         self
     }
 
+    /// A counter with one sample per label set.
+    pub fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: &[(Vec<(&str, String)>, u64)],
+    ) -> &mut Self {
+        self.header(name, help, "counter");
+        for (labels, value) in samples {
+            #[allow(clippy::cast_precision_loss)]
+            self.sample(name, labels, *value as f64);
+        }
+        self
+    }
+
     /// A gauge with one sample per label set.
     pub fn gauge(
         &mut self,

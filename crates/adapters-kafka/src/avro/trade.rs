@@ -106,10 +106,10 @@ pub fn decode_foreign_trade(schema_id: u32, writer: &Schema, datum: &[u8]) -> Re
             .as_deref()
         {
             None => None,
-            Some("M") => Some(Liquidation::Maker),
-            Some("T") => Some(Liquidation::Taker),
-            Some("MT") => Some(Liquidation::Both),
-            Some(other) => return Err(fields.fail(format!("unknown liquidation {other:?}"))),
+            Some(code) => match Liquidation::from_code(code) {
+                Some(liquidation) => Some(liquidation),
+                None => return Err(fields.fail(format!("unknown liquidation {code:?}"))),
+            },
         },
         block_trade_id: fields.optional("block_trade_id", Fields::as_string)?,
         combo_id: fields.optional("combo_id", Fields::as_string)?,
