@@ -4,6 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use domain::trade::MAX_TIMESTAMP_MS;
 use domain::{Aggregate, Trade};
 use futures::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -76,9 +77,11 @@ pub async fn create_staging(client: &Client) -> Result<()> {
         .map_err(Error::db("creating the staging tables"))
 }
 
-/// A time in ms since the epoch as a timestamp.
+/// A time in ms since the epoch as a timestamp, saturating at ±[`MAX_TIMESTAMP_MS`] (the
+/// client's conversion overflows far beyond it; stored rows are always inside it).
 #[must_use]
 pub fn time(ms: i64) -> SystemTime {
+    let ms = ms.clamp(-MAX_TIMESTAMP_MS, MAX_TIMESTAMP_MS);
     let magnitude = Duration::from_millis(ms.unsigned_abs());
     if ms >= 0 {
         UNIX_EPOCH + magnitude

@@ -3,6 +3,7 @@
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
+use domain::trade::MAX_TIMESTAMP_MS;
 use domain::{Aggregate, EwmaValue};
 
 use super::binary::{put_double, put_long, put_optional, put_str, seq_to_long};
@@ -53,11 +54,24 @@ pub fn encode_aggregate(buf: &mut Vec<u8>, aggregate: &Aggregate) -> Result<()> 
     Ok(())
 }
 
+/// A timestamp field, within the range a trade's may take (`0 < ms <` [`MAX_TIMESTAMP_MS`]): a
+/// record outside it is refused here rather than passed to readers that cannot hold it.
+fn timestamp(fields: &mut Fields, name: &str) -> Result<i64> {
+    let ms = fields.long(name)?;
+    if ms <= 0 || ms >= MAX_TIMESTAMP_MS {
+        return Err(fields.fail(format!(
+            "field `{name}` {ms} is not a time from 1970 to 2100"
+        )));
+    }
+    Ok(ms)
+}
+
 /// Decodes an aggregate written with schema `writer` (id `schema_id`), any version: fields a
 /// version-1 writer lacked read as their defaults, and `window_ms` then as the window's length.
 ///
 /// # Errors
-/// [`Error::Decode`](crate::Error::Decode) for bytes that do not decode or resolve.
+/// [`Error::Decode`](crate::Error::Decode) for bytes that do not decode or resolve, and for a
+/// record whose times are outside 1970–2100 or whose window is empty.
 pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result<Aggregate> {
     let value = decode_value(schema_id, writer, aggregate_schema()?, datum)?;
     let mut fields = Fields::of(value, schema_id)?;
@@ -83,11 +97,19 @@ pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result
             None => Ok(None),
         }
     };
-    let (window_start, window_end) = (fields.long("window_start")?, fields.long("window_end")?);
+    let (window_start, window_end) = (
+        timestamp(&mut fields, "window_start")?,
+        timestamp(&mut fields, "window_end")?,
+    );
     let window_ms = match fields.long("window_ms")? {
         0 => window_end.saturating_sub(window_start),
         ms => ms,
     };
+    if window_ms <= 0 || window_end <= window_start {
+        return Err(fields.fail(format!(
+            "window [{window_start}, {window_end}) of {window_ms} ms is empty"
+        )));
+    }
     Ok(Aggregate {
         instrument_name: fields.string("instrument_name")?,
         window_start,
@@ -105,8 +127,8 @@ pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result
         ewma,
         first_trade_seq: fields.seq("first_trade_seq")?,
         last_trade_seq: fields.seq("last_trade_seq")?,
-        first_trade_timestamp: fields.long("first_trade_timestamp")?,
-        last_trade_timestamp: fields.long("last_trade_timestamp")?,
+        first_trade_timestamp: timestamp(&mut fields, "first_trade_timestamp")?,
+        last_trade_timestamp: timestamp(&mut fields, "last_trade_timestamp")?,
         seq_gaps: count(&mut fields, "seq_gaps")?,
         late_trades: count(&mut fields, "late_trades")?,
     })
