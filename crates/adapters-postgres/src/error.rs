@@ -7,14 +7,15 @@ use tokio_postgres::error::SqlState;
 /// What can go wrong between the store and PostgreSQL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A statement or the connection failed.
-    #[error("{what}: {source}")]
+    /// A statement or the connection failed. The client's error is part of the message, not
+    /// a `source`: its own text ("db error") says nothing, so the server's is spelled out here
+    /// once.
+    #[error("{what}: {}", describe(error))]
     Database {
         /// What was being done.
         what: &'static str,
         /// The client's error (its SQLSTATE, if the server sent one).
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     /// The TLS settings cannot work (an unreadable `sslrootcert`, a host name that is no DNS
     /// name).
@@ -53,18 +54,35 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A database error while doing `what`.
     pub(crate) fn db(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
-        move |source| Error::Database { what, source }
+        move |error| Error::Database { what, error }
     }
 
     /// Whether waiting and trying again can help.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Database { source, .. } => is_transient(source),
+            Error::Database { error, .. } => is_transient(error),
             Error::Tls(_)
             | Error::Invalid(_)
             | Error::SchemaAhead { .. }
             | Error::SchemaDrift { .. } => false,
         }
+    }
+}
+
+/// The server's message (`FATAL: password authentication failed …`) when there is one, else
+/// the client's, with the cause the client keeps (an I/O error, say).
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }
 
@@ -90,16 +108,11 @@ pub fn is_transient(error: &tokio_postgres::Error) -> bool {
 impl From<Error> for StoreError {
     fn from(error: Error) -> Self {
         let transient = error.is_transient();
-        let (what, source): (&'static str, Box<dyn std::error::Error + Send + Sync>) = match error {
-            Error::Database { what, source } => (what, Box::new(source)),
-            other @ Error::Tls(_) => ("securing the connection", Box::new(other)),
-            other @ Error::Invalid(_) => ("reading rows", Box::new(other)),
-            other => ("checking the schema", Box::new(other)),
-        };
+        let source = Box::new(error);
         if transient {
-            StoreError::Unavailable { what, source }
+            StoreError::Unavailable { source }
         } else {
-            StoreError::Refused { what, source }
+            StoreError::Refused { source }
         }
     }
 }

@@ -7,6 +7,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use adapters_kafka::registry::Registry;
@@ -16,7 +17,7 @@ use adapters_postgres::migrate::migrate;
 use adapters_postgres::{DatabaseUrl, PgStore};
 use anyhow::Context;
 use app_sql::config::{Settings, SqlConfig, SqlVariables, default_http_addr};
-use app_sql::metrics::SqlProbe;
+use app_sql::metrics::{SqlMetrics, SqlProbe};
 use app_sql::service::{Batching, Service, ServiceError};
 use clap::{Parser, Subcommand};
 use envconfig::Envconfig;
@@ -95,20 +96,27 @@ async fn migrate_database(url: &DatabaseUrl, schema: &str) -> anyhow::Result<Vec
         .with_context(|| format!("migrating schema {schema}"))
 }
 
-/// Migrations at start, waiting for a database that cannot be reached yet (a refusal stops).
+/// Migrations at start, waiting for a database that cannot be reached yet (not ready
+/// meanwhile; said once); a refusal stops the service. `false` if stopped while waiting.
 async fn migrate_when_reachable(
     settings: &Settings,
+    metrics: &SqlMetrics,
     shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> anyhow::Result<bool> {
     let mut pause = Duration::from_millis(200);
     loop {
         match migrate_database(&settings.sql.database_url.0, &settings.sql.schema).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                metrics.database_down.store(false, Ordering::Relaxed);
+                return Ok(true);
+            }
             Err(e) if transient(&e) => {
-                warn!(
-                    error = format!("{e:#}"),
-                    "The database cannot be reached yet; waiting (not ready meanwhile)."
-                );
+                if !metrics.database_down.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        error = format!("{e:#}"),
+                        "The database cannot be reached yet; waiting (not ready meanwhile)."
+                    );
+                }
             }
             Err(e) => return Err(e),
         }
@@ -130,9 +138,6 @@ fn transient(error: &anyhow::Error) -> bool {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut shutdown = shell::http::shutdown_signal().boxed().shared();
-    if !migrate_when_reachable(&settings, &mut shutdown).await? {
-        return Ok(());
-    }
     let registry = Registry::new(settings.broker.registry.clone())
         .map(Arc::new)
         .context("configuring the schema registry client")?;
@@ -145,22 +150,28 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         interval: settings.sql.batch_interval,
     };
     let mut service = Service::new(source, store, batching);
+    let metrics = service.metrics();
     let probe = Arc::new(SqlProbe {
-        service: service.metrics(),
+        service: Arc::clone(&metrics),
         unreadable,
         lag,
     });
     let http = ProbeServer::start(settings.sql.http_addr, probe)
         .await
         .with_context(|| format!("listening on HTTP_ADDR {}", settings.sql.http_addr))?;
-    let stats = service.run(shutdown).await.context("loading");
+    let stats = match migrate_when_reachable(&settings, &metrics, &mut shutdown).await {
+        Ok(true) => service.run(shutdown).await.context("loading").map(Some),
+        Ok(false) => Ok(None),
+        Err(e) => Err(e),
+    };
     http.stop().await;
-    let stats = stats?;
-    info!(
-        commits = stats.commits,
-        trades = stats.trades,
-        bars = stats.bars,
-        "app-sql stopped cleanly."
-    );
+    if let Some(stats) = stats? {
+        info!(
+            commits = stats.commits,
+            trades = stats.trades,
+            bars = stats.bars,
+            "app-sql stopped cleanly."
+        );
+    }
     Ok(())
 }

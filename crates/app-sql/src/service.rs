@@ -24,15 +24,16 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::metrics::SqlMetrics;
 use crate::pending::Pending;
 
-/// Why the service stopped on its own.
+/// Why the service stopped on its own. The port's error is part of the message, not a
+/// `source`, so a `{:#}` chain prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// The source topics cannot be read without a person.
     #[error("reading the source topics: {0}")]
-    Source(#[source] SourceError),
+    Source(SourceError),
     /// The store refused for good, or another instance took a partition over (fenced).
     #[error("writing to the database: {0}")]
-    Store(#[source] StoreError),
+    Store(StoreError),
 }
 
 impl ServiceError {

@@ -62,11 +62,9 @@ pub struct Written {
 pub enum StoreError {
     /// The database cannot be reached, or ended the transaction for a passing reason (a
     /// restart, a serialisation failure): nothing was written; try the same write again.
-    #[error("database unavailable while {what}: {source}")]
+    #[error("database unavailable: {source}")]
     Unavailable {
-        /// What was being done.
-        what: &'static str,
-        /// The client's error.
+        /// The adapter's error, saying what was being done.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -83,11 +81,9 @@ pub enum StoreError {
     },
     /// Retrying cannot help: the database refused (rights, a schema that does not fit, a
     /// constraint), and nothing of this write was kept.
-    #[error("database refused while {what}: {source}")]
+    #[error("database refused: {source}")]
     Refused {
-        /// What was being done.
-        what: &'static str,
-        /// The client's error.
+        /// The adapter's error, saying what was being done.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },

@@ -1,10 +1,10 @@
-//! The two services as child processes of a test or of the demo: their binaries, and each
-//! started with the tests' settings ([`spawn_agg`], [`spawn_raw`]).
+//! The services as child processes of a test or of the demo: their binaries, and each started
+//! with the tests' settings ([`spawn_agg`], [`spawn_raw`], [`sql_command`]).
 //!
 //! A package's tests get `CARGO_BIN_EXE_<name>` for that package's own binaries only, and cargo
-//! builds no other package's binaries for them. Whatever runs both services (the `system`
+//! builds no other package's binaries for them. Whatever runs the services (the `system`
 //! crate's tests, the demo) asks [`service_binary`] or [`service_binaries`]: once per process
-//! they run `cargo build --locked -p app-raw -p app-agg --bins` with the profile of the running
+//! they run `cargo build --locked -p app-raw -p app-agg -p app-sql --bins` with the profile of the running
 //! executable and take the paths from cargo's own report. A fresh pair costs a no-op build (a
 //! second); a missing or stale one is built, so no test runs old code, even on a clean checkout
 //! where only `cargo test -p system` ran.
@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use crate::{SchemaRegistryStub, TestBroker};
 
 /// The service packages, each with one binary of its name.
-pub const SERVICES: [&str; 2] = ["app-raw", "app-agg"];
+pub const SERVICES: [&str; 3] = ["app-raw", "app-agg", "app-sql"];
 
 /// The workspace manifest (testkit is `crates/testkit`).
 const WORKSPACE_MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
@@ -93,7 +93,10 @@ fn build() -> Result<BTreeMap<String, PathBuf>, String> {
             command.env_remove(name);
         }
     }
-    let what = format!("cargo build --profile {profile} -p app-raw -p app-agg --bins");
+    let what = format!(
+        "cargo build --profile {profile} -p {} --bins",
+        SERVICES.join(" -p ")
+    );
     // Progress and compiler errors go where the caller's stderr goes; the report comes back.
     let output = command
         .stdin(Stdio::null())
@@ -238,6 +241,34 @@ pub fn spawn_raw(
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// app-sql at `binary` as the tests run it, output not yet directed: the raw and aggregates
+/// topics of `broker` into the PostgreSQL at `database_url`, 100 ms batches, 3 s sessions, probes
+/// on `http`. `CHILD_LOG` sets its `RUST_LOG` (default `warn`).
+#[must_use]
+pub fn sql_command(
+    binary: &str,
+    broker: &TestBroker,
+    stub: &SchemaRegistryStub,
+    database_url: &str,
+    http: &str,
+) -> Command {
+    let mut command = Command::new(binary);
+    command.env_clear().envs([
+        ("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers()),
+        ("SCHEMA_REGISTRY_URL", stub.url()),
+        ("DATABASE_URL", database_url.to_owned()),
+        ("SQL_BATCH_INTERVAL", "100ms".into()),
+        ("KAFKA_SESSION_TIMEOUT", "3s".into()),
+        ("HTTP_ADDR", http.to_owned()),
+        ("OTEL_SDK_DISABLED", "true".into()),
+        (
+            "RUST_LOG",
+            std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
+        ),
+    ]);
+    command
 }
 
 /// `app-raw history` at `binary` over [`from`, `to`) (UTC text, as `--from`/`--to` take it) of

@@ -90,6 +90,38 @@ pub fn aggregates_topic_as(broker: &TestBroker, isolation: &str) -> Vec<Vec<u8>>
     out
 }
 
+/// The values of every record of `topic`'s partitions `0..partitions` that has one (progress
+/// markers have none), as a `read_committed` reader sees them, partition by partition.
+///
+/// # Panics
+/// If no consumer can be made.
+#[must_use]
+pub fn values(broker: &TestBroker, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "values-check")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.extend(m.payload().map(<[u8]>::to_vec)),
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Polls the aggregates topic until it holds at least `want` distinct records.
 ///
 /// # Panics
