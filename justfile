@@ -11,7 +11,7 @@ default:
 # under way: CI starts one beside the suites).
 test: kafka
     cargo test --workspace --locked
-    TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg -p system --test '*' -- --skip app_agg_commit_spans_link_to_the_traces_app_raw_started
+    TEST_BROKER=kafka cargo test --locked -p adapters-kafka -p app-raw -p app-agg -p app-sql -p system --test '*' -- --skip app_agg_commit_spans_link_to_the_traces_app_raw_started
     just jaeger
     TEST_BROKER=kafka TEST_TRACES=jaeger cargo test --locked -p system --test tracing
 
@@ -93,7 +93,8 @@ soak: kafka
     TEST_BROKER=kafka COMPLETENESS_QUIET_SECS=300 COMPLETENESS_STOP_SECS=120 \
         cargo test --locked -p system --test completeness -- --nocapture
 
-# Build and start Kafka, Schema Registry, Jaeger and both services; `--profile monitoring` adds Grafana.
+# Build and start Kafka, Schema Registry, Jaeger, PostgreSQL and the three services;
+# `--profile monitoring` adds Grafana.
 up *ARGS:
     docker compose -f docker/compose.yaml {{ARGS}} up --build --detach --wait
     @echo "Jaeger UI        http://localhost:16686"
@@ -101,9 +102,11 @@ up *ARGS:
     @echo "Kafka            localhost:9092"
     @echo "app-raw          http://localhost:8080/metrics  (/readyz, /healthz)"
     @echo "app-agg          http://localhost:8091/metrics  (/readyz, /healthz)"
+    @echo "app-sql          http://localhost:8092/metrics  (/readyz, /healthz)"
+    @echo "PostgreSQL       psql postgresql://deribit:deribit@localhost:5432/deribit"
     @echo "Grafana          http://localhost:3000  (with --profile monitoring; Prometheus on :9090)"
 
-# Stop the stack; `just down --volumes` also drops Kafka's data.
+# Stop the stack; `just down --volumes` also drops Kafka's and PostgreSQL's data.
 down *ARGS:
     docker compose -f docker/compose.yaml --profile monitoring down --remove-orphans {{ARGS}}
 
