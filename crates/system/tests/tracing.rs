@@ -1,7 +1,8 @@
-//! Tracing across both services: the trace backend (the in-process OTLP collector, or a real
-//! Jaeger with `TEST_TRACES=jaeger`, read through its query API) lists both services;
-//! app-agg's commit span links to the trace that app-raw started for a Deribit notification;
-//! app-agg's JSON log lines carry that span's ids.
+//! Tracing across the services: the trace backend (the in-process OTLP collector, or a real
+//! Jaeger with `TEST_TRACES=jaeger`, read through its query API) lists all three; app-agg's
+//! commit span and app-sql's database commit span each link to a trace that app-raw started
+//! for a Deribit notification (so a trade's trace reaches its SQL row); app-agg's JSON log
+//! lines carry its span's ids.
 #![allow(clippy::unwrap_used, clippy::panic)] // test helpers
 
 mod common;
@@ -30,6 +31,23 @@ fn linked_pair(spans: &[CollectedSpan]) -> Option<(CollectedSpan, CollectedSpan)
                     .any(|(trace, span)| *trace == n.trace_id && *span == n.span_id)
             })?;
             Some((commit.clone(), (*raw).clone()))
+        })
+}
+
+/// Whether an app-sql database commit links to a trace app-raw started.
+fn sql_commit_linked(spans: &[CollectedSpan]) -> bool {
+    spans
+        .iter()
+        .filter(|s| s.service_name == "app-sql" && s.name == "sql.commit")
+        .any(|commit| {
+            spans.iter().any(|n| {
+                n.service_name == "app-raw"
+                    && n.name == "deribit.notification"
+                    && commit
+                        .links
+                        .iter()
+                        .any(|(trace, span)| *trace == n.trace_id && *span == n.span_id)
+            })
         })
 }
 
@@ -91,6 +109,22 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let db = testkit::TestPostgres::start().unwrap();
+    let sql_http = free_http_addr();
+    let sql_bin = service_binary("app-sql").to_string_lossy().into_owned();
+    let sql = Command::new(&sql_bin)
+        .env_clear()
+        .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+        .envs([
+            ("DATABASE_URL", db.url()),
+            ("SQL_BATCH_INTERVAL", "200ms".to_owned()),
+            ("HTTP_ADDR", sql_http.clone()),
+            ("RUST_LOG", "warn".to_owned()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let raw_path = raw_bin.to_string_lossy().into_owned();
     assert!(
         wait_for(Duration::from_secs(30), || healthcheck(
@@ -98,6 +132,8 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
         ) && healthcheck(
             common::bin(),
             &agg_http
+        ) && healthcheck(
+            &sql_bin, &sql_http
         ))
         .await,
         "services never ready"
@@ -110,7 +146,7 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let spans = traces.spans().await.unwrap();
             found = linked_pair(&spans);
-            if found.is_some() && emit_under_commit(&spans) {
+            if found.is_some() && emit_under_commit(&spans) && sql_commit_linked(&spans) {
                 break;
             }
         }
@@ -118,14 +154,20 @@ async fn app_agg_commit_spans_link_to_the_traces_app_raw_started() {
     };
     signal(&raw, "TERM");
     signal(&agg, "TERM");
+    signal(&sql, "TERM");
     let (raw_status, agg_output) = (raw.wait().unwrap(), agg.wait_with_output().unwrap());
-    assert!(raw_status.success() && agg_output.status.success());
+    let sql_status = sql.wait_with_output().unwrap().status;
+    assert!(raw_status.success() && agg_output.status.success() && sql_status.success());
 
     let spans = traces.spans().await.unwrap();
     assert_eq!(
         traces.services().await.unwrap(),
-        ["app-agg", "app-raw"],
+        ["app-agg", "app-raw", "app-sql"],
         "each service under its own name"
+    );
+    assert!(
+        sql_commit_linked(&spans),
+        "an app-sql database commit links to the trace app-raw started for the trades it stores"
     );
     let (commit, notification) = pair.unwrap_or_else(|| {
         let names: Vec<(&str, &str, usize)> = spans

@@ -60,6 +60,29 @@ fn exits_within(child: &mut Child, within: Duration) -> bool {
     }
 }
 
+/// Variable naming a file where each test that starts a PostgreSQL appends its name (CI counts
+/// the tests that ran on a real database with it).
+pub const USE_LOG: &str = "TESTKIT_POSTGRES_LOG";
+
+/// Appends the running test's name to the file [`USE_LOG`] names, if it is set.
+fn note_use() {
+    let Some(path) = std::env::var_os(USE_LOG) else {
+        return;
+    };
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(file, "{name}");
+    }
+}
+
 /// A PostgreSQL server for one test; dropping it stops the server and removes its files.
 pub struct TestPostgres {
     dir: tempfile::TempDir,
@@ -105,6 +128,7 @@ impl TestPostgres {
         };
         postgres.init()?;
         postgres.restart()?;
+        note_use();
         Ok(postgres)
     }
 
