@@ -138,6 +138,8 @@ fn transient(error: &anyhow::Error) -> bool {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut shutdown = shell::http::shutdown_signal().boxed().shared();
+    // Polled once now, so SIGTERM is handled from here on, not only once the loop runs.
+    let _ = shutdown.clone().now_or_never();
     let registry = Registry::new(settings.broker.registry.clone())
         .map(Arc::new)
         .context("configuring the schema registry client")?;

@@ -2,14 +2,17 @@
 //! `/readyz` and `/metrics` report ([`SqlProbe`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use adapters_kafka::group::LagProbe;
-use ports::Written;
+use ports::{Clock, SystemClock, Written};
 use shell::http::Probe;
 use telemetry::prometheus::Exposition;
+
+/// How long after the source's last error the service counts as unable to read it.
+pub const SOURCE_ERROR_HOLD: Duration = Duration::from_secs(10);
 
 /// Upper bounds of the commit latency histogram, seconds.
 pub const COMMIT_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -35,8 +38,10 @@ pub struct SqlMetrics {
     pub assigned: AtomicBool,
     /// Set while the database cannot be reached (not ready meanwhile).
     pub database_down: AtomicBool,
-    /// Set while the source topics cannot be read (not ready meanwhile).
-    pub source_down: AtomicBool,
+    /// When the source last reported an error, ms (0: none since the last record): not ready
+    /// while errors keep coming, ready again [`SOURCE_ERROR_HOLD`] after the last one, or at
+    /// the next record (the client reports outages, not their end).
+    pub source_error_ms: AtomicI64,
     /// Commit latency: counts per bound of [`COMMIT_BOUNDS`] (and one above), and the sum.
     commit_latency: Mutex<([u64; 11], f64)>,
 }
@@ -97,7 +102,9 @@ impl Probe for SqlProbe {
                 "the database cannot be reached; rows wait and are written once it is back".into(),
             );
         }
-        if s.source_down.load(Ordering::Relaxed) {
+        let last_error = s.source_error_ms.load(Ordering::Relaxed);
+        let hold = i64::try_from(SOURCE_ERROR_HOLD.as_millis()).unwrap_or(i64::MAX);
+        if last_error > 0 && SystemClock.now_ms().saturating_sub(last_error) < hold {
             return Some("the source topics cannot be read (broker down or unreachable)".into());
         }
         if !s.assigned.load(Ordering::Relaxed) {

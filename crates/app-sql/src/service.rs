@@ -15,13 +15,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ports::{
-    ErrorKind, RecordSource, SourceError, SourceEvent, SourceRecord, StartAt, Store, StoreError,
-    TopicPartition, Written,
+    Clock, ErrorKind, RecordSource, SourceError, SourceEvent, SourceRecord, StartAt, Store,
+    StoreError, SystemClock, TopicPartition, Written,
 };
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::metrics::SqlMetrics;
+use crate::metrics::{SOURCE_ERROR_HOLD, SqlMetrics};
 use crate::pending::Pending;
 
 /// Why the service stopped on its own. The port's error is part of the message, not a
@@ -163,13 +163,16 @@ impl<S: RecordSource, T: Store> Service<S, T> {
     }
 
     fn source_unreachable(&self, error: &SourceError) {
-        if !self.metrics.source_down.swap(true, Ordering::Relaxed) {
+        let now = SystemClock.now_ms().max(1);
+        let previous = self.metrics.source_error_ms.swap(now, Ordering::Relaxed);
+        let hold = i64::try_from(SOURCE_ERROR_HOLD.as_millis()).unwrap_or(i64::MAX);
+        if previous == 0 || now.saturating_sub(previous) >= hold {
             warn!(error = %error, "Cannot read the source topics; waiting for the broker (not ready meanwhile).");
         }
     }
 
     fn source_reachable(&self) {
-        if self.metrics.source_down.swap(false, Ordering::Relaxed) {
+        if self.metrics.source_error_ms.swap(0, Ordering::Relaxed) != 0 {
             info!("Reading the source topics again.");
         }
     }
