@@ -68,6 +68,7 @@ bench: kafka
     TEST_BROKER=kafka cargo bench -p adapters-kafka --bench sink
     TEST_BROKER=kafka cargo bench -p app-raw --bench pipeline
     TEST_BROKER=kafka cargo bench -p app-agg --bench service
+    TEST_BROKER=kafka cargo bench -p app-sql --bench store
 
 # Fuzz every parser of external data (Deribit frames and history pages, replay files, Kafka
 # record values, the environment) for SECS seconds per target; findings go to target/fuzz-findings/.

@@ -6,7 +6,7 @@
 //!   and the check that the tables have what the store writes.
 //! * [`store`]: [`PgStore`], the `Store` port: binary COPY into staging tables, positions
 //!   checked and moved in the same transaction as the rows.
-//! * [`copy`]: the binary COPY of trades and bars, and the moves out of staging.
+//! * [`copy`]: the binary COPY of trades and bars into staging, and the moves out of it.
 //! * [`read`]: bars and trades read back over a time range (the chart's queries).
 //! * [`positions`]: the positions table as a compare-and-set.
 //! * [`partitions`]: the day partitions of `trades`, created ahead and dropped past retention.

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::connect::connect;
-use crate::copy::{create_staging, insert_bars, insert_trades, stage_bars, stage_trades};
+use crate::copy::{Table, create_staging, insert_staged, stage_bars, stage_trades};
 use crate::error::{Error, Result};
 use crate::partitions::DayPartitions;
 use crate::positions::{self, Check};
@@ -144,7 +144,7 @@ async fn transact(
     batch: &StoreBatch,
     trades: &[&Trade],
 ) -> Result<std::result::Result<Written, StoreError>> {
-    let transaction = client
+    let mut transaction = client
         .transaction()
         .await
         .map_err(Error::db("starting a write"))?;
@@ -178,12 +178,12 @@ async fn transact(
     let trades_new = if trades.is_empty() {
         0
     } else {
-        insert_trades(&transaction).await?
+        insert_staged(&mut transaction, Table::Trades).await?
     };
     let bars_new = if batch.bars.is_empty() {
         0
     } else {
-        insert_bars(&transaction).await?
+        insert_staged(&mut transaction, Table::Bars).await?
     };
     transaction
         .commit()

@@ -151,6 +151,23 @@ async fn rows_land_once_with_every_field_and_positions_move_with_them() {
         "one partition per day with trades"
     );
 
+    // Read back, every field equals what was written.
+    let url: DatabaseUrl = db.url().parse().unwrap();
+    let client = adapters_postgres::connect::connect(&url, "test", "public")
+        .await
+        .unwrap();
+    let mut stored = read::trades(&client, None, 0, NOW + 1).await.unwrap();
+    stored.sort_by_key(|t| t.trade_seq);
+    let mut expected_trades = trades.clone();
+    expected_trades.sort_by_key(|t| t.trade_seq);
+    assert_eq!(stored, expected_trades);
+    let query = read::BarQuery {
+        to_ms: NOW + 1,
+        limit: 100,
+        ..read::BarQuery::default()
+    };
+    assert_eq!(read::bars(&client, &query).await.unwrap(), batch.bars);
+
     // The next write starts from the stored positions.
     let positions = store
         .positions(&[

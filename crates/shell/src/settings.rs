@@ -183,7 +183,8 @@ pub fn reference(declared: &[Declared]) -> String {
         table.push_str(&format!(
             "| `{}` | {default} | {}{secret} |\n",
             setting.variable,
-            setting.help.trim()
+            // A `|` in the text would end the cell.
+            setting.help.trim().replace('|', "\\|")
         ));
     }
     table

@@ -40,6 +40,7 @@ use testkit::{FakeDeribit, KafkaCluster, SchemaRegistryStub, TestBroker};
 mod market;
 mod screen;
 mod services;
+mod store;
 
 use market::{Date, Listed};
 use screen::{Board, Source};
@@ -376,11 +377,13 @@ async fn main() -> anyhow::Result<()> {
     services
         .0
         .push(("app-agg", spawn("app-agg", &agg_env, &logs)?));
+    let store = store::start(&common, &logs, &mut services);
 
     let board = Board {
         footer: format!(
-            "metrics: http://{raw_addr}/metrics (app-raw), http://{agg_addr}/metrics (app-agg); logs in {}",
-            logs.display()
+            "metrics: http://{raw_addr}/metrics (app-raw), http://{agg_addr}/metrics (app-agg); logs in {}\n{}",
+            logs.display(),
+            store.line
         ),
         ..Board::default()
     };
@@ -429,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(Err(e)) = table.join() {
         eprintln!("table: {e:#}");
     }
+    drop(store);
     drop(registry);
     drop(broker);
     eprintln!(
