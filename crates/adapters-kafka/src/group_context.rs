@@ -23,18 +23,43 @@ pub(crate) enum GroupChange {
     Revoked(Vec<TopicPartition>),
 }
 
-/// Rebalance events queued by the consumer's callbacks.
+/// Rebalance events queued by the consumer's callbacks, and the partitions revoked by a
+/// callback whose event has not been handed out yet.
 #[derive(Default)]
 pub(crate) struct RebalanceEvents {
     queue: Mutex<VecDeque<GroupChange>>,
+    revoked: Mutex<std::collections::HashSet<TopicPartition>>,
 }
 
 impl RebalanceEvents {
     pub(crate) fn push(&self, event: GroupChange) {
+        {
+            let mut revoked = self
+                .revoked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &event {
+                GroupChange::Revoked(list) => revoked.extend(list.iter().cloned()),
+                GroupChange::Assigned(list) => {
+                    for partition in list {
+                        revoked.remove(partition);
+                    }
+                }
+            }
+        }
         self.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push_back(event);
+    }
+
+    /// Whether a callback revoked `partition` (its `Revoked` event may still be queued): from
+    /// that moment another member may own it.
+    pub(crate) fn is_revoked(&self, partition: &TopicPartition) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(partition)
     }
 
     pub(crate) fn pop(&self) -> Option<GroupChange> {

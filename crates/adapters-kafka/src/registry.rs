@@ -213,6 +213,11 @@ impl Registry {
         Ok(registered.id)
     }
 
+    /// The writer schema `id` if it was fetched before (no request).
+    pub fn cached(&self, id: u32) -> Option<Arc<Schema>> {
+        lock(&self.schemas).get(&id).map(Arc::clone)
+    }
+
     /// The writer schema with `id`, fetched once and cached.
     ///
     /// # Errors

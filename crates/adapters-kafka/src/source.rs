@@ -6,9 +6,12 @@
 //! (the group's own offsets are never committed by this consumer). A progress marker is a
 //! [`Row::Nothing`] (its position still counts); a record that cannot be decoded is counted,
 //! logged with its topic, partition and offset, and handed out as [`Row::Nothing`] too, so it
-//! never blocks the partition and is never skipped in silence.
+//! never blocks the partition and is never skipped in silence. A registry that cannot answer is
+//! no property of the record: its error is the source's (the record stays first in line), and
+//! the schema's fetch goes on in a task of its own, so a caller that drops `next_event` (a
+//! timer won the race) does not restart it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,6 +27,7 @@ use tracing::warn;
 use crate::config::KafkaConfig;
 use crate::decoder::ValueDecoder;
 use crate::error::{Error, Result};
+use crate::framing::split_frame;
 use crate::group::LagProbe;
 use crate::group_context::{GroupChange, LogContext, RebalanceEvents, is_partition_eof};
 use crate::headers;
@@ -59,7 +63,15 @@ pub struct KafkaRecordSource {
     /// Records decoded and not yet handed out.
     decoded: Vec<SourceRecord>,
     unreadable: Arc<AtomicU64>,
+    registry: Arc<Registry>,
+    /// Writer schemas being fetched, by id (kept across cancelled calls).
+    fetching: HashMap<u32, tokio::task::JoinHandle<Result<()>>>,
+    /// After a registry failure, decoding waits until then (no busy retry).
+    registry_pause_until: Option<tokio::time::Instant>,
 }
+
+/// How long decoding waits after the registry failed before it asks again.
+const REGISTRY_PAUSE: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for KafkaRecordSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,12 +114,15 @@ impl KafkaRecordSource {
         Ok(KafkaRecordSource {
             consumer: Arc::new(consumer),
             events,
-            decoder: ValueDecoder::new(registry),
+            decoder: ValueDecoder::new(Arc::clone(&registry)),
             trades_topic: source.trades_topic.as_deref().map(Arc::from),
             bars_topic: source.bars_topic.as_deref().map(Arc::from),
             fetched: VecDeque::new(),
             decoded: Vec::new(),
             unreadable: Arc::new(AtomicU64::new(0)),
+            registry,
+            fetching: HashMap::new(),
+            registry_pause_until: None,
         })
     }
 
@@ -145,12 +160,55 @@ impl KafkaRecordSource {
         }
     }
 
-    /// Decodes every fetched record, in order, into `decoded`.
-    async fn decode_fetched(&mut self) {
+    /// Decodes every fetched record, in order, into `decoded`. A record whose writer schema
+    /// the registry cannot give now stays first in line, and the registry's error is returned.
+    async fn decode_fetched(&mut self) -> std::result::Result<(), SourceError> {
+        if let Some(until) = self.registry_pause_until {
+            tokio::time::sleep_until(until).await;
+            self.registry_pause_until = None;
+        }
         while let Some(message) = self.fetched.front() {
+            let id = message
+                .payload()
+                .and_then(|payload| split_frame(payload).ok())
+                .map(|(id, _)| id);
+            if let Some(id) = id
+                && let Err(e) = self.writer_schema_cached(id).await
+            {
+                self.registry_pause_until = Some(tokio::time::Instant::now() + REGISTRY_PAUSE);
+                return Err(registry_failure(e));
+            }
+            let Some(message) = self.fetched.front() else {
+                break;
+            };
             let record = self.decode(message).await;
             self.decoded.push(record);
             self.fetched.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Waits until the registry's cache holds schema `id`: an unknown id is the record's fault
+    /// (decoding then says so); any other failure is the registry's.
+    async fn writer_schema_cached(&mut self, id: u32) -> Result<()> {
+        if self.registry.cached(id).is_some() {
+            return Ok(());
+        }
+        let registry = Arc::clone(&self.registry);
+        let fetch = self
+            .fetching
+            .entry(id)
+            .or_insert_with(|| tokio::spawn(async move { registry.schema(id).await.map(|_| ()) }));
+        let outcome = fetch.await;
+        self.fetching.remove(&id);
+        match outcome {
+            Ok(Err(Error::UnknownSchema(_)) | Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(join) => Err(Error::Registry {
+                subject: format!("schema id {id}"),
+                reason: join.to_string(),
+                retryable: true,
+            }),
         }
     }
 
@@ -210,6 +268,23 @@ impl KafkaRecordSource {
     }
 }
 
+/// A registry failure as the port's: retryable ones are weather, the rest need a person.
+fn registry_failure(error: Error) -> SourceError {
+    let what = "writer schemas from the schema registry".to_owned();
+    match error {
+        Error::Registry {
+            retryable: true, ..
+        } => SourceError::Unavailable {
+            what,
+            source: Box::new(error),
+        },
+        other => SourceError::Refused {
+            what,
+            source: Box::new(other),
+        },
+    }
+}
+
 /// A consumer error as the port's: outages are weather, refusals need a person.
 fn classify(error: KafkaError) -> SourceError {
     let what = "the source topics".to_owned();
@@ -252,8 +327,12 @@ impl RecordSource for KafkaRecordSource {
                     self.accept(received.map(|m| m.detach()))?;
                 }
             }
-            self.decode_fetched().await;
+            self.decode_fetched().await?;
         }
+    }
+
+    fn is_revoked(&self, source: &TopicPartition) -> bool {
+        self.events.is_revoked(source)
     }
 
     fn seek(

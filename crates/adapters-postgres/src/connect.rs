@@ -23,6 +23,16 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one statement may run (a write of a full batch takes well under a second): a
+/// database that stops answering ends the call as a (retried) outage, not a hang.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a statement may wait for a lock before it fails as a (retried) outage.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// TCP keepalive idle time: a peer that vanished without closing is noticed in about this long.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
 /// Opens a session to `url` as `application`, with `schema` first on its search path.
 ///
 /// # Errors
@@ -32,7 +42,9 @@ pub async fn connect(url: &DatabaseUrl, application: &str, schema: &str) -> Resu
     let mut config = url.config.clone();
     config
         .application_name(application)
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE);
     let client = match url.tls {
         TlsMode::Disable => {
             config.ssl_mode(SslMode::Disable);
@@ -74,8 +86,11 @@ async fn set_up(client: &Client, schema: &str) -> Result<()> {
     let quoted = schema.replace('"', "\"\"");
     client
         .batch_execute(&format!(
-            "SET search_path TO \"{quoted}\"; SET idle_in_transaction_session_timeout = {}; SET TIME ZONE 'UTC'",
-            IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+            "SET search_path TO \"{quoted}\"; SET idle_in_transaction_session_timeout = {}; \
+             SET statement_timeout = {}; SET lock_timeout = {}; SET TIME ZONE 'UTC'",
+            IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis(),
+            LOCK_TIMEOUT.as_millis()
         ))
         .await
         .map_err(Error::db("setting up the session"))

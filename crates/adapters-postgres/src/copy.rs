@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 /// `trades`' columns, in COPY order (the Avro record's fields).
 pub const TRADE_COLUMNS: &str = "instrument_name, trade_id, trade_seq, \"timestamp\", price, amount, direction, index_price, mark_price, tick_direction, iv, liquidation, block_trade_id, combo_id, contracts";
 
-const TRADE_TYPES: [Type; 15] = [
+/// `trades`' column types, in [`TRADE_COLUMNS`] order (binary COPY names them).
+pub const TRADE_TYPES: [Type; 15] = [
     Type::TEXT,
     Type::TEXT,
     Type::INT8,

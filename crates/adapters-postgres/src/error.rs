@@ -86,13 +86,26 @@ fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Whether an I/O error (a socket refused, reset or timed out) is among the error's causes.
+fn io_cause(error: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 /// Whether a database error is an outage or a passing refusal (connection lost or refused,
 /// server starting or shutting down, serialisation failure, deadlock, out of resources).
 /// Everything the server refuses for cause (authentication, rights, schema, constraints) is not.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     let Some(state) = error.code() else {
-        // No SQLSTATE: the connection itself failed (refused, reset, closed, timed out).
-        return true;
+        // No SQLSTATE: transient if the connection failed (refused, reset, closed, timed out);
+        // a TLS handshake or configuration the client refuses stays refused.
+        return error.is_closed() || io_cause(error);
     };
     let code = state.code();
     code.starts_with("08") // connection exception

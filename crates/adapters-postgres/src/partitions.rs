@@ -43,6 +43,22 @@ fn day_start_literal(day: i64) -> String {
     format!("'{y:04}-{m:02}-{d:02} 00:00:00+00'")
 }
 
+/// Takes the advisory lock partition changes hold, and bounds how long the DDL may wait for
+/// its lock on `trades`: queued behind a long read, it would hold every insert behind it.
+async fn take_partition_lock(transaction: &tokio_postgres::Transaction<'_>) -> Result<()> {
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}; SELECT pg_advisory_xact_lock({PARTITION_LOCK})",
+            DDL_LOCK_TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(Error::db("taking the partition lock"))
+}
+
+/// How long creating or dropping a partition may wait for its lock (then it fails as an outage
+/// and is tried again later).
+const DDL_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The day partitions known to exist (a cache: asking the catalogue per write costs a round
 /// trip).
 #[derive(Debug, Default)]
@@ -64,10 +80,7 @@ impl DayPartitions {
             .transaction()
             .await
             .map_err(Error::db("creating day partitions"))?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-            .await
-            .map_err(Error::db("taking the partition lock"))?;
+        take_partition_lock(&transaction).await?;
         for &day in &missing {
             transaction
                 .batch_execute(&format!(
@@ -110,10 +123,7 @@ impl DayPartitions {
             .transaction()
             .await
             .map_err(Error::db("dropping day partitions"))?;
-        transaction
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-            .await
-            .map_err(Error::db("taking the partition lock"))?;
+        take_partition_lock(&transaction).await?;
         let rows = transaction
             .query(
                 "SELECT c.relname::text FROM pg_inherits i

@@ -1,7 +1,7 @@
 //! [`PgStore`]: the [`Store`] port over PostgreSQL. One session, opened on first use and again
 //! after any failure; every write is one transaction: rows copied into the session's staging
-//! tables, the positions checked and locked (fenced if another instance moved one), the rows
-//! moved into `trades` and `bars`, the positions advanced, committed.
+//! tables, the positions locked and checked (fenced if another instance moved one), the
+//! positions advanced, the rows moved into `trades` and `bars`, committed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

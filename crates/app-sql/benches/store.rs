@@ -27,7 +27,7 @@ use adapters_kafka::avro::{TRADE_SCHEMA_JSON, encode_trade};
 use adapters_kafka::config::KafkaConfig;
 use adapters_kafka::framing::start_frame;
 use adapters_kafka::registry::{Registry, RegistryConfig, value_subject};
-use adapters_postgres::copy::{TRADE_COLUMNS, time};
+use adapters_postgres::copy::{TRADE_COLUMNS, TRADE_TYPES, time};
 use adapters_postgres::{DatabaseUrl, PgStore, StoreConfig};
 use domain::{Direction, Trade, TradeFields, testing};
 use futures::pin_mut;
@@ -36,7 +36,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use testkit::process::{free_http_addr, http_get, now_ms, signal};
 use testkit::{SchemaRegistryStub, TestBroker, TestPostgres};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 
 const RAW: &str = "deribit.trades";
 const BATCH: usize = 20_000;
@@ -86,26 +86,51 @@ async fn fresh(db: &TestPostgres) {
     db.psql("TRUNCATE trades; DELETE FROM positions").unwrap();
 }
 
+/// A trade's values that are not its fields as they are (converted for the columns).
+struct Owned {
+    seq: i64,
+    at: std::time::SystemTime,
+    tick: i16,
+    direction: &'static str,
+    liquidation: Option<&'static str>,
+}
+
+impl Owned {
+    fn of(t: &Trade) -> Owned {
+        Owned {
+            seq: t.trade_seq as i64,
+            at: time(t.timestamp),
+            tick: i16::from(t.tick_direction),
+            direction: t.direction.as_str(),
+            liquidation: t.liquidation.map(domain::Liquidation::as_str),
+        }
+    }
+
+    /// The row, in `TRADE_COLUMNS` order.
+    fn row<'a>(&'a self, t: &'a Trade) -> [&'a (dyn ToSql + Sync); 15] {
+        [
+            &t.instrument_name,
+            &t.trade_id,
+            &self.seq,
+            &self.at,
+            &t.price,
+            &t.amount,
+            &self.direction,
+            &t.index_price,
+            &t.mark_price,
+            &self.tick,
+            &t.iv,
+            &self.liquidation,
+            &t.block_trade_id,
+            &t.combo_id,
+            &t.contracts,
+        ]
+    }
+}
+
 /// (1) COPY straight into `trades`, one transaction per batch.
 async fn bare_copy(db: &TestPostgres, rows: &[Trade]) -> f64 {
     let mut client = client(db).await;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TIMESTAMPTZ,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::INT2,
-        Type::FLOAT8,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::FLOAT8,
-    ];
     let started = Instant::now();
     for chunk in rows.chunks(BATCH) {
         let tx = client.transaction().await.unwrap();
@@ -113,33 +138,11 @@ async fn bare_copy(db: &TestPostgres, rows: &[Trade]) -> f64 {
             .copy_in(&format!("COPY trades ({TRADE_COLUMNS}) FROM STDIN BINARY"))
             .await
             .unwrap();
-        let writer = BinaryCopyInWriter::new(sink, &types);
+        let writer = BinaryCopyInWriter::new(sink, &TRADE_TYPES);
         pin_mut!(writer);
         for t in chunk {
-            let (seq, at, tick) = (
-                t.trade_seq as i64,
-                time(t.timestamp),
-                i16::from(t.tick_direction),
-            );
-            let liquidation: Option<&str> = None;
-            let row: [&(dyn ToSql + Sync); 15] = [
-                &t.instrument_name,
-                &t.trade_id,
-                &seq,
-                &at,
-                &t.price,
-                &t.amount,
-                &t.direction.as_str(),
-                &t.index_price,
-                &t.mark_price,
-                &tick,
-                &t.iv,
-                &liquidation,
-                &t.block_trade_id,
-                &t.combo_id,
-                &t.contracts,
-            ];
-            writer.as_mut().write(&row).await.unwrap();
+            let owned = Owned::of(t);
+            writer.as_mut().write(&owned.row(t)).await.unwrap();
         }
         writer.finish().await.unwrap();
         tx.commit().await.unwrap();
@@ -190,34 +193,8 @@ async fn row_inserts(db: &TestPostgres, rows: &[Trade]) -> f64 {
     for chunk in rows.chunks(1_000) {
         let tx = client.transaction().await.unwrap();
         for t in chunk {
-            let (seq, at, tick) = (
-                t.trade_seq as i64,
-                time(t.timestamp),
-                i16::from(t.tick_direction),
-            );
-            let liquidation: Option<&str> = None;
-            tx.execute(
-                &insert,
-                &[
-                    &t.instrument_name,
-                    &t.trade_id,
-                    &seq,
-                    &at,
-                    &t.price,
-                    &t.amount,
-                    &t.direction.as_str(),
-                    &t.index_price,
-                    &t.mark_price,
-                    &tick,
-                    &t.iv,
-                    &liquidation,
-                    &t.block_trade_id,
-                    &t.combo_id,
-                    &t.contracts,
-                ],
-            )
-            .await
-            .unwrap();
+            let owned = Owned::of(t);
+            tx.execute(&insert, &owned.row(t)).await.unwrap();
         }
         tx.commit().await.unwrap();
     }

@@ -54,6 +54,23 @@ fn schema_name(text: &str) -> Result<String, String> {
     }
 }
 
+/// A batch interval from 1 ms to 1 h (a longer one would hold rows for no reason, and one far
+/// beyond the clock's range would overflow its timer).
+fn batch_interval(text: &str) -> Result<Duration, String> {
+    positive_duration(text)
+        .ok()
+        .filter(|d| *d <= Duration::from_secs(3600))
+        .ok_or_else(|| "a duration from 1ms to 1h, such as 500ms".to_owned())
+}
+
+/// A session timeout librdkafka and brokers accept.
+fn session_timeout(text: &str) -> Result<Duration, String> {
+    positive_duration(text)
+        .ok()
+        .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(1800)).contains(d))
+        .ok_or_else(|| "a duration from 1s to 30m (brokers accept 6s to 30m by default)".to_owned())
+}
+
 fn rows(text: &str) -> Result<usize, String> {
     text.parse::<usize>()
         .ok()
@@ -89,11 +106,11 @@ shell::declare_settings! {
         /// Rows per database transaction at most.
         batch_rows: usize = |v| required(v, rows), "SQL_BATCH_ROWS", default = "20000";
         /// Rows read are written at least this often.
-        batch_interval: Duration = |v| required(v, positive_duration), "SQL_BATCH_INTERVAL", default = "500ms";
+        batch_interval: Duration = |v| required(v, batch_interval), "SQL_BATCH_INTERVAL", default = "500ms";
         /// Keep trades this long (whole days), dropping day partitions past it; unset keeps all.
         trades_retention: Option<Duration> = |v| optional(v, retention), "SQL_TRADES_RETENTION";
         /// Consumer `session.timeout.ms`.
-        session_timeout: Duration = |v| required(v, positive_duration), "KAFKA_SESSION_TIMEOUT", default = "10s";
+        session_timeout: Duration = |v| required(v, session_timeout), "KAFKA_SESSION_TIMEOUT", default = "10s";
         /// Address of `/healthz`, `/readyz` and `/metrics`.
         http_addr: SocketAddr = |v| required(v, socket_addr), "HTTP_ADDR", default = "0.0.0.0:8092";
         /// Host name, part of the writer id stored with each position.
@@ -241,6 +258,8 @@ mod tests {
         assert!(refused(&[("SQL_SCHEMA", "public; drop table x")]).starts_with("SQL_SCHEMA="));
         assert!(refused(&[("SQL_TRADES_RETENTION", "36h")]).contains("whole days"));
         assert!(refused(&[("SQL_BATCH_ROWS", "0")]).contains("from 1 to 1000000"));
+        assert!(refused(&[("SQL_BATCH_INTERVAL", "300000000h")]).contains("from 1ms to 1h"));
+        assert!(refused(&[("KAFKA_SESSION_TIMEOUT", "100ms")]).contains("from 1s to 30m"));
         assert!(
             refused(&[("SQL_TRADES", "false"), ("SQL_BARS", "false")]).contains("nothing to load")
         );

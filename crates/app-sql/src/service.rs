@@ -55,6 +55,10 @@ pub struct Batching {
 /// How often the store's housekeeping runs (partitions ahead, retention).
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long the last write at a stop may take (database calls, outages waited out) before it
+/// is abandoned: its rows are read again on the next start.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Retries after a database outage: from the first pause, doubling, to the last.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
@@ -81,6 +85,8 @@ pub struct Service<S, T> {
     metrics: Arc<SqlMetrics>,
     stop: watch::Receiver<bool>,
     stop_sender: Arc<watch::Sender<bool>>,
+    /// Set once a stop was asked for and the last write runs.
+    draining: bool,
 }
 
 impl<S: RecordSource, T: Store> Service<S, T> {
@@ -96,6 +102,7 @@ impl<S: RecordSource, T: Store> Service<S, T> {
             metrics: Arc::default(),
             stop,
             stop_sender: Arc::new(sender),
+            draining: false,
         }
     }
 
@@ -145,7 +152,10 @@ impl<S: RecordSource, T: Store> Service<S, T> {
         loop {
             tokio::select! {
                 biased;
-                _ = stop.changed() => return self.flush().await,
+                _ = stop.changed() => {
+                    self.draining = true;
+                    return self.flush().await;
+                }
                 _ = maintenance.tick() => {
                     self.with_retry(async |store: &mut T| store.maintain().await).await?;
                 }
@@ -185,11 +195,10 @@ impl<S: RecordSource, T: Store> Service<S, T> {
         match event {
             SourceEvent::Assigned(partitions) => self.assign(&partitions).await,
             SourceEvent::Revoked(partitions) => {
-                self.flush().await?;
-                for partition in &partitions {
-                    self.owned.remove(partition);
-                }
-                Ok(())
+                // Another member may own them already: what was read of them is not written
+                // here (it is read again from the stored positions), the rest is.
+                self.let_go(&partitions);
+                self.flush().await
             }
             SourceEvent::Records(records) => {
                 self.take(records);
@@ -214,9 +223,10 @@ impl<S: RecordSource, T: Store> Service<S, T> {
                 let position = stored.get(partition).copied();
                 let start = position.map_or(StartAt::Beginning, StartAt::Offset);
                 if let Err(e) = self.source.seek(partition, start) {
-                    // Without the seek the consumer would start from the group's offsets,
-                    // which may be past rows never stored: that is loss, so stop.
-                    return Err(ServiceError::Source(e));
+                    // The group never commits offsets, so without the seek the consumer starts
+                    // from the log's beginning: slower, never a loss (records before the
+                    // stored position are skipped in `take`).
+                    warn!(partition = %partition, error = %e, "Seek to the stored position failed; reading from the log's start instead.");
                 }
                 info!(partition = %partition, position = ?position, "Partition positioned from the database.");
                 self.owned.insert(partition.clone(), position);
@@ -241,8 +251,26 @@ impl<S: RecordSource, T: Store> Service<S, T> {
         }
     }
 
-    /// Writes the pending batch (if any) with the positions it moves.
+    /// Stops owning `partitions` and forgets what was read of them.
+    fn let_go(&mut self, partitions: &[TopicPartition]) {
+        self.pending.forget(partitions);
+        for partition in partitions {
+            if self.owned.remove(partition).is_some() {
+                info!(partition = %partition, "Partition let go; its unwritten rows are another member's to read.");
+            }
+        }
+    }
+
+    /// Writes the pending batch (if any) with the positions it moves; partitions a rebalance
+    /// has taken meanwhile (their event still queued) are let go first, never written.
     async fn flush(&mut self) -> Result<(), ServiceError> {
+        let taken: Vec<TopicPartition> = self
+            .owned
+            .keys()
+            .filter(|p| self.source.is_revoked(p))
+            .cloned()
+            .collect();
+        self.let_go(&taken);
         let batch = self.pending.take(&self.owned);
         if batch.is_empty() {
             return Ok(());
@@ -276,6 +304,18 @@ impl<S: RecordSource, T: Store> Service<S, T> {
         Ok(())
     }
 
+    /// When a database call is abandoned: once a stop is asked for; while the last write at a
+    /// stop drains, after [`DRAIN_DEADLINE`].
+    fn give_up(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        if self.draining {
+            return Box::pin(tokio::time::sleep(DRAIN_DEADLINE));
+        }
+        let mut stop = self.stop.clone();
+        Box::pin(async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        })
+    }
+
     /// Calls `call` on the store until it succeeds, waiting out outages (not ready meanwhile);
     /// a fenced or refused call ends the service. Stopping while waiting gives `None`: what
     /// was not written is read again from the stored positions on the next start.
@@ -284,8 +324,18 @@ impl<S: RecordSource, T: Store> Service<S, T> {
         mut call: impl AsyncFnMut(&mut T) -> Result<R, StoreError>,
     ) -> Result<Option<R>, ServiceError> {
         let mut pause = RETRY_FIRST;
+        let mut give_up = self.give_up();
         loop {
-            match call(&mut self.store).await {
+            // A database that stops answering mid-call must not keep a stop waiting: the call
+            // is dropped (its transaction never commits) and read again on the next start.
+            let outcome = tokio::select! {
+                outcome = call(&mut self.store) => outcome,
+                () = &mut give_up => {
+                    info!("Stopping during a database call; what it held is read again on the next start.");
+                    return Ok(None);
+                }
+            };
+            match outcome {
                 Ok(value) => {
                     if self.metrics.database_down.swap(false, Ordering::Relaxed) {
                         info!("The database is back.");
@@ -304,10 +354,9 @@ impl<S: RecordSource, T: Store> Service<S, T> {
                     return Err(ServiceError::Store(e));
                 }
             }
-            let mut stop = self.stop.clone();
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                _ = stop.wait_for(|stopping| *stopping) => {
+                () = &mut give_up => {
                     info!("Stopping while the database is down; unwritten rows are read again on the next start.");
                     return Ok(None);
                 }

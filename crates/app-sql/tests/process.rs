@@ -112,3 +112,53 @@ async fn every_trade_and_bar_of_both_schema_versions_lands_once_field_for_field(
         "three raw partitions and one bars partition: {positions}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_cannot_answer_stalls_the_store_and_loses_nothing() {
+    let ground = Ground::start(2).await;
+    let logs = tempfile::tempdir().unwrap();
+    let batches = stream(&INSTRUMENTS, 4, 50);
+    let sink = ground.trade_sink().await;
+    publish(&sink, &batches).await;
+    ground.publish_bars(&bars("BTC-PERPETUAL", 3), false).await;
+
+    // No registry where it is looked for: the records cannot be read, so none is stepped over.
+    let http = free_http_addr();
+    let mut child = ground
+        .command(&http)
+        .env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")
+        .stdout(std::fs::File::create(logs.path().join("nowhere.log")).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            http_get(&http, "/readyz").contains("source topics cannot be read")
+        })
+        .await,
+        "not ready, and saying why: {}",
+        http_get(&http, "/readyz")
+    );
+    let metrics = http_get(&http, "/metrics");
+    assert!(
+        metrics.contains("app_sql_unreadable_records_total 0"),
+        "{metrics}"
+    );
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        ground.db.psql("SELECT count(*) FROM positions").unwrap(),
+        "0"
+    );
+
+    // With the registry, every row lands.
+    let http = free_http_addr();
+    let mut child = ground.spawn(&http, &logs.path().join("registry.log"));
+    let expected = batches.iter().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        ground.wait_rows(expected, 3, Duration::from_secs(60)).await,
+        (expected, 3)
+    );
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -124,7 +124,7 @@ impl Trade {
     ///
     /// # Errors
     /// [`Error::InvalidTrade`] naming the first field that breaks a rule: empty instrument or
-    /// trade id, `trade_seq` above [`MAX_TRADE_SEQ`], timestamp ≤ 0 or ≥ [`MAX_TIMESTAMP_MS`],
+    /// trade id, a NUL character in a text field, `trade_seq` above [`MAX_TRADE_SEQ`], timestamp ≤ 0 or ≥ [`MAX_TIMESTAMP_MS`],
     /// price or amount not in (0, [`MAX_MAGNITUDE`]], index or mark price not finite, tick
     /// direction outside 0..=3, iv or contracts not finite.
     pub fn new(fields: TradeFields) -> Result<Self> {
@@ -139,6 +139,19 @@ impl Trade {
         }
         if fields.trade_id.is_empty() {
             return Err(fail("trade_id", "must not be empty".into()));
+        }
+        // No text store holds a NUL character (PostgreSQL refuses it), so no trade carries one.
+        let texts = [
+            ("instrument_name", Some(&fields.instrument_name)),
+            ("trade_id", Some(&fields.trade_id)),
+            ("block_trade_id", fields.block_trade_id.as_ref()),
+            ("combo_id", fields.combo_id.as_ref()),
+        ];
+        if let Some((field, _)) = texts
+            .iter()
+            .find(|(_, text)| text.is_some_and(|t| t.contains('\0')))
+        {
+            return Err(fail(field, "must not contain a NUL character".into()));
         }
         if fields.trade_seq > MAX_TRADE_SEQ {
             return Err(fail(
@@ -297,6 +310,16 @@ mod tests {
             ("tick_direction", Box::new(|f| f.tick_direction = 4)),
             ("iv", Box::new(|f| f.iv = Some(f64::NAN))),
             ("contracts", Box::new(|f| f.contracts = Some(-3.0))),
+            (
+                "instrument_name",
+                Box::new(|f| f.instrument_name.push('\0')),
+            ),
+            ("trade_id", Box::new(|f| f.trade_id = "4\08".into())),
+            (
+                "block_trade_id",
+                Box::new(|f| f.block_trade_id = Some("\0".into())),
+            ),
+            ("combo_id", Box::new(|f| f.combo_id = Some("a\0".into()))),
         ];
         for (expected, mutate) in cases {
             let (field, rule) = rejected_field(mutate);

@@ -122,6 +122,11 @@ pub trait RecordSource: Send {
     /// [`SourceError`] if the topics cannot be read.
     fn next_event(&mut self) -> impl Future<Output = Result<SourceEvent, SourceError>> + Send;
 
+    /// Whether `source` was taken from this member by a rebalance whose `Revoked` event may
+    /// not have been handed out yet: from then on another member may own it, so nothing more
+    /// of it is to be written here.
+    fn is_revoked(&self, source: &TopicPartition) -> bool;
+
     /// Continues `source` from `start`; records of it not yet handed out are dropped.
     ///
     /// # Errors

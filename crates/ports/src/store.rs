@@ -61,7 +61,9 @@ pub struct Written {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached, or ended the transaction for a passing reason (a
-    /// restart, a serialisation failure): nothing was written; try the same write again.
+    /// restart, a serialisation failure): try the same write again. Usually nothing was
+    /// written; if the connection dropped during the commit it may have been, and the write
+    /// sent again is then recognised as written (see [`Store::write`]).
     #[error("database unavailable: {source}")]
     Unavailable {
         /// The adapter's error, saying what was being done.
@@ -114,7 +116,8 @@ pub trait Store: Send {
     /// Writes `batch` in one transaction: every row and every position, or nothing. A position
     /// that no longer holds its `from` fails the whole write as [`StoreError::Fenced`]. Writing
     /// the same batch again after an error whose outcome was unknown (a connection lost during
-    /// the commit) is safe: a batch this instance already committed is reported written.
+    /// the commit) is safe: a batch this instance already committed is reported written, with
+    /// zero counts (its rows were counted by no one: the answer that carried them was lost).
     ///
     /// # Errors
     /// [`StoreError`]; nothing of the batch is kept.

@@ -71,7 +71,8 @@ fn timestamp(fields: &mut Fields, name: &str) -> Result<i64> {
 ///
 /// # Errors
 /// [`Error::Decode`](crate::Error::Decode) for bytes that do not decode or resolve, and for a
-/// record whose times are outside 1970–2100 or whose window is empty.
+/// record whose times are outside 1970–2100, whose window is empty, or whose instrument name is
+/// empty or holds a NUL character.
 pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result<Aggregate> {
     let value = decode_value(schema_id, writer, aggregate_schema()?, datum)?;
     let mut fields = Fields::of(value, schema_id)?;
@@ -110,8 +111,14 @@ pub fn decode_aggregate(schema_id: u32, writer: &Schema, datum: &[u8]) -> Result
             "window [{window_start}, {window_end}) of {window_ms} ms is empty"
         )));
     }
+    let instrument_name = fields.string("instrument_name")?;
+    if instrument_name.is_empty() || instrument_name.contains('\0') {
+        return Err(fields.fail(format!(
+            "instrument_name {instrument_name:?} is empty or holds a NUL character"
+        )));
+    }
     Ok(Aggregate {
-        instrument_name: fields.string("instrument_name")?,
+        instrument_name,
         window_start,
         window_end,
         window_ms,

@@ -59,24 +59,10 @@ impl Ground {
         Ground { broker, stub, db }
     }
 
-    /// app-sql as the tests run it: 100 ms batches, 3 s sessions, on `http`; its log (at
-    /// `CHILD_LOG`, default `warn`) into `log` if given.
+    /// app-sql as the tests run it (`testkit::services::sql_command`): 100 ms batches, 3 s
+    /// sessions, on `http`; `CHILD_LOG` sets its `RUST_LOG` (default `warn`).
     pub fn command(&self, http: &str) -> Command {
-        let mut command = Command::new(BIN);
-        command.env_clear().envs([
-            ("KAFKA_BOOTSTRAP_SERVERS", self.broker.bootstrap_servers()),
-            ("SCHEMA_REGISTRY_URL", self.stub.url()),
-            ("DATABASE_URL", self.db.url()),
-            ("SQL_BATCH_INTERVAL", "100ms".into()),
-            ("KAFKA_SESSION_TIMEOUT", "3s".into()),
-            ("HTTP_ADDR", http.to_owned()),
-            ("OTEL_SDK_DISABLED", "true".into()),
-            (
-                "RUST_LOG",
-                std::env::var("CHILD_LOG").unwrap_or_else(|_| "warn".into()),
-            ),
-        ]);
-        command
+        testkit::services::sql_command(BIN, &self.broker, &self.stub, &self.db.url(), http)
     }
 
     /// Starts [`Ground::command`] with its log in `log`.
