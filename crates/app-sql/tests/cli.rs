@@ -76,16 +76,25 @@ fn check_config_prints_every_setting_with_the_password_hidden() {
     assert!(!all.contains("s3cret"), "{settings:?}");
 }
 
-/// app-sql started against `url` (a broker nowhere: it must stop before it gets there).
+/// app-sql started against `url` (a broker nowhere: it must stop before it gets there), given
+/// 20 s to stop (killed after: a service that runs on has not refused).
 fn start_against(url: &str) -> (Option<i32>, Vec<String>) {
-    let out = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .env_clear()
         .envs(BROKER)
         .env("DATABASE_URL", url)
         .env("OTEL_SDK_DISABLED", "true")
         .env("RUST_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
     let errors = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains("ERROR"))
