@@ -22,13 +22,7 @@ async fn a_resumed_zombie_exits_fenced_and_no_row_is_stored_twice() {
     let (http_a, http_b) = (free_http_addr(), free_http_addr());
     let log_a = logs.path().join("a.log");
     // A writes every 3 s, so it holds unwritten rows most of the time.
-    let mut a = ground
-        .command(&http_a)
-        .env("SQL_BATCH_INTERVAL", "3s")
-        .stdout(std::fs::File::create(&log_a).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = ground.spawn_with(&http_a, &log_a, &[("SQL_BATCH_INTERVAL", "3s")]);
     assert!(
         wait_for(Duration::from_secs(60), || healthcheck(
             common::BIN,

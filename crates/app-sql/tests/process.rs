@@ -124,13 +124,11 @@ async fn a_registry_that_cannot_answer_stalls_the_store_and_loses_nothing() {
 
     // No registry where it is looked for: the records cannot be read, so none is stepped over.
     let http = free_http_addr();
-    let mut child = ground
-        .command(&http)
-        .env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")
-        .stdout(std::fs::File::create(logs.path().join("nowhere.log")).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = ground.spawn_with(
+        &http,
+        &logs.path().join("nowhere.log"),
+        &[("SCHEMA_REGISTRY_URL", "http://127.0.0.1:9")],
+    );
     assert!(
         wait_for(Duration::from_secs(60), || {
             http_get(&http, "/readyz").contains("source topics cannot be read")

@@ -28,13 +28,7 @@ async fn instances_joining_and_leaving_are_never_fenced_and_store_each_row_once(
     let (log_a, log_b) = (logs.path().join("a.log"), logs.path().join("b.log"));
     // A writes every 3 s: when a rebalance takes partitions from it, it holds many unwritten
     // rows of them, which it must not write (their new owner reads them again).
-    let mut a = ground
-        .command(&http_a)
-        .env("SQL_BATCH_INTERVAL", "3s")
-        .stdout(std::fs::File::create(&log_a).unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut a = ground.spawn_with(&http_a, &log_a, &[("SQL_BATCH_INTERVAL", "3s")]);
     assert!(
         wait_for(Duration::from_secs(60), || healthcheck(
             common::BIN,

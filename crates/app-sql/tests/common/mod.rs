@@ -67,7 +67,18 @@ impl Ground {
 
     /// Starts [`Ground::command`] with its log in `log`.
     pub fn spawn(&self, http: &str, log: &std::path::Path) -> Child {
+        self.spawn_with(http, log, &[])
+    }
+
+    /// As [`Ground::spawn`], with `settings` added to (or overriding) the tests' ones.
+    pub fn spawn_with(
+        &self,
+        http: &str,
+        log: &std::path::Path,
+        settings: &[(&str, &str)],
+    ) -> Child {
         self.command(http)
+            .envs(settings.iter().copied())
             .stdout(std::fs::File::create(log).unwrap())
             .stderr(Stdio::null())
             .spawn()
