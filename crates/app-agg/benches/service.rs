@@ -25,7 +25,7 @@ use adapters_kafka::framing::start_frame;
 use adapters_kafka::registry::{Registry, RegistryConfig, value_subject};
 use domain::{Direction, Trade, TradeFields, testing};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use testkit::process::{free_http_addr, http_get, now_ms, signal};
+use testkit::process::{free_http_addr, http_get, now_ms, rss_mib, signal};
 use testkit::{SchemaRegistryStub, TestBroker};
 
 const RAW: &str = "deribit.trades";
@@ -39,15 +39,6 @@ async fn wait_ready(child: &mut std::process::Child, http: &str, every: Duration
         }
         tokio::time::sleep(every).await;
     }
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// CPU seconds (user + system) the process has used.

@@ -33,7 +33,7 @@ use domain::{Direction, Trade, TradeFields, testing};
 use futures::pin_mut;
 use ports::{PositionMove, Store, StoreBatch, SystemClock, TopicPartition};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use testkit::process::{free_http_addr, http_get, now_ms, signal};
+use testkit::process::{free_http_addr, http_get, now_ms, rss_mib, signal};
 use testkit::{SchemaRegistryStub, TestBroker, TestPostgres};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::ToSql;
@@ -229,15 +229,6 @@ fn scrape_count(http: &str, name: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn buckets(scrape: &str) -> Vec<(String, f64)> {

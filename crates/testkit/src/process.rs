@@ -85,6 +85,17 @@ pub async fn exit_code_within(child: &mut Child, within: Duration) -> Option<i32
     child.wait().unwrap().code()
 }
 
+/// Resident memory of process `pid`, MiB (`VmRSS` in `/proc/PID/status`; 0 if unreadable).
+#[must_use]
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 /// Wall-clock milliseconds since the epoch.
 #[must_use]
 pub fn now_ms() -> i64 {
